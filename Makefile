@@ -1,0 +1,32 @@
+# Every target installs what it needs into .venv first, so a machine with only Python and make works.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install test demo bench lint clean
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# The suite starts its own servers (Tansu broker, moto S3 server) on free loopback ports.
+test: $(STAMP)
+	$(BIN)/ruff check pipeline tests
+	$(BIN)/pytest -q
+
+demo: $(STAMP)
+	$(BIN)/python -m pipeline.demo
+
+bench: $(STAMP)
+	$(BIN)/python -m pipeline.bench
+
+lint: $(STAMP)
+	$(BIN)/ruff check pipeline tests
+
+clean:
+	rm -rf $(VENV) .pytest_cache demo-lake

@@ -1,0 +1,74 @@
+"""The typer application and the helpers every command shares."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from pipeline.errors import KbakError
+from pipeline.storage import Lake, S3Settings
+
+app = typer.Typer(
+    name="kbak",
+    help="A Parquet/Delta Lake archive for Kafka: ingest, replay, query, and prove custody.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def fail(message: str, code: int = 1) -> None:
+    """Print a one-line error on stderr and exit with ``code``."""
+    typer.echo(f"kbak: error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def friendly(fn: F) -> F:
+    """Turn KbakError (and KeyboardInterrupt) into a one-line message and a non-zero exit."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except KbakError as exc:
+            fail(str(exc), exc.exit_code)
+        except KeyboardInterrupt:
+            fail("interrupted", 130)
+
+    return wrapper  # type: ignore[return-value]
+
+
+LakeOpt = Annotated[str, typer.Option("--lake", help="Lake location: a directory or s3://bucket/prefix.")]
+S3EndpointOpt = Annotated[
+    str | None, typer.Option("--s3-endpoint", help="S3 endpoint URL (MinIO, moto, ...); default from AWS env.")
+]
+S3RegionOpt = Annotated[str | None, typer.Option("--s3-region", help="S3 region; default from AWS env.")]
+
+
+def lake_from(uri: str | None, endpoint: str | None = None, region: str | None = None) -> Lake:
+    if not uri:
+        raise KbakError("--lake is required (a directory or s3://bucket/prefix)")
+    return Lake.at(uri, S3Settings(endpoint=endpoint, region=region))
+
+
+def emit_json(obj: Any) -> None:
+    sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
+
+
+@app.callback()
+def main(
+    version: Annotated[bool, typer.Option("--version", help="Print kbak's version and exit.")] = False,
+) -> None:
+    """kbak: every Kafka record kept byte for byte, provably untampered, answerable with SQL."""
+    if version:
+        from pipeline import __version__
+
+        typer.echo(f"kbak {__version__}")
+        raise typer.Exit(0)

