@@ -23,7 +23,7 @@ demo: $(STAMP)
 	$(BIN)/python -m pipeline.demo
 
 bench: $(STAMP)
-	$(BIN)/python -m pipeline.bench
+	$(BIN)/python -m pipeline.bench $(BENCH)
 
 lint: $(STAMP)
 	$(BIN)/ruff check pipeline tests

@@ -1,9 +1,12 @@
 """The ``kbak`` command line: a thin layer over the Python API in ``pipeline``.
 
-Each command group lives in its own module and registers itself on ``app``.
+Each command group lives in its own module and registers itself on ``app`` when imported.
 """
 
-from pipeline.cli import ingest as _ingest  # noqa: F401  (registers commands)
+from pipeline.cli import custody as _custody  # noqa: F401
+from pipeline.cli import ingest as _ingest  # noqa: F401
+from pipeline.cli import query as _query  # noqa: F401
+from pipeline.cli import replay as _replay  # noqa: F401
 from pipeline.cli._app import app
 
 __all__ = ["app"]

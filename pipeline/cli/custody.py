@@ -1,0 +1,1 @@
+"""kbak custody commands (registered on import)."""

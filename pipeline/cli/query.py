@@ -1,0 +1,1 @@
+"""kbak query commands (registered on import)."""

@@ -1,0 +1,1 @@
+"""kbak replay commands (registered on import)."""
