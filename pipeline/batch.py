@@ -58,3 +58,22 @@ def headers_array(raw: Sequence[list[tuple[str, bytes | None]] | None]) -> pa.Li
     structs = pa.StructArray.from_arrays([keys, values], fields=list(HEADER_TYPE))
     list_type = RECORD_SCHEMA.field("headers").type
     return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), structs, type=list_type)
+
+
+def partition_mask(table: pa.Table, partitions) -> pa.ChunkedArray | None:
+    """Boolean mask of the rows belonging to any of the given (topic, partition) pairs."""
+    mask = None
+    for topic, partition in partitions:
+        hit = pc.and_(pc.equal(table["topic"], topic), pc.equal(table["partition"], partition))
+        mask = hit if mask is None else pc.or_(mask, hit)
+    return mask
+
+
+def without_partitions(table: pa.Table, partitions) -> pa.Table:
+    mask = partition_mask(table, partitions)
+    return table if mask is None else table.filter(pc.invert(mask))
+
+
+def only_partitions(table: pa.Table, partitions) -> pa.Table:
+    mask = partition_mask(table, partitions)
+    return table.slice(0, 0) if mask is None else table.filter(mask)

@@ -11,6 +11,8 @@ commit it.
 from __future__ import annotations
 
 import getpass
+import os
+import signal
 import socket
 import time
 from collections.abc import Callable
@@ -24,6 +26,7 @@ from deltalake.exceptions import CommitFailedError
 from deltalake.transaction import AddAction
 
 from pipeline import __version__, custody
+from pipeline.batch import without_partitions
 from pipeline.errors import KbakError
 from pipeline.schema import PARTITION_COLUMNS, RECORD_SCHEMA
 from pipeline.storage import Lake
@@ -97,12 +100,13 @@ def commit_records(
             moved = _fence(dt, expected, source_cluster)
             rejected.update(moved)
             if moved:
-                table = _drop_partitions(table, moved)
+                table = without_partitions(table, moved)
                 files = []  # rows changed: rewrite (old files stay orphaned, vacuum removes them)
             if table.num_rows == 0:
                 return CommitResult(None, [], 0, 0, {}, rejected)
             if not files:
                 files = write_files(lake, table, compression_level, target_file_size)
+                _fault("after-write")
             ranges = partition_ranges(table)
             body = _manifest_body(files, ranges, gaps or [], source_cluster, backup_id)
             digest = custody.stage(lake, body)
@@ -119,6 +123,7 @@ def commit_records(
                 "kbak.gaps": gaps or [],
                 custody.manifest.BODY_DIGEST_KEY: digest,
             }
+            _fault("before-commit")
             dt.create_write_transaction(
                 [_add_action(f) for f in files],
                 mode="append",
@@ -126,6 +131,7 @@ def commit_records(
                 partition_by=PARTITION_COLUMNS,
                 commit_properties=CommitProperties(custom_metadata=meta, app_transactions=txns, max_commit_retries=10),
             )
+            _fault("after-commit")
             version = _committed_version(dt, digest)
             custody.seal(lake, dt)
             committed = {(r["topic"], r["partition"]): r["last_offset"] for r in ranges}
@@ -145,6 +151,12 @@ def commit_records(
             sleep(min(0.5 * 2 ** (attempt - 1), 8.0))
 
 
+def _fault(point: str) -> None:
+    """Crash-test hook: ``KBAK_FAULT=<point>`` SIGKILLs the process there (the kill-and-rerun tests)."""
+    if os.environ.get("KBAK_FAULT") == point:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 def _committed_version(dt: DeltaTable, digest: str) -> int:
     """The version our commit got (others may have committed after it): found by its manifest digest."""
     dt.update_incremental()
@@ -161,14 +173,6 @@ def _fence(dt: DeltaTable, expected: dict[TopicPartition, int | None], cluster: 
         if have != want:
             moved[(topic, partition)] = have
     return moved
-
-
-def _drop_partitions(table: pa.Table, moved: dict[TopicPartition, int | None]) -> pa.Table:
-    keep = None
-    for topic, partition in moved:
-        hit = pc.and_(pc.equal(table["topic"], topic), pc.equal(table["partition"], partition))
-        keep = hit if keep is None else pc.or_(keep, hit)
-    return table.filter(pc.invert(keep)) if keep is not None else table
 
 
 def _add_action(f: DataFile) -> AddAction:

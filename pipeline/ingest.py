@@ -19,18 +19,17 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import pyarrow as pa
-import pyarrow.compute as pc
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
 from pipeline import custody
-from pipeline.batch import messages_to_table
+from pipeline.batch import messages_to_table, only_partitions, without_partitions
 from pipeline.commit import CommitResult, commit_records, partition_ranges
 from pipeline.errors import KbakError
 from pipeline.kafka import cluster_metadata, compile_patterns, select_topics
 from pipeline.metrics import IngestMetrics
 from pipeline.progress import Reporter, Snapshot
 from pipeline.storage import Lake
-from pipeline.table import ensure_table, open_table
+from pipeline.table import app_id, ensure_table, open_table
 
 TP = tuple[str, int]
 
@@ -177,6 +176,7 @@ class _Run:
         md = cluster_metadata(self.conf)
         self.cluster = opts.source_cluster_id or md.cluster_id or opts.bootstrap_servers
         self.topics = select_topics(md.topics, self.include, self.exclude)
+        self.partitions = {t: sorted(md.topics[t].partitions) for t in self.topics}
         if not self.topics:
             raise KbakError(
                 f"no topic on {opts.bootstrap_servers} matches --topics {opts.topics}"
@@ -234,7 +234,14 @@ class _Run:
         restore = _install_signal_handlers(self.stop)
         failure: BaseException | None = None
         try:
-            consumer.subscribe(self.topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost)
+            if self.opts.once and not self.opts.group_id:
+                # A snapshot with no group named takes every partition itself: no group membership,
+                # so members of an earlier killed run cannot hold partitions it would then skip.
+                self._on_assign(consumer, [TopicPartition(t, p) for t in self.topics for p in self.partitions[t]])
+            else:
+                consumer.subscribe(
+                    self.topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
+                )
             self._loop()
             self._flush()
             self._wait_committer()
@@ -373,7 +380,7 @@ class _Run:
             self.metrics.commits.inc()
             self.metrics.last_commit.set(time.time())
             self.metrics.backup_size.set(s.bytes_written)
-            for r in partition_ranges(_only(job.table, res.committed)):
+            for r in partition_ranges(only_partitions(job.table, res.committed)):
                 part = s.partitions.setdefault(r["topic"], {}).setdefault(r["partition"], {"records": 0})
                 part["records"] += r["records"]
                 part.setdefault("first_offset", r["first_offset"])
@@ -405,7 +412,7 @@ class _Run:
     def _drop_buffered(self, tps: set[TP]) -> None:
         if not self.buffer:
             return
-        kept = [_without(t, tps) for t in self.buffer]
+        kept = [without_partitions(t, tps) for t in self.buffer]
         self.buffer = [t for t in kept if t.num_rows]
         self.buffer_rows = sum(t.num_rows for t in self.buffer)
         self.buffer_bytes = sum(t.nbytes for t in self.buffer)
@@ -444,7 +451,7 @@ class _Run:
         self.dt.update_incremental()
         for p in partitions:
             tp = (p.topic, p.partition)
-            have = self.dt.transaction_version(_app(self.cluster, tp))
+            have = self.dt.transaction_version(app_id(self.cluster, *tp))
             self.expected[tp] = have
             self.generation[tp] += 1
             self.done.discard(tp)
@@ -477,30 +484,6 @@ class _Run:
         self._drop_buffered(lost)
         self.assigned -= lost
         self.done -= lost
-
-
-def _app(cluster: str, tp: TP) -> str:
-    from pipeline.table import app_id
-
-    return app_id(cluster, *tp)
-
-
-def _mask(table: pa.Table, tps) -> pa.ChunkedArray | None:
-    mask = None
-    for topic, partition in tps:
-        hit = pc.and_(pc.equal(table["topic"], topic), pc.equal(table["partition"], partition))
-        mask = hit if mask is None else pc.or_(mask, hit)
-    return mask
-
-
-def _without(table: pa.Table, tps: set[TP]) -> pa.Table:
-    mask = _mask(table, tps)
-    return table if mask is None else table.filter(pc.invert(mask))
-
-
-def _only(table: pa.Table, committed: dict[TP, int]) -> pa.Table:
-    mask = _mask(table, committed.keys())
-    return table.filter(mask) if mask is not None else table.slice(0, 0)
 
 
 def _install_signal_handlers(stop: threading.Event):

@@ -44,6 +44,9 @@ def ingest_cmd(
     object_lock_days: Annotated[
         int | None, typer.Option("--object-lock-days", help="S3 Object Lock retention for what is written.")
     ] = None,
+    topic_refresh_seconds: Annotated[
+        float, typer.Option("--topic-refresh-seconds", help="How often to look for new matching topics.")
+    ] = 10.0,
     json_out: Annotated[bool, typer.Option("--json", help="Print the final summary as JSON.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
 ) -> None:
@@ -71,6 +74,7 @@ def ingest_cmd(
         metrics_port=_pick(metrics_port, b.metrics_port, None),
         snapshot_groups=bool(_pick(snapshot_groups, b.snapshot_groups, False)),
         object_lock_days=_pick(object_lock_days, b.object_lock_days, None),
+        topic_refresh_seconds=topic_refresh_seconds,
     )
     if opts.object_lock_days and not opts.lake.is_s3:
         raise KbakError("--object-lock-days needs an S3 lake: write-once storage is an S3 Object Lock feature")
