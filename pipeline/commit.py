@@ -27,7 +27,7 @@ from deltalake.transaction import AddAction
 
 from pipeline import __version__, custody
 from pipeline.batch import without_partitions
-from pipeline.errors import KbakError
+from pipeline.errors import KbakError, first_line
 from pipeline.schema import PARTITION_COLUMNS, RECORD_SCHEMA
 from pipeline.storage import Lake
 from pipeline.table import app_id
@@ -86,7 +86,7 @@ def commit_records(
     gaps: list[dict] | None = None,
     compression_level: int = 3,
     target_file_size: int = 128 << 20,
-    max_attempts: int = 6,
+    max_attempts: int = 5,
     sleep: Callable[[float], None] = time.sleep,
 ) -> CommitResult:
     """Commit ``table``'s rows for the partitions whose fence holds; report the ones that moved."""
@@ -140,15 +140,15 @@ def commit_records(
         except CommitFailedError as exc:
             # A concurrent commit set one of our partitions' transactions: loop to re-fence.
             if attempt >= max_attempts:
-                raise KbakError(f"commit to {lake.uri} kept conflicting: {_line(exc)}") from None
+                raise KbakError(f"commit to {lake.uri} kept conflicting: {first_line(exc)}") from None
         except KbakError:
             raise
         except OSError as exc:
             if attempt >= max_attempts:
                 raise KbakError(
-                    f"storage error committing to {lake.uri} after {attempt} attempts: {_line(exc)}"
+                    f"storage error committing to {lake.uri} after {attempt} attempts: {' '.join(str(exc).split())[:300]}"
                 ) from None
-            sleep(min(0.5 * 2 ** (attempt - 1), 8.0))
+            sleep(min(0.5 * 2 ** (attempt - 1), 4.0))
 
 
 def _fault(point: str) -> None:
@@ -201,6 +201,3 @@ def _manifest_body(files: list[DataFile], ranges: list[dict], gaps: list[dict], 
         "gaps": gaps,
     }
 
-
-def _line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]

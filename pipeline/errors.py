@@ -12,3 +12,8 @@ class KbakError(Exception):
     def __init__(self, message: str, exit_code: int = 1) -> None:
         super().__init__(message)
         self.exit_code = exit_code
+
+
+def first_line(exc: BaseException, limit: int = 300) -> str:
+    """The first line of an exception's message (library errors are often multi-line), for KbakError."""
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:limit]

@@ -25,7 +25,7 @@ from pipeline import custody
 from pipeline.batch import messages_to_table, only_partitions, without_partitions
 from pipeline.commit import CommitResult, commit_records, partition_ranges
 from pipeline.errors import KbakError
-from pipeline.kafka import cluster_metadata, compile_patterns, select_topics
+from pipeline.kafka import cluster_metadata, compile_patterns, select_topics, with_logger
 from pipeline.metrics import IngestMetrics
 from pipeline.progress import Reporter, Snapshot
 from pipeline.storage import Lake
@@ -209,24 +209,26 @@ class _Run:
 
     def execute(self) -> IngestSummary:
         consumer = Consumer(
-            {
-                **self.conf,
-                "group.id": self.opts.group_id or default_group_id(self.lake),
-                "enable.auto.commit": False,
-                "enable.auto.offset.store": False,
-                "enable.partition.eof": True,
-                "isolation.level": "read_committed",
-                "auto.offset.reset": "earliest",
-                "fetch.max.bytes": 64 << 20,
-                "max.partition.fetch.bytes": 8 << 20,
-                "queued.max.messages.kbytes": 256 << 10,
-                "socket.connection.setup.timeout.ms": 10000,
-                # Short enough that a dead worker's partitions move on quickly (and that group
-                # joins on the test broker take seconds, not tens of seconds); -X overrides.
-                "session.timeout.ms": 6000,
-                "heartbeat.interval.ms": 1000,
-                **self.opts.kafka_settings,
-            }
+            with_logger(
+                {
+                    **self.conf,
+                    "group.id": self.opts.group_id or default_group_id(self.lake),
+                    "enable.auto.commit": False,
+                    "enable.auto.offset.store": False,
+                    "enable.partition.eof": True,
+                    "isolation.level": "read_committed",
+                    "auto.offset.reset": "earliest",
+                    "fetch.max.bytes": 64 << 20,
+                    "max.partition.fetch.bytes": 8 << 20,
+                    "queued.max.messages.kbytes": 256 << 10,
+                    "socket.connection.setup.timeout.ms": 10000,
+                    # Short enough that a dead worker's partitions move on quickly (and that group
+                    # joins on the test broker take seconds, not tens of seconds); -X overrides.
+                    "session.timeout.ms": 6000,
+                    "heartbeat.interval.ms": 1000,
+                    **self.opts.kafka_settings,
+                }
+            )
         )
         self.consumer = consumer
         self.committer = _Committer(self)

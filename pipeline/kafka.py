@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Iterable
 
@@ -11,6 +12,15 @@ from confluent_kafka.admin import AdminClient, ClusterMetadata
 from pipeline.errors import KbakError
 
 CONNECT_TIMEOUT_S = 10.0
+
+# librdkafka's own log lines (connection retries and the like) go to this logger instead of
+# stderr, so a failure reaches the user as one line from kbak; `KBAK_LOG=debug` shows them.
+KAFKA_LOG = logging.getLogger("kbak.librdkafka")
+
+
+def with_logger(conf: dict) -> dict:
+    """Client settings with librdkafka's log routed to Python logging."""
+    return {**conf, "logger": KAFKA_LOG}
 
 
 def client_config(bootstrap_servers: str, extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -35,7 +45,7 @@ def parse_settings(pairs: Iterable[str]) -> dict[str, str]:
 def cluster_metadata(conf: dict[str, str], timeout: float = CONNECT_TIMEOUT_S) -> ClusterMetadata:
     """Cluster metadata, or a one-line error after a bounded wait when the cluster is unreachable."""
     try:
-        admin = AdminClient({**conf, "socket.connection.setup.timeout.ms": str(int(timeout * 1000))})
+        admin = AdminClient(with_logger({**conf, "socket.connection.setup.timeout.ms": str(int(timeout * 1000))}))
     except KafkaException as exc:
         raise KbakError(f"bad Kafka client setting: {exc.args[0].str() if exc.args else exc}") from None
     try:

@@ -6,7 +6,7 @@ import pyarrow as pa
 from deltalake import CommitProperties, DeltaTable
 from deltalake.exceptions import TableNotFoundError
 
-from pipeline.errors import KbakError
+from pipeline.errors import KbakError, first_line
 from pipeline.schema import PARTITION_COLUMNS, RECORD_SCHEMA, check_table_schema
 from pipeline.storage import Lake
 
@@ -35,7 +35,7 @@ def open_table(lake: Lake, version: int | str | None = None) -> DeltaTable:
     except TableNotFoundError:
         raise KbakError(f"no kbak archive at {lake.uri} (no Delta table there)") from None
     except OSError as exc:
-        raise KbakError(f"cannot open lake {lake.uri}: {_first_line(exc)}") from None
+        raise KbakError(f"cannot open lake {lake.uri}: {first_line(exc)}") from None
     check_table_schema(pa.schema(dt.schema().to_arrow()), dt.metadata().partition_columns, lake.uri)
     if version is not None:
         _load_as_of(dt, version, lake)
@@ -50,7 +50,28 @@ def _load_as_of(dt: DeltaTable, version: int | str, lake: Lake) -> None:
         else:
             dt.load_as_version(text)
     except Exception as exc:  # deltalake raises several types for "no such version"
-        raise KbakError(f"{lake.uri} has no version {text!r}: {_first_line(exc)}") from None
+        raise KbakError(f"{lake.uri} has no version {text!r}: {first_line(exc)}") from None
+    if not text.isdigit():
+        _check_not_before_creation(dt, text, lake)
+
+
+def _check_not_before_creation(dt: DeltaTable, text: str, lake: Lake) -> None:
+    """deltalake loads version 0 for a time before the table existed; that is no version at all."""
+    import json
+    from datetime import UTC, datetime
+
+    try:
+        wanted = datetime.fromisoformat(text)
+    except ValueError:
+        return  # deltalake accepted a format Python does not parse: trust it
+    wanted = wanted if wanted.tzinfo else wanted.replace(tzinfo=UTC)
+    entry = f"_delta_log/{dt.version():020d}.json"
+    if not lake.exists(entry):
+        return  # that log entry is past retention (behind a checkpoint): nothing to compare with
+    for line in lake.read_bytes(entry).decode().splitlines():
+        info = json.loads(line).get("commitInfo") if line.strip() else None
+        if info and "timestamp" in info and wanted.timestamp() * 1000 < info["timestamp"]:
+            raise KbakError(f"{lake.uri} has no version {text!r}: the table was created after that time")
 
 
 def ensure_table(lake: Lake) -> DeltaTable:
@@ -76,9 +97,9 @@ def ensure_table(lake: Lake) -> DeltaTable:
             commit_properties=props,
         )
     except OSError as exc:
-        raise KbakError(f"cannot write to lake {lake.uri}: {_first_line(exc)}") from None
+        raise KbakError(f"cannot write to lake {lake.uri}: {first_line(exc)}") from None
     except Exception as exc:
-        raise KbakError(f"cannot create the archive at {lake.uri}: {_first_line(exc)}") from None
+        raise KbakError(f"cannot write to lake {lake.uri}: {first_line(exc)}") from None
     dt = open_table(lake)
     custody.seal(lake, dt)
     return dt
@@ -93,7 +114,3 @@ def committed_offsets(dt: DeltaTable, source_cluster: str, partitions: list[tupl
             out[(topic, partition)] = v
     return out
 
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0][:300]

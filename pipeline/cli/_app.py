@@ -67,8 +67,22 @@ def main(
     version: Annotated[bool, typer.Option("--version", help="Print kbak's version and exit.")] = False,
 ) -> None:
     """kbak: every Kafka record kept byte for byte, provably untampered, answerable with SQL."""
+    _configure_logging()
     if version:
         from pipeline import __version__
 
         typer.echo(f"kbak {__version__}")
         raise typer.Exit(0)
+
+
+def _configure_logging() -> None:
+    """Library log lines stay out of the way unless KBAK_LOG names a level (e.g. KBAK_LOG=debug)."""
+    import logging
+    import os
+
+    level = os.environ.get("KBAK_LOG")
+    if level:
+        logging.basicConfig(level=level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    else:
+        logging.getLogger("kbak").addHandler(logging.NullHandler())
+        logging.getLogger("kbak").propagate = False
