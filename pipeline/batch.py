@@ -33,8 +33,8 @@ def messages_to_table(messages: Sequence, source_cluster: str, ingested_at: date
             pa.array([m.offset() for m in messages], pa.int64()),
             ts,
             pa.array(ts_types, pa.string()),
-            pa.array([m.key() for m in messages], pa.binary()),
-            pa.array([m.value() for m in messages], pa.binary()),
+            _binary([m.key() for m in messages]),
+            _binary([m.value() for m in messages]),
             headers_array(raw_headers),
             ts.cast(pa.date32()),
             pa.array([source_cluster] * n, pa.string()) if n else pa.array([], pa.string()),
@@ -42,6 +42,12 @@ def messages_to_table(messages: Sequence, source_cluster: str, ingested_at: date
         ],
         schema=RECORD_SCHEMA,
     )
+
+
+def _binary(items: list[bytes | None]) -> pa.Array:
+    # pyarrow converts bytes objects to large_binary several times faster than to binary; the cast
+    # back only narrows the offsets.
+    return pa.array(items, pa.large_binary()).cast(pa.binary())
 
 
 def headers_array(raw: Sequence[list[tuple[str, bytes | None]] | None]) -> pa.ListArray:
@@ -54,7 +60,7 @@ def headers_array(raw: Sequence[list[tuple[str, bytes | None]] | None]) -> pa.Li
         offsets.append(total)
     flat = [kv for h in raw if h for kv in h]
     keys = pa.array([kv[0] for kv in flat], pa.string())
-    values = pa.array([kv[1] for kv in flat], pa.binary())
+    values = _binary([kv[1] for kv in flat])
     structs = pa.StructArray.from_arrays([keys, values], fields=list(HEADER_TYPE))
     list_type = RECORD_SCHEMA.field("headers").type
     return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), structs, type=list_type)

@@ -145,9 +145,8 @@ def commit_records(
             raise
         except OSError as exc:
             if attempt >= max_attempts:
-                raise KbakError(
-                    f"storage error committing to {lake.uri} after {attempt} attempts: {' '.join(str(exc).split())[:300]}"
-                ) from None
+                detail = " ".join(str(exc).split())[:300]  # the whole message, on one line
+                raise KbakError(f"storage error committing to {lake.uri} after {attempt} attempts: {detail}") from None
             sleep(min(0.5 * 2 ** (attempt - 1), 4.0))
 
 

@@ -46,7 +46,7 @@ class IngestOptions:
     backup_id: str | None = None
     compression_level: int = 3
     flush_records: int = 500_000
-    flush_bytes: int = 64 << 20
+    flush_bytes: int = 16 << 20
     flush_seconds: float = 30.0
     target_file_size: int = 128 << 20
     kafka_settings: dict[str, str] = field(default_factory=dict)
@@ -203,7 +203,7 @@ class _Run:
         self.buffer_rows = 0
         self.buffer_bytes = 0
         self.buffer_since = time.monotonic()
-        self.snap = Snapshot(label=f"ingest {self.summary.backup_id}")
+        self.snap = Snapshot(label=f"ingest {self.summary.backup_id} (consumed)")
 
     # -- the loop -------------------------------------------------------------------------
 
@@ -280,7 +280,7 @@ class _Run:
             elif time.monotonic() >= next_refresh:
                 self._refresh_topics()
                 next_refresh = time.monotonic() + self.opts.topic_refresh_seconds
-            msgs = self.consumer.consume(num_messages=20_000, timeout=0.2)
+            msgs = self.consumer.consume(num_messages=5_000, timeout=0.2)
             if msgs:
                 self._take(msgs)
             if self._should_flush():
@@ -320,6 +320,8 @@ class _Run:
         self.buffer.append(table)
         self.buffer_rows += table.num_rows
         self.buffer_bytes += table.nbytes
+        self.snap.records += table.num_rows
+        self.snap.bytes += table.nbytes
 
     def _mark_done(self, tp: TP) -> None:
         if tp not in self.done:
@@ -390,7 +392,6 @@ class _Run:
                 self.metrics.records.labels(topic=r["topic"]).inc(r["records"])
             for f in res.files:
                 self.metrics.bytes.labels(topic=f.partition_values["topic"]).inc(f.size)
-            self.snap.records, self.snap.bytes = s.records, s.bytes_written
             offsets = [TopicPartition(t, p, o + 1) for (t, p), o in res.committed.items() if (t, p) in self.assigned]
             if offsets:  # for lag monitoring only; the Delta log is the source of truth
                 with contextlib.suppress(Exception):

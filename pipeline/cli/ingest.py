@@ -67,7 +67,7 @@ def ingest_cmd(
         backup_id=backup_id or cfg.backup_id,
         compression_level=_pick(compression_level, b.compression_level, 3),
         flush_records=_pick(flush_records, b.flush_records, 500_000),
-        flush_bytes=_pick(flush_bytes, b.flush_bytes, 64 << 20),
+        flush_bytes=_pick(flush_bytes, b.flush_bytes, 16 << 20),
         flush_seconds=_pick(flush_seconds, b.flush_seconds, 30.0),
         target_file_size=_pick(target_file_size, b.target_file_size, 128 << 20),
         kafka_settings=settings,
