@@ -124,6 +124,7 @@ def commit_records(
                 custody.manifest.BODY_DIGEST_KEY: digest,
             }
             _fault("before-commit")
+            read_version = dt.version()
             dt.create_write_transaction(
                 [_add_action(f) for f in files],
                 mode="append",
@@ -132,7 +133,7 @@ def commit_records(
                 commit_properties=CommitProperties(custom_metadata=meta, app_transactions=txns, max_commit_retries=10),
             )
             _fault("after-commit")
-            version = _committed_version(dt, digest)
+            version = _committed_version(lake, dt, read_version, digest)
             custody.seal(lake, dt)
             committed = {(r["topic"], r["partition"]): r["last_offset"] for r in ranges}
             size = sum(f.size for f in files)
@@ -156,13 +157,14 @@ def _fault(point: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-def _committed_version(dt: DeltaTable, digest: str) -> int:
-    """The version our commit got (others may have committed after it): found by its manifest digest."""
+def _committed_version(lake: Lake, dt: DeltaTable, read_version: int, digest: str) -> int:
+    """The version our commit got (others may have committed around it): found by its manifest digest."""
     dt.update_incremental()
-    for entry in dt.history(limit=50):
-        if entry.get(custody.manifest.BODY_DIGEST_KEY) == digest:
-            return int(entry["version"])
-    return dt.version()
+    for version in range(read_version + 1, dt.version() + 1):
+        entry = lake.read_bytes(custody.manifest.log_path(version))
+        if digest.encode() in entry:
+            return version
+    raise KbakError(f"committed to {lake.uri} but cannot find the commit (manifest {digest}) in the log")
 
 
 def _fence(dt: DeltaTable, expected: dict[TopicPartition, int | None], cluster: str) -> dict:

@@ -62,8 +62,9 @@ def emit_json(obj: Any) -> None:
     sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
 
 
-@app.callback()
+@app.callback(invoke_without_command=True)
 def main(
+    ctx: typer.Context,
     version: Annotated[bool, typer.Option("--version", help="Print kbak's version and exit.")] = False,
 ) -> None:
     """kbak: every Kafka record kept byte for byte, provably untampered, answerable with SQL."""
@@ -72,6 +73,9 @@ def main(
         from pipeline import __version__
 
         typer.echo(f"kbak {__version__}")
+        raise typer.Exit(0)
+    if ctx.invoked_subcommand is None:
+        typer.echo(ctx.get_help())
         raise typer.Exit(0)
 
 

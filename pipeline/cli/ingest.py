@@ -10,9 +10,6 @@ import typer
 from pipeline.cli._app import S3EndpointOpt, S3RegionOpt, app, emit_json, friendly, lake_from
 from pipeline.config import BackupConfig, load_config
 from pipeline.errors import KbakError
-from pipeline.ingest import IngestOptions, ingest
-from pipeline.kafka import parse_settings
-from pipeline.progress import reporter_for_terminal
 
 
 @app.command("ingest")
@@ -51,6 +48,11 @@ def ingest_cmd(
     quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
 ) -> None:
     """Archive Kafka topics into the lake, exactly once."""
+    # Imported here so `kbak --help` and other commands do not pay for the ingest stack.
+    from pipeline.ingest import IngestOptions, ingest
+    from pipeline.kafka import parse_settings
+    from pipeline.progress import reporter_for_terminal
+
     cfg = load_config(config, BackupConfig) if config else BackupConfig()
     src, store, b = cfg.source, cfg.storage, cfg.backup
     settings = src.client_settings()
