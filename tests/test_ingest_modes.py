@@ -172,3 +172,16 @@ def _wait(cond, timeout: float = 60) -> None:
             return
         time.sleep(0.3)
     raise AssertionError("condition not met in time")
+
+
+def test_log_append_time_topics_are_marked(kafka, tmp_path, topic_name):
+    skip_on_tansu(kafka, "LogAppendTime topics keep CreateTime")
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    topic = topic_name("lat")
+    admin = AdminClient({"bootstrap.servers": kafka.bootstrap})
+    admin.create_topics([NewTopic(topic, 1, 1, config={"message.timestamp.type": "LogAppendTime"})])[topic].result(30)
+    produce(kafka.bootstrap, [{"topic": topic, "value": b"x", "timestamp": 1_000}])
+    run_json("ingest", "-b", kafka.bootstrap, "--topics", topic, "--lake", str(tmp_path / "lake"), "--once")
+    row = DeltaTable(str(tmp_path / "lake")).to_pyarrow_table().to_pylist()[0]
+    assert row["timestamp_type"] == "log_append" and row["timestamp"].year > 2000
