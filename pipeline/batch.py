@@ -9,7 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from itertools import chain
+from operator import itemgetter
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -37,8 +40,8 @@ def messages_to_table(messages: Sequence, source_cluster: str, ingested_at: date
             _binary([m.value() for m in messages]),
             headers_array(raw_headers),
             ts.cast(pa.date32()),
-            pa.array([source_cluster] * n, pa.string()) if n else pa.array([], pa.string()),
-            pa.array([ingested_at] * n, _TS),
+            pa.repeat(pa.scalar(source_cluster, pa.string()), n),
+            pa.repeat(pa.scalar(ingested_at, _TS), n),
         ],
         schema=RECORD_SCHEMA,
     )
@@ -52,18 +55,15 @@ def _binary(items: list[bytes | None]) -> pa.Array:
 
 def headers_array(raw: Sequence[list[tuple[str, bytes | None]] | None]) -> pa.ListArray:
     """Kafka headers as list<struct<key, value>>: order, duplicates and null values kept."""
-    offsets = [0]
-    total = 0
-    for h in raw:
-        if h:
-            total += len(h)
-        offsets.append(total)
-    flat = [kv for h in raw if h for kv in h]
-    keys = pa.array([kv[0] for kv in flat], pa.string())
-    values = _binary([kv[1] for kv in flat])
+    lengths = np.fromiter((len(h) if h else 0 for h in raw), np.int32, len(raw))
+    offsets = np.zeros(len(raw) + 1, np.int32)
+    np.cumsum(lengths, out=offsets[1:])
+    flat = list(chain.from_iterable(filter(None, raw)))
+    keys = pa.array(list(map(itemgetter(0), flat)), pa.string())
+    values = _binary(list(map(itemgetter(1), flat)))
     structs = pa.StructArray.from_arrays([keys, values], fields=list(HEADER_TYPE))
     list_type = RECORD_SCHEMA.field("headers").type
-    return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), structs, type=list_type)
+    return pa.ListArray.from_arrays(pa.array(offsets), structs, type=list_type)
 
 
 def partition_mask(table: pa.Table, partitions) -> pa.ChunkedArray | None:
