@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import queue
-import signal
 import threading
 import time
 import uuid
@@ -28,6 +27,7 @@ from pipeline.errors import KbakError
 from pipeline.kafka import cluster_metadata, compile_patterns, select_topics, with_logger
 from pipeline.metrics import IngestMetrics
 from pipeline.progress import Reporter, Snapshot
+from pipeline.signals import stop_on_signals
 from pipeline.storage import Lake
 from pipeline.table import app_id, ensure_table, open_table
 
@@ -218,9 +218,10 @@ class _Run:
                     "enable.partition.eof": True,
                     "isolation.level": "read_committed",
                     "auto.offset.reset": "earliest",
-                    "fetch.max.bytes": 64 << 20,
-                    "max.partition.fetch.bytes": 8 << 20,
-                    "queued.max.messages.kbytes": 256 << 10,
+                    # Prefetch enough to keep the loop busy, little enough to keep RSS bounded.
+                    "fetch.max.bytes": 32 << 20,
+                    "max.partition.fetch.bytes": 4 << 20,
+                    "queued.max.messages.kbytes": 64 << 10,
                     "socket.connection.setup.timeout.ms": 10000,
                     # Short enough that a dead worker's partitions move on quickly (and that group
                     # joins on the test broker take seconds, not tens of seconds); -X overrides.
@@ -233,31 +234,27 @@ class _Run:
         self.consumer = consumer
         self.committer = _Committer(self)
         self.committer.start()
-        restore = _install_signal_handlers(self.stop)
-        failure: BaseException | None = None
         try:
-            if self.opts.once and not self.opts.group_id:
-                # A snapshot with no group named takes every partition itself: no group membership,
-                # so members of an earlier killed run cannot hold partitions it would then skip.
-                self._on_assign(consumer, [TopicPartition(t, p) for t in self.topics for p in self.partitions[t]])
-            else:
-                consumer.subscribe(
-                    self.topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
-                )
-            self._loop()
-            self._flush()
-            self._wait_committer()
-        except BaseException as exc:
-            failure = exc
+            with stop_on_signals(self.stop):
+                if self.opts.once and not self.opts.group_id:
+                    # A snapshot with no group named takes every partition itself: no group
+                    # membership, so members of an earlier killed run cannot hold partitions it
+                    # would then skip.
+                    everything = [TopicPartition(t, p) for t in self.topics for p in self.partitions[t]]
+                    self._on_assign(consumer, everything)
+                else:
+                    consumer.subscribe(
+                        self.topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
+                    )
+                self._loop()
+                self._flush()
+                self._wait_committer()
         finally:
-            restore()
             self.committer.jobs.put(None)
             self.committer.join(timeout=120)
             with contextlib.suppress(Exception):
                 consumer.close()
             self.reporter.close()
-        if failure is not None:
-            raise failure
         if self.opts.snapshot_groups:
             from pipeline.groups import snapshot_groups
 
@@ -487,22 +484,3 @@ class _Run:
         self._drop_buffered(lost)
         self.assigned -= lost
         self.done -= lost
-
-
-def _install_signal_handlers(stop: threading.Event):
-    """SIGINT/SIGTERM end the run cleanly (flush, commit, exit 0); only possible on the main thread."""
-    if threading.current_thread() is not threading.main_thread():
-        return lambda: None
-    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-
-    def handler(signum, frame):
-        stop.set()
-
-    for sig in previous:
-        signal.signal(sig, handler)
-
-    def restore():
-        for sig, h in previous.items():
-            signal.signal(sig, h)
-
-    return restore
