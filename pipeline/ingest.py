@@ -173,6 +173,10 @@ class _Run:
             raise KbakError("--topics is required (one or more regular expressions)")
         self.include = compile_patterns(opts.topics, "--topics")
         self.exclude = compile_patterns(opts.exclude, "--exclude")
+        if opts.object_lock_days:
+            from pipeline.custody.hold import lock_configuration
+
+            lock_configuration(self.lake)  # fail before consuming anything if the bucket cannot lock
         md = cluster_metadata(self.conf)
         self.cluster = opts.source_cluster_id or md.cluster_id or opts.bootstrap_servers
         self.topics = select_topics(md.topics, self.include, self.exclude)

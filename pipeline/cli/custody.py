@@ -1,1 +1,291 @@
-"""kbak custody commands (registered on import)."""
+"""kbak custody commands (registered on import): list, describe, validate, hold, report."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from pipeline.cli._app import LakeOpt, S3EndpointOpt, S3RegionOpt, app, emit_json, fail, friendly, lake_from
+from pipeline.errors import KbakError
+
+
+class TextJson(StrEnum):
+    text = "text"
+    json = "json"
+
+
+class DescribeFormat(StrEnum):
+    text = "text"
+    json = "json"
+    yaml = "yaml"
+
+
+class ReportFormat(StrEnum):
+    md = "md"
+    html = "html"
+    json = "json"
+
+
+class OnOff(StrEnum):
+    on = "on"
+    off = "off"
+
+
+class LockMode(StrEnum):
+    GOVERNANCE = "GOVERNANCE"
+    COMPLIANCE = "COMPLIANCE"
+
+
+FormatOpt = Annotated[TextJson, typer.Option("--format", "-f", help="Output format.")]
+
+
+@app.command("list")
+@friendly
+def list_cmd(
+    lake: LakeOpt = "",
+    fmt: FormatOpt = TextJson.text,
+    s3_endpoint: S3EndpointOpt = None,
+    s3_region: S3RegionOpt = None,
+) -> None:
+    """The archive's history: one line per ingest run or other operation, and per-topic coverage."""
+    from pipeline.custody.history import history
+
+    data = history(lake_from(lake, s3_endpoint, s3_region))
+    if fmt is TextJson.json:
+        emit_json(data)
+        return
+    typer.echo(
+        f"{'BACKUP_ID / OPERATION':<40} {'VERSIONS':>9} {'CREATED_AT':<29} {'RECORDS':>9} {'BYTES':>11}  ", nl=False
+    )
+    typer.echo("TOPICS  OUTCOME")
+    for r in data["runs"]:
+        versions = f"{r['first_version']}" if r["first_version"] == r["last_version"] else ""
+        versions = versions or f"{r['first_version']}..{r['last_version']}"
+        ident = r["backup_id"] or r["operation"]
+        gaps = f" ({r['gaps']} gaps recorded)" if r["gaps"] else ""
+        typer.echo(
+            f"{ident:<40} {versions:>9} {r['created_at'] or '-':<29} {r['records']:>9} {r['bytes']:>11}  "
+            f"{','.join(r['topics']) or '-'}  {r['outcome']}{gaps}"
+        )
+    if data["topics"]:
+        typer.echo("\ncoverage:")
+    for t in data["topics"]:
+        typer.echo(
+            f"  {t['topic']}: {t['records']} records, {_ts(t['first_timestamp_ms'])} .. {_ts(t['last_timestamp_ms'])}"
+        )
+        for p in t["partitions"]:
+            typer.echo(
+                f"    [{p['partition']}] offsets {p['first_offset']}..{p['last_offset']} ({p['records']} records)"
+            )
+    if data["head"]:
+        typer.echo(
+            f"\nhead of custody chain: version {data['head']['version']} sha256:{data['head']['manifest_sha256']}"
+        )
+
+
+@app.command("describe")
+@friendly
+def describe_cmd(
+    lake: LakeOpt = "",
+    version: Annotated[int | None, typer.Option("--version", "-v", min=0, help="A table version.")] = None,
+    backup_id: Annotated[str | None, typer.Option("--backup-id", help="An ingest run (all its versions).")] = None,
+    fmt: Annotated[DescribeFormat, typer.Option("--format", "-f")] = DescribeFormat.text,
+    s3_endpoint: S3EndpointOpt = None,
+    s3_region: S3RegionOpt = None,
+) -> None:
+    """Everything a version's (or an ingest run's) custody manifest holds, checksums included."""
+    from pipeline.custody.history import describe
+
+    data = describe(lake_from(lake, s3_endpoint, s3_region), version=version, backup_id=backup_id)
+    if fmt is DescribeFormat.json:
+        emit_json(data)
+    elif fmt is DescribeFormat.yaml:
+        import yaml
+
+        typer.echo(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), nl=False)
+    else:
+        for v in data.get("versions") or [data]:
+            _describe_text(v)
+
+
+def _describe_text(d: dict) -> None:
+    typer.echo(f"version {d['version']} [{d['status']}]: {d['operation']}")
+    for key in ("backup_id", "created_at", "created_by", "source_cluster"):
+        typer.echo(f"  {key}: {d[key]}")
+    for key in ("body_sha256", "manifest_sha256", "previous_manifest_sha256", "delta_log_sha256", "checkpoint_sha256"):
+        if d.get(key):
+            typer.echo(f"  {key}: {d[key]}")
+    for p in d["partitions"]:
+        typer.echo(
+            f"  {p['topic']}[{p['partition']}]: offsets {p['first_offset']}..{p['last_offset']} "
+            f"({p['records']} records), {_ts(p['first_timestamp_ms'])} .. {_ts(p['last_timestamp_ms'])}"
+        )
+    for g in d["gaps"]:
+        typer.echo(f"  gap {g['topic']}[{g['partition']}] {g['first_missing']}..{g['last_missing']}: {g['reason']}")
+    for f in d["files_added"]:
+        typer.echo(f"  + {f['path']}  {f.get('size')} bytes  {f.get('records')} records  sha256:{f.get('sha256')}")
+    for f in d["files_removed"]:
+        typer.echo(f"  - {f['path']}")
+
+
+@app.command("validate")
+@friendly
+def validate_cmd(
+    lake: LakeOpt = "",
+    deep: Annotated[bool, typer.Option("--deep", help="Also hash and decode every data file.")] = False,
+    backup_id: Annotated[str | None, typer.Option("--backup-id", help="Check only this run's files.")] = None,
+    repair: Annotated[
+        bool, typer.Option("--repair", help="First seal unsealed versions, remove old orphan staged bodies.")
+    ] = False,
+    anchor: Annotated[
+        list[str] | None,
+        typer.Option("--anchor", help="VERSION=SHA256 of a manifest recorded outside the lake (repeatable)."),
+    ] = None,
+    fmt: FormatOpt = TextJson.text,
+    s3_endpoint: S3EndpointOpt = None,
+    s3_region: S3RegionOpt = None,
+) -> None:
+    """Prove the archive is unchanged: exit 0 valid, 1 invalid, 2 usage error."""
+    from pipeline.custody.validate import parse_anchor, validate
+
+    lake_obj = _usage(lambda: lake_from(lake, s3_endpoint, s3_region))
+    anchors = dict(_usage(lambda: [parse_anchor(a) for a in anchor or []]))
+    report = validate(lake_obj, deep=deep, backup_id=backup_id, repair=repair, anchors=anchors)
+    if fmt is TextJson.json:
+        emit_json(report.as_dict())
+    else:
+        verdict = "VALID" if report.valid else "INVALID"
+        typer.echo(
+            f"{verdict}: {report.lake} ({'deep' if deep else 'shallow'}): {len(report.errors)} errors, "
+            f"{len(report.warnings)} warnings; {report.versions} versions, {report.files} files, "
+            f"{report.records} records, {report.bytes} bytes"
+        )
+        if report.head:
+            typer.echo(
+                f"head of custody chain: version {report.head['version']} sha256:{report.head['manifest_sha256']}"
+            )
+        if report.repaired:
+            typer.echo(f"sealed versions {report.repaired}")
+        for f in report.findings:
+            typer.echo(f"{f.severity.upper():<7} {f.check:<26} {f.subject}: {f.message}")
+        for g in report.gaps:
+            typer.echo(
+                f"gap     {g['topic']}[{g['partition']}] offsets {g['first_missing']}..{g['last_missing']} "
+                f"({g['count']}): {'recorded, ' if g['recorded'] else ''}{g['reason']}"
+            )
+    if not report.valid:
+        raise typer.Exit(1)
+
+
+@app.command("hold")
+@friendly
+def hold_cmd(
+    lake: LakeOpt = "",
+    until: Annotated[
+        str | None, typer.Option("--until", help="Retain until DATE (YYYY-MM-DD, UTC) or ISO time.")
+    ] = None,
+    mode: Annotated[
+        LockMode | None,
+        typer.Option("--mode", case_sensitive=False, help="Retention mode with --until [default: GOVERNANCE]."),
+    ] = None,
+    legal_hold: Annotated[OnOff | None, typer.Option("--legal-hold", help="Set or clear a legal hold.")] = None,
+    status: Annotated[bool, typer.Option("--status", help="Report what is held until when.")] = False,
+    fmt: FormatOpt = TextJson.text,
+    s3_endpoint: S3EndpointOpt = None,
+    s3_region: S3RegionOpt = None,
+) -> None:
+    """Write-once storage: S3 Object Lock retention and legal holds on every object of the table."""
+    from pipeline.custody import hold as h
+
+    if until is None and legal_hold is None and not status:
+        fail("give --until DATE [--mode ...], --legal-hold on|off, or --status", 2)
+    if mode is not None and until is None:
+        fail("--mode applies to retention: give --until DATE with it", 2)
+    target = lake_from(lake, s3_endpoint, s3_region)
+    h.require_s3(target)
+    results: list[dict] = []
+    if until is not None:
+        results.append(h.hold(target, h.parse_until(until), (mode or LockMode.GOVERNANCE).value))
+    if legal_hold is not None:
+        results.append(h.legal_hold(target, legal_hold is OnOff.on))
+    if status:
+        results.append(h.hold_status(target))
+    if fmt is TextJson.json:
+        emit_json(results[0] if len(results) == 1 else results)
+        return
+    for r in results:
+        if "retention" in r:
+            _status_text(r)
+        elif "legal_hold" in r:
+            typer.echo(f"legal hold {r['legal_hold']} on {r['objects']} objects of {r['lake']}")
+        else:
+            typer.echo(
+                f"held {r.get('held', 0)} objects of {r['lake']} until {r['until']} ({r['mode']}); "
+                f"{r.get('already-held', 0)} were already held as long or longer"
+            )
+
+
+def _status_text(r: dict) -> None:
+    typer.echo(f"{r['lake']}: {r['objects']} objects; {r['unprotected']} without retention or legal hold")
+    if r["default_retention"]:
+        typer.echo(f"  bucket default retention: {r['default_retention']}")
+    for line in r["retention"]:
+        typer.echo(f"  {line['objects']:>6} objects held until {line['until']} ({line['mode']})")
+    if r["legal_hold"]:
+        typer.echo(f"  {r['legal_hold']:>6} objects under legal hold")
+    for rel in r["unprotected_objects"]:
+        typer.echo(f"  not held: {rel}")
+
+
+@app.command("report")
+@friendly
+def report_cmd(
+    lake: LakeOpt = "",
+    period: Annotated[str, typer.Option("--period", help="The month to report on, YYYY-MM.")] = "",
+    fmt: Annotated[ReportFormat, typer.Option("--format", "-f")] = ReportFormat.md,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write here instead of stdout.")] = None,
+    deep: Annotated[bool, typer.Option("--deep", help="Validate deeply (hash and decode every file).")] = False,
+    s3_endpoint: S3EndpointOpt = None,
+    s3_region: S3RegionOpt = None,
+) -> None:
+    """The monthly compliance report: coverage, gaps, validation, custody head, holds, chart."""
+    from pipeline.custody import report as rp
+
+    rp.parse_period(period)  # bad periods fail before any work
+    data = rp.build_report(lake_from(lake, s3_endpoint, s3_region), period, deep=deep)
+    if fmt is ReportFormat.json:
+        text = json.dumps(data, indent=2, default=str) + "\n"
+    elif fmt is ReportFormat.html:
+        text = rp.render_html(data, rp.chart_png(data))
+    else:
+        chart = (output.parent if output else Path.cwd()) / f"{output.stem if output else 'kbak-report'}-{period}.png"
+        chart.write_bytes(rp.chart_png(data))
+        text = rp.render_markdown(data, chart.name)
+    if output:
+        output.write_text(text)
+        typer.echo(f"wrote {output}", err=True)
+    else:
+        typer.echo(text, nl=False)
+
+
+def _head(h: dict) -> str:
+    return f"version {h['version']} sha256:{h['manifest_sha256']}"
+
+
+def _usage(fn):
+    """Bad arguments are usage errors (exit 2) for validate."""
+    try:
+        return fn()
+    except KbakError as exc:
+        fail(str(exc), 2)
+
+
+def _ts(ms: int | None) -> str:
+    if ms is None:
+        return "-"
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

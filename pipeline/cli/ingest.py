@@ -9,7 +9,6 @@ import typer
 
 from pipeline.cli._app import S3EndpointOpt, S3RegionOpt, app, emit_json, friendly, lake_from
 from pipeline.config import BackupConfig, load_config
-from pipeline.errors import KbakError
 
 
 @app.command("ingest")
@@ -78,8 +77,6 @@ def ingest_cmd(
         object_lock_days=_pick(object_lock_days, b.object_lock_days, None),
         topic_refresh_seconds=topic_refresh_seconds,
     )
-    if opts.object_lock_days and not opts.lake.is_s3:
-        raise KbakError("--object-lock-days needs an S3 lake: write-once storage is an S3 Object Lock feature")
     summary = ingest(opts, reporter=reporter_for_terminal(quiet or json_out))
     if json_out:
         emit_json(summary.as_dict())

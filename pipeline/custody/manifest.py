@@ -9,11 +9,16 @@ Order of writes for every commit kbak makes:
 4. ``seal`` writes ``_kbak/custody/<version>.json``: the body, the version, the SHA-256 of the
    Delta log entry and of the previous manifest, then removes the staged body.
 
-A crash after 2 leaves a staged body no version points at (harmless, swept by ``seal``); a crash
-after 3 leaves a version whose commit info names a staged body, which the next ``seal`` (every
-ingest start and end, and ``kbak validate --repair``) turns into its manifest. Versions made by
-other Delta writers get a manifest built from their log entry. Sealing is deterministic, so two
-workers sealing the same version write identical bytes.
+A crash after 2 leaves a staged body no version points at (harmless: ``kbak validate`` lists it as
+an orphan and ``kbak validate --repair`` removes orphans older than an hour); a crash after 3
+leaves a version whose commit info names a staged body: ``kbak validate`` reports it *unsealed*
+(a warning, not a failure: the body is verified against the digest in the commit info) and the
+next ``seal`` (every ingest start and end, and ``kbak validate --repair``) turns it into its
+manifest. Versions made by other Delta writers get a manifest built from their log entry.
+
+Sealing is deterministic, so two workers sealing the same version write identical bytes. The
+staged body is removed only after its manifest is written, so a worker that finds the staged body
+gone re-checks for the manifest instead of building a different one from the log.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+from datetime import UTC, datetime
 from typing import Any
 
 from deltalake import DeltaTable
@@ -51,11 +57,19 @@ def log_path(version: int) -> str:
     return f"_delta_log/{version:020d}.json"
 
 
+def checkpoint_path(version: int) -> str:
+    return f"_delta_log/{version:020d}.checkpoint.parquet"
+
+
+def staged_path(digest: str) -> str:
+    return f"{STAGED_DIR}/{digest}.json"
+
+
 def stage(lake: Lake, body: dict) -> str:
     """Stage a manifest body before its commit; returns the digest to put in the commit info."""
     data = canonical_json(body)
     digest = sha256_hex(data)
-    lake.write_bytes(f"{STAGED_DIR}/{digest}.json", data)
+    lake.write_bytes(staged_path(digest), data)
     return digest
 
 
@@ -81,15 +95,25 @@ def seal(lake: Lake, dt: DeltaTable | None = None) -> list[int]:
     else:
         dt.update_incremental()
     head = dt.version()
-    have = set(sealed_versions(lake))
     written: list[int] = []
-    # Resume from the newest manifest this process sealed, if it is still in place: a long-running
-    # ingest then reads one manifest per commit, not the whole chain.
-    start, prev_digest = 0, None
+    # Resume from the newest manifest this process sealed: a long-running ingest then checks and
+    # reads only the versions committed since, not the whole chain.
     cached = _SEALED_HEAD.get(lake.uri)
-    if cached and cached[0] in have and cached[0] <= head:
+    if cached and cached[0] <= head:
         start, prev_digest = cached[0] + 1, cached[1]
-    for version in range(start, head + 1):
+        have = {v for v in range(start, head + 1) if lake.exists(manifest_path(v))}
+    else:
+        start, prev_digest = 0, None
+        have = set(sealed_versions(lake))
+    missing = [v for v in range(start, head + 1) if v not in have]
+    if not missing:
+        if head >= start and head in have:
+            _SEALED_HEAD[lake.uri] = (head, sha256_hex(lake.read_bytes(manifest_path(head))))
+        return written
+    if missing[0] > start:  # start..missing[0]-1 are sealed: the chain continues from the last of them
+        prev_digest = sha256_hex(lake.read_bytes(manifest_path(missing[0] - 1)))
+    # (otherwise prev_digest is the cached head's digest, or None before version 0)
+    for version in range(missing[0], head + 1):
         path = manifest_path(version)
         if version in have:
             prev_digest = sha256_hex(lake.read_bytes(path))
@@ -100,6 +124,10 @@ def seal(lake: Lake, dt: DeltaTable | None = None) -> list[int]:
             continue
         log_bytes = lake.read_bytes(log_path(version))
         body, staged = _body_for(lake, log_bytes)
+        if body.get("missing_staged_body") and lake.exists(path):
+            # Another worker sealed it meanwhile (it removes the staged body only after sealing).
+            prev_digest = sha256_hex(lake.read_bytes(path))
+            continue
         manifest = {
             "format": FORMAT,
             "version": version,
@@ -108,6 +136,8 @@ def seal(lake: Lake, dt: DeltaTable | None = None) -> list[int]:
             "delta_log_sha256": sha256_hex(log_bytes),
             "previous_manifest_sha256": prev_digest,
         }
+        if lake.exists(checkpoint_path(version)):
+            manifest["checkpoint_sha256"] = sha256_hex(lake.read_bytes(checkpoint_path(version)))
         data = canonical_json(manifest)
         lake.write_bytes(path, data)
         if staged:
@@ -120,21 +150,33 @@ def seal(lake: Lake, dt: DeltaTable | None = None) -> list[int]:
     return written
 
 
-def _commit_actions(log_bytes: bytes) -> list[dict]:
+def commit_actions(log_bytes: bytes) -> list[dict]:
+    """The actions of one Delta log entry (newline-delimited JSON)."""
     return [json.loads(line) for line in log_bytes.decode().splitlines() if line.strip()]
+
+
+def commit_info(actions: list[dict]) -> dict:
+    return next((a["commitInfo"] for a in actions if "commitInfo" in a), {})
+
+
+def read_staged(lake: Lake, digest: str) -> dict | None:
+    """The staged body with this digest, if it is still there and intact."""
+    try:
+        data = lake.read_bytes(staged_path(digest))
+    except (FileNotFoundError, OSError):
+        return None
+    return json.loads(data) if sha256_hex(data) == digest else None
 
 
 def _body_for(lake: Lake, log_bytes: bytes) -> tuple[dict, str | None]:
     """The staged body this version's commit names, or one built from the log entry itself."""
-    actions = _commit_actions(log_bytes)
-    info = next((a["commitInfo"] for a in actions if "commitInfo" in a), {})
+    actions = commit_actions(log_bytes)
+    info = commit_info(actions)
     digest = info.get(BODY_DIGEST_KEY)
     if digest:
-        staged = f"{STAGED_DIR}/{digest}.json"
-        if lake.exists(staged):
-            data = lake.read_bytes(staged)
-            if sha256_hex(data) == digest:
-                return json.loads(data), staged
+        body = read_staged(lake, digest)
+        if body is not None:
+            return body, staged_path(digest)
     return _body_from_log(lake, actions, info, missing_staged=digest), None
 
 
@@ -149,21 +191,43 @@ def _body_from_log(lake: Lake, actions: list[dict], info: dict, missing_staged: 
             added.append({"path": rel, "size": add.get("size"), "records": stats.get("numRecords"), "sha256": sha})
         elif "remove" in action:
             rem = action["remove"]
-            removed.append({"path": _unquote(rem["path"]), "size": rem.get("size")})
+            rel = _unquote(rem["path"])
+            entry = {"path": rel, "size": rem.get("size"), "records": None, "sha256": None}
+            if lake.exists(rel):  # removed files stay in storage until vacuumed
+                data = lake.read_bytes(rel)
+                entry.update(sha256=sha256_hex(data), records=_parquet_rows(data))
+            removed.append(entry)
     body = {
         "operation": info.get("kbak.operation") or info.get("operation", "UNKNOWN"),
         "backup_id": info.get("kbak.backup_id"),
-        "created_at": info.get("timestamp"),
+        "created_at": _iso_ms(info.get("timestamp")),
         "created_by": info.get("kbak.created_by") or info.get("engineInfo") or info.get("clientVersion"),
         "source_cluster": info.get("kbak.source_cluster"),
         "files_added": added,
         "files_removed": removed,
-        "partitions": [],
+        "partitions": info.get("kbak.partitions") or [],
+        "gaps": info.get("kbak.gaps") or [],
         "sealed_from_log": True,
     }
     if missing_staged:
         body["missing_staged_body"] = missing_staged
     return body
+
+
+def _parquet_rows(data: bytes) -> int | None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.read_metadata(pa.BufferReader(data)).num_rows
+    except Exception:  # not Parquet (or corrupt): the checksum still records what was there
+        return None
+
+
+def _iso_ms(epoch_ms: int | None) -> str | None:
+    if epoch_ms is None:
+        return None
+    return datetime.fromtimestamp(epoch_ms / 1000, UTC).isoformat(timespec="milliseconds")
 
 
 def _unquote(path: str) -> str:

@@ -1,0 +1,133 @@
+"""Reading the custody record of every version straight from storage: log entry, manifest, staged body.
+
+``list``, ``describe``, ``validate`` and ``report`` all start here. Nothing is taken from deltalake's
+view of the log: the log entries and manifests are read as bytes, so what is checked is what is
+stored.
+"""
+
+from __future__ import annotations
+
+import json
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from pipeline.custody.manifest import (
+    BODY_DIGEST_KEY,
+    MANIFEST_DIR,
+    commit_actions,
+    commit_info,
+    log_path,
+    manifest_path,
+    read_staged,
+    sealed_versions,
+    sha256_hex,
+)
+from pipeline.errors import KbakError
+from pipeline.storage import Lake
+
+LOG_DIR = "_delta_log"
+READ_THREADS = 16
+
+
+@dataclass
+class VersionRecord:
+    """What storage holds for one table version."""
+
+    version: int
+    log_bytes: bytes | None = None
+    manifest_bytes: bytes | None = None
+    manifest: dict | None = None  # parsed; None when missing or not JSON
+    manifest_error: str | None = None
+    staged_body: dict | None = None  # the staged body the commit names, when not sealed yet
+    actions: list[dict] = field(default_factory=list)
+
+    @property
+    def info(self) -> dict:
+        return commit_info(self.actions)
+
+    @property
+    def body_digest(self) -> str | None:
+        """The manifest body digest the Delta commit itself carries (kbak commits only)."""
+        return self.info.get(BODY_DIGEST_KEY)
+
+    @property
+    def status(self) -> str:
+        """sealed | unsealed (commit made, manifest pending, staged body intact) | missing."""
+        if self.manifest_bytes is not None:
+            return "sealed"
+        return "unsealed" if self.staged_body is not None else "missing"
+
+    @property
+    def body(self) -> dict | None:
+        """The manifest body: from the sealed manifest, else from the staged body."""
+        if self.manifest is not None and isinstance(self.manifest.get("body"), dict):
+            return self.manifest["body"]
+        return self.staged_body
+
+    @property
+    def manifest_sha256(self) -> str | None:
+        return sha256_hex(self.manifest_bytes) if self.manifest_bytes is not None else None
+
+    @property
+    def is_kbak(self) -> bool:
+        return "kbak.operation" in self.info
+
+
+def log_versions(lake: Lake) -> list[int]:
+    out = []
+    for rel in lake.list_files(LOG_DIR):
+        name = rel.rsplit("/", 1)[-1]
+        stem = name[: -len(".json")] if name.endswith(".json") else ""
+        if stem.isdigit() and rel.count("/") == 1:
+            out.append(int(stem))
+    return sorted(out)
+
+
+def is_archive(lake: Lake) -> bool:
+    return bool(lake.list_files(LOG_DIR))
+
+
+def load_chain(lake: Lake, versions: list[int] | None = None) -> list[VersionRecord]:
+    """Every version's record, oldest first (the union of log entries and manifests found)."""
+    logs = set(log_versions(lake))
+    if not logs and not lake.list_files(MANIFEST_DIR):
+        raise KbakError(f"no kbak archive at {lake.uri} (no Delta log there)", exit_code=2)
+    sealed = set(sealed_versions(lake))
+    if versions is None:  # every version from the oldest kept to the newest, holes included
+        found = logs | sealed
+        wanted = list(range(min(found), max(found) + 1)) if found else []
+    else:
+        wanted = sorted(versions)
+
+    def load(version: int) -> VersionRecord:
+        rec = VersionRecord(version)
+        if version in logs:
+            rec.log_bytes = _read(lake, log_path(version))
+            if rec.log_bytes is not None:
+                try:
+                    rec.actions = commit_actions(rec.log_bytes)
+                except (ValueError, UnicodeDecodeError):
+                    rec.actions = []
+        if version in sealed:
+            rec.manifest_bytes = _read(lake, manifest_path(version))
+            if rec.manifest_bytes is not None:
+                try:
+                    parsed = json.loads(rec.manifest_bytes)
+                    rec.manifest = parsed if isinstance(parsed, dict) else None
+                    if rec.manifest is None:
+                        rec.manifest_error = "not a JSON object"
+                except (ValueError, UnicodeDecodeError) as exc:
+                    rec.manifest_error = f"not valid JSON ({exc})"
+        if rec.manifest_bytes is None and rec.body_digest:
+            rec.staged_body = read_staged(lake, rec.body_digest)
+        return rec
+
+    with ThreadPoolExecutor(max_workers=READ_THREADS) as pool:
+        return list(pool.map(load, wanted))
+
+
+def _read(lake: Lake, rel: str) -> bytes | None:
+    try:
+        return lake.read_bytes(rel)
+    except FileNotFoundError:
+        return None

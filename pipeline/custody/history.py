@@ -1,0 +1,188 @@
+"""The archive's history from its custody manifests: ``kbak list`` (runs, coverage) and ``kbak describe``.
+
+An ingest run is identified by the ``backup_id`` in its manifests (one run may make many commits);
+any other operation (table creation, a foreign Delta writer) is a line of its own.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from pipeline.custody.chain import VersionRecord, load_chain
+from pipeline.errors import KbakError
+from pipeline.storage import Lake
+
+
+def version_summary(rec: VersionRecord) -> dict:
+    """Records, bytes and topics a version added, from its manifest body (or its commit info)."""
+    body = rec.body or {}
+    added = body.get("files_added") or []
+    records = sum(f.get("records") or 0 for f in added) if added else int(rec.info.get("kbak.records") or 0)
+    topics = sorted({file_topic(f) for f in added} - {None})
+    ranges = body.get("partitions") or []
+    return {
+        "version": rec.version,
+        "operation": body.get("operation") or rec.info.get("kbak.operation") or rec.info.get("operation") or "unknown",
+        "backup_id": body.get("backup_id") or rec.info.get("kbak.backup_id"),
+        "created_at": body.get("created_at"),
+        "records": records,
+        "bytes": sum(f.get("size") or 0 for f in added),
+        "files_added": len(added),
+        "files_removed": len(body.get("files_removed") or []),
+        "topics": topics,
+        "gaps": len(body.get("gaps") or []),
+        "status": rec.status,
+        "first_timestamp_ms": min((p["first_timestamp_ms"] for p in ranges), default=None),
+        "last_timestamp_ms": max((p["last_timestamp_ms"] for p in ranges), default=None),
+    }
+
+
+def file_topic(f: dict) -> str | None:
+    pv = f.get("partition_values") or {}
+    if pv.get("topic"):
+        return pv["topic"]
+    for part in str(f.get("path", "")).split("/"):
+        if part.startswith("topic="):
+            return part[len("topic=") :]
+    return None
+
+
+def list_runs(chain: list[VersionRecord]) -> list[dict]:
+    """One entry per ingest run (by backup_id) or other operation, newest last."""
+    groups: dict[str, list[dict]] = {}
+    for rec in chain:
+        v = version_summary(rec)
+        key = f"run:{v['backup_id']}" if v["backup_id"] else f"version:{rec.version}"
+        groups.setdefault(key, []).append(v)
+    runs = []
+    for items in groups.values():
+        statuses = {v["status"] for v in items}
+        outcome = "manifest-missing" if "missing" in statuses else "unsealed" if "unsealed" in statuses else "sealed"
+        versions = [v["version"] for v in items]
+        runs.append(
+            {
+                "backup_id": items[0]["backup_id"],
+                "operation": items[0]["operation"],
+                "first_version": min(versions),
+                "last_version": max(versions),
+                "commits": len(items),
+                "created_at": min((str(v["created_at"]) for v in items if v["created_at"]), default=None),
+                "records": sum(v["records"] for v in items),
+                "bytes": sum(v["bytes"] for v in items),
+                "topics": sorted({t for v in items for t in v["topics"]}),
+                "gaps": sum(v["gaps"] for v in items),
+                "first_timestamp_ms": min(
+                    (v["first_timestamp_ms"] for v in items if v["first_timestamp_ms"]), default=None
+                ),
+                "last_timestamp_ms": max(
+                    (v["last_timestamp_ms"] for v in items if v["last_timestamp_ms"]), default=None
+                ),
+                "outcome": outcome,
+            }
+        )
+    return sorted(runs, key=lambda r: r["last_version"])
+
+
+def coverage(chain: list[VersionRecord]) -> list[dict]:
+    """Per topic and partition: the offsets and record times archived, from the manifests' ranges."""
+    parts: dict[tuple[str, int], dict] = {}
+    for rec in chain:
+        for r in (rec.body or {}).get("partitions") or []:
+            key = (r["topic"], r["partition"])
+            cur = parts.get(key)
+            if cur is None:
+                parts[key] = {k: r[k] for k in _RANGE_KEYS}
+                continue
+            cur["records"] += r["records"]
+            for k in ("first_offset", "first_timestamp_ms"):
+                cur[k] = min(cur[k], r[k])
+            for k in ("last_offset", "last_timestamp_ms"):
+                cur[k] = max(cur[k], r[k])
+    topics: dict[str, list[dict]] = defaultdict(list)
+    for (topic, partition), r in sorted(parts.items()):
+        topics[topic].append({"partition": partition, **r})
+    return [
+        {
+            "topic": topic,
+            "records": sum(p["records"] for p in ps),
+            "first_timestamp_ms": min(p["first_timestamp_ms"] for p in ps),
+            "last_timestamp_ms": max(p["last_timestamp_ms"] for p in ps),
+            "partitions": ps,
+        }
+        for topic, ps in topics.items()
+    ]
+
+
+_RANGE_KEYS = ("records", "first_offset", "last_offset", "first_timestamp_ms", "last_timestamp_ms")
+
+
+def head(chain: list[VersionRecord]) -> dict | None:
+    """The newest sealed manifest: the head of the custody chain."""
+    for rec in reversed(chain):
+        if rec.manifest_bytes is not None:
+            return {"version": rec.version, "manifest_sha256": rec.manifest_sha256}
+    return None
+
+
+def history(lake: Lake) -> dict:
+    chain = load_chain(lake)
+    return {"lake": lake.uri, "head": head(chain), "runs": list_runs(chain), "topics": coverage(chain)}
+
+
+def describe(lake: Lake, version: int | None = None, backup_id: str | None = None) -> dict:
+    """Everything the manifest(s) of one version or one ingest run hold, checksums included."""
+    if version is not None and backup_id is not None:
+        raise KbakError("give --version or --backup-id, not both", exit_code=2)
+    chain = load_chain(lake)
+    if not chain:
+        raise KbakError(f"{lake.uri} has no versions yet", exit_code=2)
+    if backup_id is not None:
+        recs = [r for r in chain if (r.body or {}).get("backup_id") == backup_id]
+        if not recs:
+            raise KbakError(f"no ingest run with backup_id {backup_id!r} in {lake.uri} (see kbak list)", exit_code=2)
+        described = [describe_version(r) for r in recs]
+        checksums: dict[str, str] = {}
+        for d in described:
+            checksums.update(d["checksums"])
+        return {
+            "lake": lake.uri,
+            "backup_id": backup_id,
+            "versions": described,
+            "records": sum(version_summary(r)["records"] for r in recs),
+            "bytes": sum(version_summary(r)["bytes"] for r in recs),
+            "checksums": checksums,
+        }
+    by_version = {r.version: r for r in chain}
+    if version is None:
+        version = chain[-1].version
+    if version not in by_version:
+        raise KbakError(
+            f"{lake.uri} has no version {version} (versions {chain[0].version}..{chain[-1].version})", exit_code=2
+        )
+    return {"lake": lake.uri, **describe_version(by_version[version])}
+
+
+def describe_version(rec: VersionRecord) -> dict:
+    body = rec.body or {}
+    m = rec.manifest or {}
+    added = body.get("files_added") or []
+    return {
+        "version": rec.version,
+        "status": rec.status,
+        "operation": body.get("operation"),
+        "backup_id": body.get("backup_id"),
+        "created_at": body.get("created_at"),
+        "created_by": body.get("created_by"),
+        "source_cluster": body.get("source_cluster"),
+        "files_added": added,
+        "files_removed": body.get("files_removed") or [],
+        "partitions": body.get("partitions") or [],
+        "gaps": body.get("gaps") or [],
+        "sealed_from_log": bool(body.get("sealed_from_log")),
+        "body_sha256": m.get("body_sha256") or rec.body_digest,
+        "manifest_sha256": rec.manifest_sha256,
+        "previous_manifest_sha256": m.get("previous_manifest_sha256"),
+        "delta_log_sha256": m.get("delta_log_sha256"),
+        "checkpoint_sha256": m.get("checkpoint_sha256"),
+        "checksums": {f["path"]: f"sha256:{f['sha256']}" for f in added if f.get("sha256")},
+    }
