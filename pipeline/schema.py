@@ -44,7 +44,7 @@ def check_table_schema(actual: pa.Schema, partition_columns: list[str], where: s
         raise KbakError(f"{where} is a Delta table but not a kbak archive: {detail}")
     for field in RECORD_SCHEMA:
         got = actual.field(field.name).type
-        if not _same_type(got, field.type):
+        if not same_type(got, field.type):
             raise KbakError(
                 f"{where} is a Delta table but not a kbak archive: column {field.name!r} is {got}, "
                 f"expected {field.type}"
@@ -53,7 +53,7 @@ def check_table_schema(actual: pa.Schema, partition_columns: list[str], where: s
         raise KbakError(f"{where} is partitioned by {list(partition_columns)}, a kbak archive by {PARTITION_COLUMNS}")
 
 
-def _same_type(a: pa.DataType, b: pa.DataType) -> bool:
+def same_type(a: pa.DataType, b: pa.DataType) -> bool:
     # Delta round-trips strings/binaries as their large or view variants; compare by kind.
     def norm(t: pa.DataType) -> str:
         s = str(t)

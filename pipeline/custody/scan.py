@@ -15,7 +15,7 @@ import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from pipeline.schema import FILE_SCHEMA, _same_type
+from pipeline.schema import FILE_SCHEMA, same_type
 from pipeline.storage import Lake
 
 ROWS_PER_BATCH = 65_536
@@ -88,7 +88,7 @@ def schema_problem(schema: pa.Schema) -> str | None:
         return f"columns {schema.names}, expected {FILE_SCHEMA.names}"
     for f in FILE_SCHEMA:
         got = schema.field(f.name).type
-        if not _same_type(got, f.type):
+        if not same_type(got, f.type):
             return f"column {f.name!r} is {got}, expected {f.type}"
     return None
 
