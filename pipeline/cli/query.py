@@ -1,1 +1,72 @@
-"""kbak query commands (registered on import)."""
+"""``kbak query``: named queries from ``queries/``, ad-hoc SQL, over the archive without a restore."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from pipeline.cli._app import LakeOpt, S3EndpointOpt, S3RegionOpt, app, friendly, lake_from
+from pipeline.engine import READERS, connect, setup_sql
+from pipeline.errors import KbakError
+from pipeline.export import FORMATS, write_result
+from pipeline.named_queries import bind, check_sql_params, get_query, load_queries, parse_assignments
+
+
+@app.command("query")
+@friendly
+def query_cmd(
+    name: Annotated[str | None, typer.Argument(help="A named query from queries/ (see --list).")] = None,
+    lake: LakeOpt = "",
+    sql: Annotated[str | None, typer.Option("--sql", help="Ad-hoc SQL over the records view.")] = None,
+    list_: Annotated[bool, typer.Option("--list", help="List the named queries and their parameters.")] = False,
+    param: Annotated[
+        list[str] | None, typer.Option("--param", "-p", help="name=value, bound as a parameter (repeatable).")
+    ] = None,
+    as_of: Annotated[
+        str | None, typer.Option("--as-of", help="Table version (e.g. 12) or timestamp (e.g. 2024-10-01T00:00:00Z).")
+    ] = None,
+    fmt: Annotated[str, typer.Option("--format", "-f", help=f"One of {', '.join(FORMATS)}.")] = "table",
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write to this file (streamed).")] = None,
+    max_rows: Annotated[int, typer.Option("--max-rows", min=1, help="Rows shown by --format table.")] = 100,
+    reader: Annotated[
+        str | None, typer.Option("--reader", help=f"Force the table reader: {' or '.join(READERS)}.")
+    ] = None,
+    queries: Annotated[Path | None, typer.Option("--queries", help="Directory of named queries.")] = None,
+    print_setup: Annotated[
+        bool, typer.Option("--setup-sql", help="Print SQL giving any DuckDB client the same views and macros.")
+    ] = False,
+    s3_endpoint: S3EndpointOpt = None,
+    s3_region: S3RegionOpt = None,
+) -> None:
+    """Answer audit questions with SQL straight over the archive: no restore cluster needed."""
+    if list_:
+        _print_list(queries)
+        return
+    target = lake_from(lake, s3_endpoint, s3_region)
+    if print_setup:
+        typer.echo(setup_sql(target, as_of), nl=False)
+        return
+    if (name is None) == (sql is None):
+        raise KbakError("give a query NAME or --sql, not both" if name else "give a query NAME, --sql or --list")
+    values = parse_assignments(param or [])
+    if name is not None:
+        query = get_query(name, queries)  # before opening the lake: a typo fails fast
+        con = connect(target, as_of, reader)
+        text, bound = query.sql, bind(con, query, values)
+    else:
+        check_sql_params(sql, values)
+        con = connect(target, as_of, reader)
+        text, bound = sql, values
+    rows = write_result(con, text, bound, fmt.lower(), output, max_rows)
+    if output is not None:
+        typer.echo(f"wrote {rows if rows is not None else 'the first'} rows to {output}", err=True)
+
+
+def _print_list(directory: Path | None) -> None:
+    for q in load_queries(directory).values():
+        typer.echo(f"{q.name}\n  {q.description}")
+        for p in q.params:
+            typer.echo(f"    --param {p.signature()}" + (f"  {p.help}" if p.help else ""))
+        typer.echo("")
