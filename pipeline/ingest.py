@@ -281,7 +281,9 @@ class _Run:
             elif time.monotonic() >= next_refresh:
                 self._refresh_topics()
                 next_refresh = time.monotonic() + self.opts.topic_refresh_seconds
-            msgs = self.consumer.consume(num_messages=5_000, timeout=0.2)
+            # Never read past --flush-records, so a flush holds at most that many records.
+            room = max(self.opts.flush_records - self.buffer_rows, 1)
+            msgs = self.consumer.consume(num_messages=min(5_000, room), timeout=0.2)
             if msgs:
                 self._take(msgs)
             if self._should_flush():

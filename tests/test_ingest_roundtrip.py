@@ -62,3 +62,18 @@ def test_rerun_archives_only_new_records(kafka, tmp_path, topic_name):
     assert run_json(*args)["records"] == 9
 
     assert archive_rows(lake, topic=topic) == consume_all(kafka.bootstrap, topic, 3)
+
+
+def test_flush_records_bounds_each_commit(kafka, tmp_path, topic_name):
+    from deltalake import DeltaTable
+
+    topic = topic_name("flush")
+    create_topics(kafka.bootstrap, {topic: 2})
+    produce(kafka.bootstrap, [{"topic": topic, "partition": i % 2, "value": b"%d" % i} for i in range(95)])
+    lake = str(tmp_path / "lake")
+    summary = run_json(
+        "ingest", "-b", kafka.bootstrap, "--topics", topic, "--lake", lake, "--once", "--flush-records", "10"
+    )
+    assert summary["records"] == 95 and summary["commits"] == 10
+    commits = [h for h in DeltaTable(lake).history() if h.get("kbak.operation") == "ingest"]
+    assert sorted(h["kbak.records"] for h in commits) == [5] + [10] * 9
