@@ -6,12 +6,14 @@ import functools
 import json
 import sys
 from collections.abc import Callable
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
 from pipeline.errors import KbakError
-from pipeline.storage import Lake, S3Settings
+
+if TYPE_CHECKING:
+    from pipeline.storage import Lake
 
 app = typer.Typer(
     name="kbak",
@@ -53,6 +55,9 @@ S3RegionOpt = Annotated[str | None, typer.Option("--s3-region", help="S3 region;
 
 
 def lake_from(uri: str | None, endpoint: str | None = None, region: str | None = None) -> Lake:
+    # Commands import their heavy dependencies when they run, so `kbak query` starts fast.
+    from pipeline.storage import Lake, S3Settings
+
     if not uri:
         raise KbakError("--lake is required (a directory or s3://bucket/prefix)")
     return Lake.at(uri, S3Settings(endpoint=endpoint, region=region))

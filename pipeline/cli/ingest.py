@@ -8,7 +8,6 @@ from typing import Annotated
 import typer
 
 from pipeline.cli._app import S3EndpointOpt, S3RegionOpt, app, emit_json, friendly, lake_from
-from pipeline.config import BackupConfig, load_config
 
 
 @app.command("ingest")
@@ -48,6 +47,7 @@ def ingest_cmd(
 ) -> None:
     """Archive Kafka topics into the lake, exactly once."""
     # Imported here so `kbak --help` and other commands do not pay for the ingest stack.
+    from pipeline.config import BackupConfig, load_config
     from pipeline.ingest import IngestOptions, ingest
     from pipeline.kafka import parse_settings
     from pipeline.progress import reporter_for_terminal

@@ -8,10 +8,7 @@ from typing import Annotated
 import typer
 
 from pipeline.cli._app import LakeOpt, S3EndpointOpt, S3RegionOpt, app, friendly, lake_from
-from pipeline.engine import READERS, connect, setup_sql
 from pipeline.errors import KbakError
-from pipeline.export import FORMATS, write_result
-from pipeline.named_queries import bind, check_sql_params, get_query, load_queries, parse_assignments
 
 
 @app.command("query")
@@ -27,11 +24,11 @@ def query_cmd(
     as_of: Annotated[
         str | None, typer.Option("--as-of", help="Table version (e.g. 12) or timestamp (e.g. 2024-10-01T00:00:00Z).")
     ] = None,
-    fmt: Annotated[str, typer.Option("--format", "-f", help=f"One of {', '.join(FORMATS)}.")] = "table",
+    fmt: Annotated[str, typer.Option("--format", "-f", help="table, csv, json, jsonl or parquet.")] = "table",
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write to this file (streamed).")] = None,
     max_rows: Annotated[int, typer.Option("--max-rows", min=1, help="Rows shown by --format table.")] = 100,
     reader: Annotated[
-        str | None, typer.Option("--reader", help=f"Force the table reader: {' or '.join(READERS)}.")
+        str | None, typer.Option("--reader", help="Force the table reader: delta_scan or arrow.")
     ] = None,
     queries: Annotated[Path | None, typer.Option("--queries", help="Directory of named queries.")] = None,
     print_setup: Annotated[
@@ -41,6 +38,11 @@ def query_cmd(
     s3_region: S3RegionOpt = None,
 ) -> None:
     """Answer audit questions with SQL straight over the archive: no restore cluster needed."""
+    # Imported here, not at module level, so that every other kbak command starts without DuckDB.
+    from pipeline.engine import connect, setup_sql
+    from pipeline.export import write_result
+    from pipeline.named_queries import bind, check_sql_params, get_query, parse_assignments
+
     if list_:
         _print_list(queries)
         return
@@ -65,6 +67,8 @@ def query_cmd(
 
 
 def _print_list(directory: Path | None) -> None:
+    from pipeline.named_queries import load_queries
+
     for q in load_queries(directory).values():
         typer.echo(f"{q.name}\n  {q.description}")
         for p in q.params:
