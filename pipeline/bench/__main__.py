@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-BENCHES = ["ingest", "replay", "query"]
+BENCHES = ["ingest", "replay", "query", "custody"]
 
 
 def main(argv: list[str]) -> int:

@@ -1,7 +1,7 @@
 """Custody benchmark: what sealing, list, validate (shallow and deep) and report cost on a real lake.
 
-``python -m pipeline.custody.bench`` (``KBAK_BENCH_RECORDS``, default 300,000 sample records over 7
-days, flushed every ``KBAK_BENCH_FLUSH`` = 30,000 records) ingests into a local lake from a local
+``make bench BENCH=custody`` (``KBAK_BENCH_CUSTODY_RECORDS``, default 300,000 sample records over 7
+days, flushed every ``KBAK_BENCH_CUSTODY_FLUSH`` = 30,000 records) ingests into a local lake from a local
 broker, then times each custody operation in this process. Prints one line per measurement.
 """
 
@@ -35,8 +35,8 @@ def _timed(label: str, fn, per: tuple[int, str] | None = None):
 
 
 def main() -> None:
-    records = int(os.environ.get("KBAK_BENCH_RECORDS", "300000"))
-    flush = int(os.environ.get("KBAK_BENCH_FLUSH", "30000"))
+    records = int(os.environ.get("KBAK_BENCH_CUSTODY_RECORDS", "300000"))
+    flush = int(os.environ.get("KBAK_BENCH_CUSTODY_FLUSH", "30000"))
     work = Path(tempfile.mkdtemp(prefix="kbak-bench-custody-"))
     try:
         with LocalBroker() as broker, LocalS3() as s3:
