@@ -51,19 +51,18 @@ def created_by() -> str:
     return f"{getpass.getuser()}@{socket.gethostname()} kbak/{__version__}"
 
 
-def partition_ranges(table: pa.Table) -> list[dict]:
-    """Per (topic, partition): records, first/last offset and timestamp (epoch ms)."""
+def partition_ranges(table: pa.Table, by: tuple[str, ...] = ("topic", "partition")) -> list[dict]:
+    """Per (topic, partition), or per ``by``: records, first/last offset and timestamp (epoch ms)."""
     if table.num_rows == 0:
         return []
     ts_ms = pc.divide(table["timestamp"].cast(pa.int64()), 1000)
-    view = pa.table({"topic": table["topic"], "partition": table["partition"], "offset": table["offset"], "ts": ts_ms})
-    agg = view.group_by(["topic", "partition"]).aggregate(
+    view = pa.table({**{name: table[name] for name in by}, "offset": table["offset"], "ts": ts_ms})
+    agg = view.group_by(list(by)).aggregate(
         [("offset", "count"), ("offset", "min"), ("offset", "max"), ("ts", "min"), ("ts", "max")]
     )
     rows = [
         {
-            "topic": r["topic"],
-            "partition": r["partition"],
+            **{name: r[name] for name in by},
             "records": r["offset_count"],
             "first_offset": r["offset_min"],
             "last_offset": r["offset_max"],
@@ -72,7 +71,7 @@ def partition_ranges(table: pa.Table) -> list[dict]:
         }
         for r in agg.to_pylist()
     ]
-    return sorted(rows, key=lambda r: (r["topic"], r["partition"]))
+    return sorted(rows, key=lambda r: tuple(r[name] for name in by))
 
 
 def commit_records(

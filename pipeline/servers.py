@@ -35,7 +35,30 @@ def _wait_port(port: int, proc: subprocess.Popen, what: str, timeout: float = 20
     raise RuntimeError(f"{what} did not listen on port {port} within {timeout}s")
 
 
-class LocalBroker:
+class _Server:
+    """A server subprocess: ``start()`` it, or use it as a context manager."""
+
+    proc: subprocess.Popen | None = None
+
+    def start(self):
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+class LocalBroker(_Server):
     """A Tansu broker (Kafka-compatible, memory storage) on a free loopback port."""
 
     def __init__(self, port: int | None = None, log: Path | None = None) -> None:
@@ -61,22 +84,8 @@ class LocalBroker:
         _wait_port(self.port, self.proc, "Tansu broker")
         return self
 
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
 
-    def __enter__(self) -> LocalBroker:
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
-
-
-class LocalS3:
+class LocalS3(_Server):
     """A moto S3 server in a subprocess (moto's in-thread server deadlocks with deltalake)."""
 
     access_key = "testing"
@@ -123,17 +132,3 @@ class LocalS3:
     def create_bucket(self, name: str, object_lock: bool = False) -> str:
         self.client().create_bucket(Bucket=name, ObjectLockEnabledForBucket=object_lock)
         return name
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-
-    def __enter__(self) -> LocalS3:
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()

@@ -43,6 +43,13 @@ class Rec:
     timestamp_ms: int
 
     @classmethod
+    def from_row(cls, r: dict) -> Rec:
+        """A row of the archive (as ``to_pylist`` gives it) as a Rec."""
+        headers = tuple((h["key"], h["value"]) for h in r["headers"])
+        ts_ms = round(r["timestamp"].timestamp() * 1000)
+        return cls(r["topic"], r["partition"], r["offset"], r["key"], r["value"], headers, ts_ms)
+
+    @classmethod
     def from_message(cls, m) -> Rec:
         return cls(m.topic(), m.partition(), m.offset(), m.key(), m.value(), tuple(m.headers() or ()), m.timestamp()[1])
 
@@ -91,17 +98,5 @@ def archive_rows(lake: str, storage_options: dict | None = None, topic: str | No
     from deltalake import DeltaTable
 
     t = DeltaTable(lake, storage_options=storage_options).to_pyarrow_table()
-    rows = [
-        Rec(
-            r["topic"],
-            r["partition"],
-            r["offset"],
-            r["key"],
-            r["value"],
-            tuple((h["key"], h["value"]) for h in r["headers"]),
-            round(r["timestamp"].timestamp() * 1000),
-        )
-        for r in t.to_pylist()
-        if topic is None or r["topic"] == topic
-    ]
+    rows = [Rec.from_row(r) for r in t.to_pylist() if topic is None or r["topic"] == topic]
     return sorted(rows, key=lambda r: (r.topic, r.partition, r.offset))

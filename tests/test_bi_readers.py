@@ -43,19 +43,7 @@ def _records(topic: str) -> list[dict]:
 
 
 def _recs(rows: list[dict]) -> list[Rec]:
-    out = [
-        Rec(
-            r["topic"],
-            r["partition"],
-            r["offset"],
-            r["key"],
-            r["value"],
-            tuple((h["key"], h["value"]) for h in r["headers"]),
-            round(r["timestamp"].timestamp() * 1000),
-        )
-        for r in rows
-    ]
-    return sorted(out, key=lambda r: (r.partition, r.offset))
+    return sorted((Rec.from_row(r) for r in rows), key=lambda r: (r.partition, r.offset))
 
 
 def _archive_in_small_commits(bootstrap: str, topic: str, partitions: int, uri: str) -> list[int]:

@@ -11,10 +11,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from pipeline.commit import partition_ranges
 from pipeline.schema import FILE_SCHEMA, same_type
 from pipeline.storage import Lake
 
@@ -61,24 +61,9 @@ def scan_file(lake: Lake, path: str) -> FileScan:
     if table.num_rows == 0:
         return scan
     part, offset = table["partition"], table["offset"]
-    ts_ms = pc.divide(table["timestamp"].cast(pa.int64()), 1000)
     scan.keys = pa.table({"partition": part, "offset": offset})
     scan.unordered_partitions = _unordered(part.to_numpy(), offset.to_numpy())
-    view = pa.table({"partition": part, "offset": offset, "ts": ts_ms})
-    agg = view.group_by("partition").aggregate(
-        [("offset", "count"), ("offset", "min"), ("offset", "max"), ("ts", "min"), ("ts", "max")]
-    )
-    scan.ranges = [
-        {
-            "partition": r["partition"],
-            "records": r["offset_count"],
-            "first_offset": r["offset_min"],
-            "last_offset": r["offset_max"],
-            "first_timestamp_ms": r["ts_min"],
-            "last_timestamp_ms": r["ts_max"],
-        }
-        for r in agg.to_pylist()
-    ]
+    scan.ranges = partition_ranges(table, by=("partition",))
     return scan
 
 
