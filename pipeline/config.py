@@ -138,8 +138,11 @@ class Restore(_Strict):
     rate_limit_bytes: float | None = Field(default=None, gt=0)
     checkpoint: str | None = None
     where: str | None = None
+    key: str | None = None
+    offsets: list[str] = Field(default_factory=list)
+    max_records: int | None = Field(default=None, gt=0)
 
-    _lists = field_validator("topics", "consumer_groups", mode="before")(_as_list)
+    _lists = field_validator("topics", "consumer_groups", "offsets", mode="before")(_as_list)
 
 
 class RestoreConfig(_Strict):
