@@ -21,14 +21,21 @@ GROUPS_DIR = "_kbak/groups"
 TIMEOUT_S = 30.0
 
 
-def snapshot_groups(lake: Lake, conf: dict, topics: list[str], cluster: str, backup_id: str) -> dict:
-    """Read the source's committed group offsets for ``topics`` and store them in the lake."""
+def snapshot_groups(
+    lake: Lake, conf: dict, topics: list[str], cluster: str, backup_id: str, skip: frozenset[str] = frozenset()
+) -> dict:
+    """Read the source's committed group offsets for ``topics`` and store them in the lake.
+
+    ``skip`` names groups to leave out: ingest passes its own, whose offsets only serve lag monitoring.
+    """
     wanted = set(topics)
     admin = AdminClient(conf)
     try:
         listing = admin.list_consumer_groups(request_timeout=TIMEOUT_S).result(TIMEOUT_S)
         groups: dict[str, dict[str, dict[str, int]]] = {}
         for g in sorted(listing.valid, key=lambda g: g.group_id):
+            if g.group_id in skip:
+                continue
             futures = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(g.group_id)])
             result = next(iter(futures.values())).result(TIMEOUT_S)
             for tp in result.topic_partitions or []:

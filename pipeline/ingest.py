@@ -262,7 +262,8 @@ class _Run:
         if self.opts.snapshot_groups:
             from pipeline.groups import snapshot_groups
 
-            snapshot_groups(self.lake, self.conf, self.topics, self.cluster, self.summary.backup_id)
+            own = frozenset({self.opts.group_id or default_group_id(self.lake)})
+            snapshot_groups(self.lake, self.conf, self.topics, self.cluster, self.summary.backup_id, skip=own)
         self.summary.duration_s = time.monotonic() - self.started
         return self.summary
 

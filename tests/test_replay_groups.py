@@ -49,6 +49,7 @@ def test_group_offsets_restored_make_a_consumer_resume_at_the_right_record(kafka
     assert len(snaps) == 1
     snap = json.loads(snaps[0].read_text())
     assert snap["groups"][group] == {source: {"0": 5, "1": 12}} and snap["read_at"].endswith("Z")
+    assert set(snap["groups"]) == {group}  # not ingest's own group (its offsets only serve lag monitoring)
 
     summary = run_json(
         "replay",
