@@ -24,7 +24,7 @@ from pipeline import custody
 from pipeline.batch import messages_to_table, only_partitions, without_partitions
 from pipeline.commit import CommitResult, commit_records, partition_ranges
 from pipeline.errors import KbakError
-from pipeline.kafka import cluster_metadata, compile_patterns, select_topics, with_logger
+from pipeline.kafka import client_config, cluster_metadata, compile_patterns, select_topics
 from pipeline.metrics import IngestMetrics
 from pipeline.progress import Reporter, Snapshot
 from pipeline.signals import stop_on_signals
@@ -166,9 +166,7 @@ class _Run:
         self.opts, self.reporter, self.stop, self.metrics = opts, reporter, stop, metrics
         self.lake = opts.lake
         self.started = time.monotonic()
-        self.conf = {"bootstrap.servers": opts.bootstrap_servers, **opts.kafka_settings}
-        if not opts.bootstrap_servers:
-            raise KbakError("--bootstrap-servers is required")
+        self.conf = client_config(opts.bootstrap_servers, opts.kafka_settings)
         if not opts.topics:
             raise KbakError("--topics is required (one or more regular expressions)")
         self.include = compile_patterns(opts.topics, "--topics")
@@ -213,27 +211,25 @@ class _Run:
 
     def execute(self) -> IngestSummary:
         consumer = Consumer(
-            with_logger(
-                {
-                    **self.conf,
-                    "group.id": self.opts.group_id or default_group_id(self.lake),
-                    "enable.auto.commit": False,
-                    "enable.auto.offset.store": False,
-                    "enable.partition.eof": True,
-                    "isolation.level": "read_committed",
-                    "auto.offset.reset": "earliest",
-                    # Prefetch enough to keep the loop busy, little enough to keep RSS bounded.
-                    "fetch.max.bytes": 32 << 20,
-                    "max.partition.fetch.bytes": 4 << 20,
-                    "queued.max.messages.kbytes": 64 << 10,
-                    "socket.connection.setup.timeout.ms": 10000,
-                    # Short enough that a dead worker's partitions move on quickly (and that group
-                    # joins on the test broker take seconds, not tens of seconds); -X overrides.
-                    "session.timeout.ms": 6000,
-                    "heartbeat.interval.ms": 1000,
-                    **self.opts.kafka_settings,
-                }
-            )
+            {
+                **self.conf,
+                "group.id": self.opts.group_id or default_group_id(self.lake),
+                "enable.auto.commit": False,
+                "enable.auto.offset.store": False,
+                "enable.partition.eof": True,
+                "isolation.level": "read_committed",
+                "auto.offset.reset": "earliest",
+                # Prefetch enough to keep the loop busy, little enough to keep RSS bounded.
+                "fetch.max.bytes": 32 << 20,
+                "max.partition.fetch.bytes": 4 << 20,
+                "queued.max.messages.kbytes": 64 << 10,
+                "socket.connection.setup.timeout.ms": 10000,
+                # Short enough that a dead worker's partitions move on quickly (and that group
+                # joins on the test broker take seconds, not tens of seconds); -X overrides.
+                "session.timeout.ms": 6000,
+                "heartbeat.interval.ms": 1000,
+                **self.opts.kafka_settings,
+            }
         )
         self.consumer = consumer
         self.committer = _Committer(self)

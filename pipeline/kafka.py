@@ -23,12 +23,11 @@ def with_logger(conf: dict) -> dict:
     return {**conf, "logger": KAFKA_LOG}
 
 
-def client_config(bootstrap_servers: str, extra: dict[str, str] | None = None) -> dict[str, str]:
+def client_config(bootstrap_servers: str, extra: dict[str, str] | None = None) -> dict:
+    """Client settings for a cluster, with librdkafka's log routed through ``KAFKA_LOG``."""
     if not bootstrap_servers:
         raise KbakError("--bootstrap-servers is required")
-    conf = {"bootstrap.servers": bootstrap_servers}
-    conf.update(extra or {})
-    return conf
+    return with_logger({"bootstrap.servers": bootstrap_servers, **(extra or {})})
 
 
 def parse_settings(pairs: Iterable[str]) -> dict[str, str]:
