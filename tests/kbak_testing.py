@@ -14,6 +14,17 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 
 KBAK = str(Path(sys.executable).parent / "kbak")
 
+# Kafka's UtilsTest.testMurmur2 vectors: the Java client's murmur2 hash of each key.
+JAVA_MURMUR2 = {
+    b"21": -973932308,
+    b"foobar": -790332482,
+    b"a-little-bit-long-string": -985981536,
+    b"a-little-bit-longer-string": -1486304829,
+    b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8": -58897971,
+    b"abc": 479470107,
+    b"": 275646681,
+}
+
 
 def run_kbak(*args: str, env: dict | None = None, timeout: float = 180, check: bool = False):
     """Run the installed ``kbak`` console script; returns the CompletedProcess (text mode)."""

@@ -6,7 +6,7 @@ import json
 
 import pytest
 from confluent_kafka.admin import AdminClient
-from kbak_testing import Rec, consume_all, produce, run_json, run_kbak
+from kbak_testing import JAVA_MURMUR2, Rec, consume_all, produce, run_json, run_kbak
 
 from pipeline.replay import ReplayOptions
 from pipeline.replay.select import Selection
@@ -17,17 +17,6 @@ from pipeline.storage import Lake
 DAY = 86_400_000
 T0 = 1_717_200_000_000  # 2024-06-01T00:00:00Z
 PARTITIONS = 4
-
-# Kafka's UtilsTest.testMurmur2 vectors (the Java client's hash of each key).
-JAVA_MURMUR2 = {
-    b"21": -973932308,
-    b"foobar": -790332482,
-    b"a-little-bit-long-string": -985981536,
-    b"a-little-bit-longer-string": -1486304829,
-    b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8": -58897971,
-    b"abc": 479470107,
-    b"": 275646681,
-}
 
 
 def source_records(topic: str) -> list[dict]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from kbak_testing import JAVA_MURMUR2
 
 from pipeline.errors import KbakError
 from pipeline.replay.checkpoint import Progress
@@ -11,20 +12,9 @@ from pipeline.replay.options import OffsetRange, parse_key, parse_offsets, parse
 from pipeline.replay.partitioner import Partitioner, murmur2, murmur2_partition
 from pipeline.replay.ratelimit import RateLimiter
 
-# Kafka's UtilsTest.testMurmur2.
-JAVA_VECTORS = {
-    b"21": -973932308,
-    b"foobar": -790332482,
-    b"a-little-bit-long-string": -985981536,
-    b"a-little-bit-longer-string": -1486304829,
-    b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8": -58897971,
-    b"abc": 479470107,
-    b"": 275646681,
-}
-
 
 def test_murmur2_matches_the_java_client():
-    assert {k: murmur2(k) for k in JAVA_VECTORS} == JAVA_VECTORS
+    assert {k: murmur2(k) for k in JAVA_MURMUR2} == JAVA_MURMUR2
     assert murmur2_partition(b"foobar", 50) == (-790332482 & 0x7FFFFFFF) % 50
 
 
