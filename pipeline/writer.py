@@ -43,9 +43,7 @@ def write_files(
     """Write ``table`` (rows of the record schema) as one or more files per (topic, date) partition."""
     files: list[DataFile] = []
     for (topic, day), part in _split_partitions(table):
-        part = part.sort_by([("partition", "ascending"), ("offset", "ascending")])
-        for body in _encode(part.select(FILE_SCHEMA.names), compression_level, target_file_size):
-            data, rows = body
+        for data, rows in _encode(part.select(FILE_SCHEMA.names), compression_level, target_file_size):
             rel = f"topic={topic}/date={day}/part-{uuid.uuid4()}.zstd.parquet"
             lake.write_bytes(rel, data)
             files.append(
@@ -63,10 +61,18 @@ def write_files(
 
 
 def _split_partitions(table: pa.Table):
-    keys = table.group_by(PARTITION_COLUMNS).aggregate([]).to_pylist()
-    for key in sorted(keys, key=lambda k: (k["topic"], k["date"])):
-        mask = pc.and_(pc.equal(table["topic"], key["topic"]), pc.equal(table["date"], key["date"]))
-        yield (key["topic"], key["date"].isoformat()), table.filter(mask)
+    """Yield ((topic, day), rows) per Delta partition, rows sorted by partition and offset.
+
+    One sort over all four keys and one ``take`` (the only copy of the data), then zero-copy
+    slices: a flush's memory stays close to one extra copy of itself.
+    """
+    keys = [(name, "ascending") for name in ("topic", "date", "partition", "offset")]
+    table = table.take(pc.sort_indices(table.select([k for k, _ in keys]), sort_keys=keys))
+    runs = table.select(PARTITION_COLUMNS).group_by(PARTITION_COLUMNS, use_threads=False).aggregate([([], "count_all")])
+    start = 0
+    for run in runs.to_pylist():
+        yield (run["topic"], run["date"].isoformat()), table.slice(start, run["count_all"])
+        start += run["count_all"]
 
 
 def _encode(table: pa.Table, level: int, target_size: int):
