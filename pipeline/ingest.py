@@ -219,10 +219,12 @@ class _Run:
                 "enable.partition.eof": True,
                 "isolation.level": "read_committed",
                 "auto.offset.reset": "earliest",
-                # Prefetch enough to keep the loop busy, little enough to keep RSS bounded.
+                # Prefetch little (bounded RSS) but refill at once: librdkafka's default waits a whole
+                # second (fetch.queue.backoff.ms=1000) after the queue filled, which starved the loop.
                 "fetch.max.bytes": 32 << 20,
                 "max.partition.fetch.bytes": 4 << 20,
-                "queued.max.messages.kbytes": 64 << 10,
+                "queued.max.messages.kbytes": 16 << 10,
+                "fetch.queue.backoff.ms": 10,
                 "socket.connection.setup.timeout.ms": 10000,
                 # Short enough that a dead worker's partitions move on quickly (and that group
                 # joins on the test broker take seconds, not tens of seconds); -X overrides.

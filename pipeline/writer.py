@@ -61,14 +61,18 @@ def write_files(
 
 
 def _split_partitions(table: pa.Table):
-    """Yield ((topic, day), rows) per Delta partition, rows sorted by partition and offset.
+    """Yield ((topic, day), rows) per Delta partition, each partition's rows in offset order.
 
-    One sort over all four keys and one ``take`` (the only copy of the data), then zero-copy
-    slices: a flush's memory stays close to one extra copy of itself.
+    Rows arrive in consume order, which already holds every Kafka partition's records in offset
+    order; a flush usually covers one (topic, day), and then nothing is copied. Otherwise one stable
+    sort by (topic, date) and one ``take`` keep that order, and the groups are zero-copy slices.
     """
-    keys = [(name, "ascending") for name in ("topic", "date", "partition", "offset")]
-    table = table.take(pc.sort_indices(table.select([k for k, _ in keys]), sort_keys=keys))
-    runs = table.select(PARTITION_COLUMNS).group_by(PARTITION_COLUMNS, use_threads=False).aggregate([([], "count_all")])
+    count = [([], "count_all")]
+    runs = table.select(PARTITION_COLUMNS).group_by(PARTITION_COLUMNS, use_threads=False).aggregate(count)
+    if runs.num_rows > 1:
+        keys = [(name, "ascending") for name in PARTITION_COLUMNS]
+        table = table.take(pc.sort_indices(table.select(PARTITION_COLUMNS), sort_keys=keys))  # stable
+        runs = table.select(PARTITION_COLUMNS).group_by(PARTITION_COLUMNS, use_threads=False).aggregate(count)
     start = 0
     for run in runs.to_pylist():
         yield (run["topic"], run["date"].isoformat()), table.slice(start, run["count_all"])
