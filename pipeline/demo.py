@@ -11,6 +11,7 @@ import shutil
 import sys
 from pathlib import Path
 
+from pipeline.custody.validate import validate
 from pipeline.engine import connect
 from pipeline.ingest import IngestOptions, ingest
 from pipeline.progress import reporter_for_terminal
@@ -56,7 +57,12 @@ def main() -> int:
     ).fetchone()
     print(f"  timestamp {ts}\n  key       {bytes(key)!r}\n  value     {bytes(value).decode()}")
     print(f"  headers   {[(h['key'], h['value'] and bytes(h['value'])) for h in headers]}")
-    print(f"\ntry: .venv/bin/kbak ingest --help, or open {LAKE}/ with any Delta reader")
+    report = validate(lake, deep=True)
+    verdict = "VALID" if report.valid else f"INVALID ({len(report.errors)} errors)"
+    print(f"\ncustody: {report.versions} versions sealed; kbak validate --deep: {verdict}")
+    if report.head:
+        print(f"  chain head: version {report.head['version']}, manifest sha256 {report.head['manifest_sha256']}")
+    print(f"\ntry: .venv/bin/kbak query --list, kbak list --lake {LAKE}, kbak replay --help")
     return 0
 
 
