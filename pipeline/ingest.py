@@ -132,13 +132,16 @@ class _Committer(threading.Thread):
 
     def run(self) -> None:
         r = self.run_
-        dt = open_table(r.lake)
+        dt = None
         while True:
             job = self.jobs.get()
             try:
                 if job is None:
                     return
                 try:
+                    # Opened here, so a failure is reported like any commit failure (the thread
+                    # must never die silently: the main thread would then wait on it forever).
+                    dt = dt or open_table(r.lake)
                     res: CommitResult | BaseException = commit_records(
                         r.lake,
                         dt,
