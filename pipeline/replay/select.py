@@ -16,7 +16,7 @@ import queue
 import tempfile
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 
 import duckdb
@@ -26,7 +26,7 @@ import pyarrow.compute as pc
 from pipeline.engine import connect
 from pipeline.errors import KbakError, first_line
 from pipeline.replay.options import ReplayOptions
-from pipeline.replay.summary import iso_ms
+from pipeline.replay.summary import with_iso_times
 from pipeline.table import open_table
 
 MEMORY_LIMIT = "256MB"
@@ -58,16 +58,7 @@ class PartitionPlan:
     last_timestamp_ms: int
 
     def as_dict(self) -> dict:
-        return {
-            "topic": self.topic,
-            "partition": self.partition,
-            "records": self.records,
-            "bytes": self.bytes,
-            "first_offset": self.first_offset,
-            "last_offset": self.last_offset,
-            "first_timestamp": iso_ms(self.first_timestamp_ms),
-            "last_timestamp": iso_ms(self.last_timestamp_ms),
-        }
+        return with_iso_times(asdict(self))
 
 
 class Selection:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 
 
@@ -10,6 +10,17 @@ def iso_ms(ms: int | None) -> str | None:
     if ms is None:
         return None
     return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def with_iso_times(fields: dict) -> dict:
+    """A dataclass's fields for output: ``*_timestamp_ms`` become ISO-8601 ``*_timestamp``, in place."""
+    out = {}
+    for k, v in fields.items():
+        if k.endswith("_timestamp_ms"):
+            out[k.removesuffix("_ms")] = iso_ms(v)
+        else:
+            out[k] = v
+    return out
 
 
 @dataclass
@@ -33,14 +44,7 @@ class PartitionStats:
             self.last_timestamp_ms = last_ts_ms
 
     def as_dict(self) -> dict:
-        return {
-            "records": self.records,
-            "bytes": self.bytes,
-            "first_offset": self.first_offset,
-            "last_offset": self.last_offset,
-            "first_timestamp": iso_ms(self.first_timestamp_ms),
-            "last_timestamp": iso_ms(self.last_timestamp_ms),
-        }
+        return with_iso_times(asdict(self))
 
 
 @dataclass
