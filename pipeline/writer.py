@@ -14,6 +14,7 @@ import time
 import uuid
 from dataclasses import dataclass
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -65,18 +66,27 @@ def _split_partitions(table: pa.Table):
 
     Rows arrive in consume order, which already holds every Kafka partition's records in offset
     order; a flush usually covers one (topic, day), and then nothing is copied. Otherwise one stable
-    sort by (topic, date) and one ``take`` keep that order, and the groups are zero-copy slices.
+    sort by (topic, date) and one ``take`` keep that order, and the groups are zero-copy slices cut
+    where (topic, date) changes from one row to the next.
     """
-    count = [([], "count_all")]
-    runs = table.select(PARTITION_COLUMNS).group_by(PARTITION_COLUMNS, use_threads=False).aggregate(count)
-    if runs.num_rows > 1:
+    n = table.num_rows
+    if n == 0:
+        return
+    single = all(len(pc.unique(table[name])) == 1 for name in PARTITION_COLUMNS)
+    if single:
+        starts = [0]
+    else:
         keys = [(name, "ascending") for name in PARTITION_COLUMNS]
         table = table.take(pc.sort_indices(table.select(PARTITION_COLUMNS), sort_keys=keys))  # stable
-        runs = table.select(PARTITION_COLUMNS).group_by(PARTITION_COLUMNS, use_threads=False).aggregate(count)
-    start = 0
-    for run in runs.to_pylist():
-        yield (run["topic"], run["date"].isoformat()), table.slice(start, run["count_all"])
-        start += run["count_all"]
+        changed = np.zeros(n - 1, dtype=bool)
+        for name in PARTITION_COLUMNS:
+            col = table[name]
+            changed |= pc.not_equal(col.slice(1), col.slice(0, n - 1)).to_numpy(zero_copy_only=False)
+        starts = [0, *(np.flatnonzero(changed) + 1).tolist()]
+    for start, end in zip(starts, [*starts[1:], n], strict=True):
+        first = table.slice(start, 1)
+        key = (first["topic"][0].as_py(), first["date"][0].as_py().isoformat())
+        yield key, table.slice(start, end - start)
 
 
 def _encode(table: pa.Table, level: int, target_size: int):

@@ -92,3 +92,35 @@ def test_without_partitions():
         {"topic": "a", "partition": 0},
         {"topic": "b", "partition": 0},
     ]
+
+
+def test_split_partitions_files_every_row_under_its_own_topic_and_date():
+    import random
+    from datetime import date, timedelta
+
+    from pipeline.writer import _split_partitions
+
+    rnd = random.Random(3)
+    n = 3000
+    topics = [rnd.choice(["pay", "user", "acct"]) for _ in range(n)]
+    days = [date(2024, 1, 1) + timedelta(days=rnd.randrange(200)) for _ in range(n)]
+    parts = [rnd.randrange(4) for _ in range(n)]
+    table = pa.table(
+        {
+            "topic": topics,
+            "date": pa.array(days, pa.date32()),
+            "partition": pa.array(parts, pa.int32()),
+            "offset": pa.array(range(n), pa.int64()),
+        }
+    )
+    seen = 0
+    keys = []
+    for (topic, day), rows in _split_partitions(table):
+        keys.append((topic, day))
+        for r in rows.to_pylist():
+            assert (r["topic"], r["date"].isoformat()) == (topic, day)
+        for p in range(4):  # each Kafka partition keeps its offset order
+            offsets = [r["offset"] for r in rows.to_pylist() if r["partition"] == p]
+            assert offsets == sorted(offsets)
+        seen += rows.num_rows
+    assert seen == n and keys == sorted(set(keys))

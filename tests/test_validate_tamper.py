@@ -6,6 +6,7 @@ import hashlib
 import json
 import shutil
 import uuid
+from datetime import timedelta
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -226,3 +227,17 @@ def test_a_consistent_rewrite_of_the_whole_chain_contradicts_an_anchor(lake):
     assert code == 1 and failing(report) == {("anchor", manifest_path(head["version"]))}
     bad = run_kbak("validate", "--lake", str(lake), "--anchor", "2=abc")
     assert bad.returncode == 2 and "VERSION=SHA256" in bad.stderr
+
+
+def test_records_filed_under_the_wrong_date_partition(lake):
+    archived = DeltaTable(str(lake)).to_pyarrow_table()
+    row = archived.slice(0, 1)
+    wrong_day = pa.array([row["date"][0].as_py() + timedelta(days=3)], pa.date32())
+    moved = row.set_column(row.schema.get_field_index("date"), "date", wrong_day).cast(RECORD_SCHEMA)
+    before = set(data_files(lake))
+    write_deltalake(str(lake), moved, mode="append", partition_by=["topic", "date"])
+    (new_file,) = set(data_files(lake)) - before
+
+    code, report = validate(lake, "--deep")
+    assert code == 1
+    assert ("partition-date", new_file) in failing(report)

@@ -12,6 +12,7 @@ import time
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, date, datetime
 
 import pyarrow as pa
 
@@ -381,6 +382,9 @@ def _deep(lake: Lake, chain: list[VersionRecord], live: list[_Live], report: Val
                 add(Finding("row-count", item.path, f"file holds {scan.rows} rows, {where} says {n}"))
         for p in scan.unordered_partitions:
             add(Finding("offset-order", item.path, f"offsets of partition {p} are not strictly increasing"))
+        day = _day_of(item)
+        if day is not None and any(not _within_day(r, day) for r in scan.ranges):
+            add(Finding("partition-date", item.path, f"holds records whose UTC day is not its partition date {day}"))
         if scan.keys is not None:
             parts.append((topic, item.path, scan.keys))
         if item.version is not None:
@@ -414,6 +418,22 @@ def _topic_of(item: _Live) -> str:
         return pv["topic"]
     first = item.path.split("/", 1)[0]
     return first.removeprefix("topic=")
+
+
+def _day_of(item: _Live) -> date | None:
+    """The file's ``date`` partition value (from its manifest entry, else from its path)."""
+    pv = (item.entry or {}).get("partition_values") or {}
+    from_path = (p.removeprefix("date=") for p in item.path.split("/") if p.startswith("date="))
+    text = pv.get("date") or next(from_path, None)
+    try:
+        return date.fromisoformat(text) if text else None
+    except ValueError:
+        return None
+
+
+def _within_day(r: dict, day: date) -> bool:
+    start = int(datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp() * 1000)
+    return start <= r["first_timestamp_ms"] and r["last_timestamp_ms"] < start + 86_400_000
 
 
 def _check_version_order(by_version: dict, add) -> None:
