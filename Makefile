@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test demo bench lint clean
+.PHONY: install test test-fast demo bench lint clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -19,11 +19,16 @@ test: $(STAMP)
 	$(BIN)/ruff check pipeline tests
 	$(BIN)/pytest -q
 
+# Unit tests only: no servers, seconds.
+test-fast: $(STAMP)
+	$(BIN)/ruff check pipeline tests
+	$(BIN)/pytest -q tests/unit
+
 demo: $(STAMP)
-	$(BIN)/python -m pipeline.demo
+	$(BIN)/python -m pipeline.dev.demo
 
 bench: $(STAMP)
-	$(BIN)/python -m pipeline.bench $(BENCH)
+	$(BIN)/python -m pipeline.dev.bench $(BENCH)
 
 lint: $(STAMP)
 	$(BIN)/ruff check pipeline tests

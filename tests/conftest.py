@@ -11,19 +11,14 @@ from __future__ import annotations
 import os
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
+from support import query_lake
+from support.custody_lakes import two_runs
+from support.kbak_testing import KafkaServer
 
-from pipeline.servers import LocalBroker, LocalS3
-
-
-@dataclass
-class KafkaServer:
-    bootstrap: str
-    is_tansu: bool
-
-
-TANSU_REASON = "the Tansu test broker cannot show this ({}); runs against Apache Kafka via KBAK_TEST_BOOTSTRAP"
+from pipeline.dev.servers import LocalBroker, LocalS3
 
 
 @pytest.fixture(scope="session")
@@ -48,11 +43,6 @@ def apache_kafka(kafka):
     return kafka
 
 
-def skip_on_tansu(kafka: KafkaServer, what: str) -> None:
-    if kafka.is_tansu:
-        pytest.skip(TANSU_REASON.format(what))
-
-
 @pytest.fixture(scope="session")
 def s3():
     with LocalS3() as server:
@@ -74,3 +64,26 @@ def bucket(s3):
     name = f"lake-{uuid.uuid4().hex[:10]}"
     s3.create_bucket(name)
     return name
+
+
+@pytest.fixture(scope="session")
+def audit_lake(kafka, tmp_path_factory) -> query_lake.AuditLake:
+    """The audit scenario's lake, built once through ``kbak ingest``; tests only read it."""
+    return query_lake.build(kafka.bootstrap, str(tmp_path_factory.mktemp("audit") / "lake"))
+
+
+@dataclass
+class TwoRuns:
+    lake: Path
+    topic: str
+    first: dict
+    second: dict
+
+
+@pytest.fixture(scope="session")
+def two_run_lake(kafka, tmp_path_factory) -> TwoRuns:
+    """Two ``kbak ingest --once`` runs of one 3-partition topic (versions 1 and 2); read-only, copy to change."""
+    lake = tmp_path_factory.mktemp("two-runs") / "lake"
+    topic = f"custody-{uuid.uuid4().hex[:8]}"
+    first, second = two_runs(kafka, topic, str(lake))
+    return TwoRuns(lake, topic, first, second)

@@ -10,10 +10,10 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
-from pipeline.errors import KbakError
+from pipeline.core.errors import KbakError
 
 if TYPE_CHECKING:
-    from pipeline.storage import Lake
+    from pipeline.core.storage import Lake
 
 app = typer.Typer(
     name="kbak",
@@ -56,7 +56,7 @@ S3RegionOpt = Annotated[str | None, typer.Option("--s3-region", help="S3 region;
 
 def lake_from(uri: str | None, endpoint: str | None = None, region: str | None = None) -> Lake:
     # Commands import their heavy dependencies when they run, so `kbak query` starts fast.
-    from pipeline.storage import Lake, S3Settings
+    from pipeline.core.storage import Lake, S3Settings
 
     if not uri:
         raise KbakError("--lake is required (a directory or s3://bucket/prefix)")

@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 
 from pipeline.cli._app import LakeOpt, S3EndpointOpt, S3RegionOpt, app, emit_json, fail, friendly, lake_from
-from pipeline.errors import KbakError
+from pipeline.core.errors import KbakError
 
 
 class TextJson(StrEnum):

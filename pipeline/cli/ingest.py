@@ -47,10 +47,10 @@ def ingest_cmd(
 ) -> None:
     """Archive Kafka topics into the lake, exactly once."""
     # Imported here so `kbak --help` and other commands do not pay for the ingest stack.
-    from pipeline.config import BackupConfig, load_config
+    from pipeline.core.config import BackupConfig, load_config
+    from pipeline.core.kafka import parse_settings
+    from pipeline.core.progress import reporter_for_terminal
     from pipeline.ingest import IngestOptions, ingest
-    from pipeline.kafka import parse_settings
-    from pipeline.progress import reporter_for_terminal
 
     cfg = load_config(config, BackupConfig) if config else BackupConfig()
     src, store, b = cfg.source, cfg.storage, cfg.backup

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from pipeline.cli._app import LakeOpt, S3EndpointOpt, S3RegionOpt, app, friendly, lake_from
-from pipeline.errors import KbakError
+from pipeline.core.errors import KbakError
 
 
 @app.command("query")
@@ -39,9 +39,9 @@ def query_cmd(
 ) -> None:
     """Answer audit questions with SQL straight over the archive: no restore cluster needed."""
     # Imported here, not at module level, so that every other kbak command starts without DuckDB.
-    from pipeline.engine import connect, setup_sql
-    from pipeline.export import write_result
-    from pipeline.named_queries import bind, check_sql_params, get_query, parse_assignments
+    from pipeline.query.engine import connect, setup_sql
+    from pipeline.query.export import write_result
+    from pipeline.query.named import bind, check_sql_params, get_query, parse_assignments
 
     if list_:
         _print_list(queries)
@@ -67,7 +67,7 @@ def query_cmd(
 
 
 def _print_list(directory: Path | None) -> None:
-    from pipeline.named_queries import load_queries
+    from pipeline.query.named import load_queries
 
     for q in load_queries(directory).values():
         typer.echo(f"{q.name}\n  {q.description}")

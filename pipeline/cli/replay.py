@@ -57,9 +57,9 @@ def replay_cmd(
     quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
 ) -> None:
     """Replay archived records to a Kafka cluster, byte for byte (or --dry-run to see what would go)."""
-    from pipeline.config import RestoreConfig, load_config
-    from pipeline.kafka import parse_settings
-    from pipeline.progress import reporter_for_terminal
+    from pipeline.core.config import RestoreConfig, load_config
+    from pipeline.core.kafka import parse_settings
+    from pipeline.core.progress import reporter_for_terminal
     from pipeline.replay import ReplayFailed, ReplayOptions, parse_key, parse_offsets, parse_time, parse_topic_map
     from pipeline.replay import replay as run_replay
     from pipeline.replay.options import parse_rate

@@ -11,6 +11,8 @@ import json
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+from pipeline.core.errors import KbakError
+from pipeline.core.storage import Lake
 from pipeline.custody.manifest import (
     BODY_DIGEST_KEY,
     MANIFEST_DIR,
@@ -22,8 +24,6 @@ from pipeline.custody.manifest import (
     sealed_versions,
     sha256_hex,
 )
-from pipeline.errors import KbakError
-from pipeline.storage import Lake
 
 LOG_DIR = "_delta_log"
 READ_THREADS = 16

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from collections import defaultdict
 
+from pipeline.core.errors import KbakError
+from pipeline.core.storage import Lake
 from pipeline.custody.chain import VersionRecord, load_chain
-from pipeline.errors import KbakError
-from pipeline.storage import Lake
 
 
 def version_summary(rec: VersionRecord) -> dict:

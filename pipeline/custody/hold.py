@@ -15,12 +15,12 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING
 
+from pipeline.core.errors import KbakError
+from pipeline.core.storage import Lake
 from pipeline.custody.manifest import STAGED_DIR, checkpoint_path, log_path, manifest_path
-from pipeline.errors import KbakError
-from pipeline.storage import Lake
 
 if TYPE_CHECKING:
-    from pipeline.commit import CommitResult
+    from pipeline.ingest.commit import CommitResult
 
 MODES = ("GOVERNANCE", "COMPLIANCE")
 THREADS = 16

@@ -31,7 +31,7 @@ from typing import Any
 
 from deltalake import DeltaTable
 
-from pipeline.storage import Lake
+from pipeline.core.storage import Lake
 
 MANIFEST_DIR = "_kbak/custody"
 STAGED_DIR = f"{MANIFEST_DIR}/staged"

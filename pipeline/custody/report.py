@@ -17,13 +17,13 @@ from datetime import UTC, date, datetime, timedelta
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipeline.core.errors import KbakError
+from pipeline.core.storage import Lake
+from pipeline.core.table import open_table
 from pipeline.custody.chain import load_chain
 from pipeline.custody.history import head, list_runs
 from pipeline.custody.scan import Keys, find_gaps
 from pipeline.custody.validate import validate
-from pipeline.errors import KbakError
-from pipeline.storage import Lake
-from pipeline.table import open_table
 
 
 def parse_period(text: str) -> tuple[date, date]:

@@ -14,9 +14,9 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from pipeline.commit import partition_ranges
-from pipeline.schema import FILE_SCHEMA, same_type
-from pipeline.storage import Lake
+from pipeline.core.ranges import partition_ranges
+from pipeline.core.schema import FILE_SCHEMA, same_type
+from pipeline.core.storage import Lake
 
 ROWS_PER_BATCH = 65_536
 KEPT = ("partition", "offset", "timestamp")

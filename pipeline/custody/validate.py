@@ -16,6 +16,9 @@ from datetime import UTC, date, datetime
 
 import pyarrow as pa
 
+from pipeline.core.errors import KbakError
+from pipeline.core.storage import Lake
+from pipeline.core.table import open_table
 from pipeline.custody.chain import VersionRecord, load_chain
 from pipeline.custody.history import head
 from pipeline.custody.manifest import (
@@ -29,9 +32,6 @@ from pipeline.custody.manifest import (
     sha256_hex,
 )
 from pipeline.custody.scan import FileScan, Keys, duplicates, find_gaps, scan_file, storage_sizes
-from pipeline.errors import KbakError
-from pipeline.storage import Lake
-from pipeline.table import open_table
 
 # check name -> what it verifies (README lists the same)
 CHECKS = {

@@ -4,7 +4,7 @@
 Modules: ``options`` (what to replay, flag parsing), ``select`` (reading the rows), ``target``
 (target topics), ``partitioner`` (murmur2 / round-robin), ``produce`` (the producer loop),
 ``checkpoint`` (resumable progress), ``offsets`` (consumer group positions), ``ratelimit``,
-``summary``, ``run`` (the orchestration). Consumer group snapshots live in ``pipeline.groups``.
+``summary``, ``run`` (the orchestration). Consumer group snapshots live in ``pipeline.ingest.groups``.
 """
 
 from pipeline.replay.options import OffsetRange, ReplayOptions, parse_key, parse_offsets, parse_time, parse_topic_map

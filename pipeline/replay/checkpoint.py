@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from pipeline.errors import KbakError
+from pipeline.core.errors import KbakError
 
 FORMAT = 1
 TP = tuple[str, int]

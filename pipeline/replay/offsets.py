@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
-from pipeline.errors import KbakError
+from pipeline.core.errors import KbakError
 
 TP = tuple[str, int]
 

@@ -9,8 +9,8 @@ import re
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 
-from pipeline.errors import KbakError
-from pipeline.storage import Lake
+from pipeline.core.errors import KbakError
+from pipeline.core.storage import Lake
 
 REPARTITION_MODES = ("murmur2", "round-robin")
 

@@ -18,7 +18,7 @@ import time
 
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 
-from pipeline.errors import KbakError
+from pipeline.core.errors import KbakError
 from pipeline.replay.checkpoint import Checkpoint
 from pipeline.replay.offsets import GroupMapper
 from pipeline.replay.options import ReplayOptions

@@ -12,10 +12,11 @@ import contextlib
 import threading
 import time
 
-from pipeline.errors import KbakError, first_line
-from pipeline.groups import group_offsets
-from pipeline.kafka import client_config
-from pipeline.progress import Reporter, Snapshot
+from pipeline.core.errors import KbakError, first_line
+from pipeline.core.kafka import client_config
+from pipeline.core.progress import Reporter, Snapshot
+from pipeline.core.signals import stop_on_signals
+from pipeline.ingest.groups import group_offsets
 from pipeline.replay.checkpoint import Checkpoint, Progress
 from pipeline.replay.offsets import GroupMapper, commit_group
 from pipeline.replay.options import ReplayOptions
@@ -25,7 +26,6 @@ from pipeline.replay.reconcile import reconcile, target_ends
 from pipeline.replay.select import Selection
 from pipeline.replay.summary import ReplaySummary
 from pipeline.replay.target import TargetMismatch, check_targets
-from pipeline.signals import stop_on_signals
 
 CHECKPOINT_EVERY_S = 0.5
 

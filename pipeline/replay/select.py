@@ -1,6 +1,6 @@
 """Reading the rows a replay selects: pruned, filtered, ordered per source partition, streamed in batches.
 
-The rows come from the shared SQL engine (``pipeline.engine.connect``: DuckDB over the Delta table
+The rows come from the shared SQL engine (``pipeline.query.engine.connect``: DuckDB over the Delta table
 at one pinned version), so ``--where`` means what it means in ``kbak query`` and has the same
 macros. The structured filters (topic, window, partitions, offsets, key, resume position) are
 plain comparisons on ``records``' columns: DuckDB pushes them into the Delta scan, where the
@@ -23,11 +23,11 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.engine import connect
-from pipeline.errors import KbakError, first_line
+from pipeline.core.errors import KbakError, first_line
+from pipeline.core.table import open_table
+from pipeline.query.engine import connect
 from pipeline.replay.options import ReplayOptions
 from pipeline.replay.summary import with_iso_times
-from pipeline.table import open_table
 
 MEMORY_LIMIT = "256MB"
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from pipeline.errors import KbakError
-from pipeline.kafka import cluster_metadata
+from pipeline.core.errors import KbakError
+from pipeline.core.kafka import cluster_metadata
 from pipeline.replay.options import ReplayOptions
 
 

@@ -1,0 +1,84 @@
+"""Talking to a Kafka cluster: client settings, reachability, topic selection by pattern."""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterable
+
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient, ClusterMetadata
+
+from pipeline.core.errors import KbakError
+
+CONNECT_TIMEOUT_S = 10.0
+
+# librdkafka's own log lines (connection retries and the like) go to this logger instead of
+# stderr, so a failure reaches the user as one line from kbak; `KBAK_LOG=debug` shows them.
+KAFKA_LOG = logging.getLogger("kbak.librdkafka")
+
+
+def with_logger(conf: dict) -> dict:
+    """Client settings with librdkafka's log routed to Python logging."""
+    return {**conf, "logger": KAFKA_LOG}
+
+
+def client_config(bootstrap_servers: str, extra: dict[str, str] | None = None) -> dict:
+    """Client settings for a cluster, with librdkafka's log routed through ``KAFKA_LOG``."""
+    if not bootstrap_servers:
+        raise KbakError("--bootstrap-servers is required")
+    return with_logger({"bootstrap.servers": bootstrap_servers, **(extra or {})})
+
+
+def parse_settings(pairs: Iterable[str]) -> dict[str, str]:
+    """``-X key=value`` librdkafka settings, as kcat takes them."""
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise KbakError(f"librdkafka setting {pair!r} must be key=value")
+        out[key.strip()] = value
+    return out
+
+
+def cluster_metadata(conf: dict[str, str], timeout: float = CONNECT_TIMEOUT_S) -> ClusterMetadata:
+    """Cluster metadata, or a one-line error after a bounded wait when the cluster is unreachable."""
+    try:
+        admin = AdminClient(with_logger({**conf, "socket.connection.setup.timeout.ms": str(int(timeout * 1000))}))
+    except KafkaException as exc:
+        raise KbakError(f"bad Kafka client setting: {exc.args[0].str() if exc.args else exc}") from None
+    try:
+        return admin.list_topics(timeout=timeout)
+    except KafkaException as exc:
+        detail = exc.args[0].str() if exc.args else str(exc)
+        raise KbakError(
+            f"cannot reach Kafka at {conf.get('bootstrap.servers')} within {timeout:g}s: {detail}"
+        ) from None
+
+
+def compile_patterns(patterns: Iterable[str], flag: str) -> list[re.Pattern]:
+    out = []
+    for p in patterns:
+        try:
+            out.append(re.compile(p))
+        except re.error as exc:
+            raise KbakError(f"{flag} {p!r} is not a valid regular expression: {exc}") from None
+    return out
+
+
+def select_topics(names: Iterable[str], include: list[re.Pattern], exclude: list[re.Pattern]) -> list[str]:
+    """Topics whose whole name matches an include pattern and no exclude pattern.
+
+    Patterns match the whole name, as Kafka's own pattern subscriptions do; internal topics
+    (``__consumer_offsets`` and friends) are left out unless a pattern names them explicitly.
+    """
+    out = []
+    for name in names:
+        if not any(p.fullmatch(name) for p in include):
+            continue
+        if any(p.fullmatch(name) for p in exclude):
+            continue
+        if name.startswith("__") and not any(p.pattern == name for p in include):
+            continue
+        out.append(name)
+    return sorted(out)

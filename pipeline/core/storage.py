@@ -1,0 +1,172 @@
+"""Where a lake lives: a local directory or ``s3://bucket/prefix``, seen through one file API.
+
+deltalake talks to storage through its own object store (``storage_options``); kbak's own files
+(data files it writes, custody manifests, checkpoints) go through a pyarrow FileSystem built from
+the same settings, so both always point at the same place.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pyarrow.fs as pafs
+
+from pipeline.core.errors import KbakError
+
+
+@dataclass(frozen=True)
+class S3Settings:
+    """S3 connection settings; anything left None comes from the usual AWS environment."""
+
+    endpoint: str | None = None
+    region: str | None = None
+    access_key_id: str | None = None
+    secret_access_key: str | None = None
+    session_token: str | None = None
+
+    def resolved(self) -> S3Settings:
+        env = os.environ
+        return S3Settings(
+            endpoint=self.endpoint or env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL"),
+            region=self.region or env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1",
+            access_key_id=self.access_key_id or env.get("AWS_ACCESS_KEY_ID"),
+            secret_access_key=self.secret_access_key or env.get("AWS_SECRET_ACCESS_KEY"),
+            session_token=self.session_token or env.get("AWS_SESSION_TOKEN"),
+        )
+
+
+@dataclass(frozen=True)
+class Lake:
+    """A lake location. ``Lake.at("s3://b/p", s3=S3Settings(endpoint=...))`` or ``Lake.at("./lake")``."""
+
+    uri: str
+    s3: S3Settings = field(default_factory=S3Settings)
+
+    @classmethod
+    def at(cls, uri: str | Path | Lake, s3: S3Settings | None = None) -> Lake:
+        if isinstance(uri, Lake):
+            return uri
+        text = str(uri)
+        if not text:
+            raise KbakError("--lake is required (a directory or s3://bucket/prefix)")
+        parsed = urlparse(text)
+        if parsed.scheme in ("s3", "s3a"):
+            if not parsed.netloc:
+                raise KbakError(f"lake URI {text!r} names no bucket")
+            prefix = parsed.path.strip("/")
+            return cls(uri=f"s3://{parsed.netloc}/{prefix}".rstrip("/"), s3=(s3 or S3Settings()).resolved())
+        if parsed.scheme not in ("", "file"):
+            raise KbakError(f"unsupported lake URI scheme {parsed.scheme!r}: use a path or s3://bucket/prefix")
+        path = Path(parsed.path if parsed.scheme == "file" else text).expanduser().resolve()
+        return cls(uri=str(path))
+
+    @property
+    def is_s3(self) -> bool:
+        return self.uri.startswith("s3://")
+
+    @property
+    def bucket(self) -> str:
+        return urlparse(self.uri).netloc if self.is_s3 else ""
+
+    @property
+    def prefix(self) -> str:
+        return urlparse(self.uri).path.strip("/") if self.is_s3 else ""
+
+    @property
+    def storage_options(self) -> dict[str, str]:
+        """Options for deltalake's object store."""
+        if not self.is_s3:
+            return {}
+        s3 = self.s3
+        opts = {"AWS_REGION": s3.region or "us-east-1"}
+        if s3.endpoint:
+            opts["AWS_ENDPOINT_URL"] = s3.endpoint
+            if s3.endpoint.startswith("http://"):
+                opts["AWS_ALLOW_HTTP"] = "true"
+        if s3.access_key_id:
+            opts["AWS_ACCESS_KEY_ID"] = s3.access_key_id
+        if s3.secret_access_key:
+            opts["AWS_SECRET_ACCESS_KEY"] = s3.secret_access_key
+        if s3.session_token:
+            opts["AWS_SESSION_TOKEN"] = s3.session_token
+        return opts
+
+    @cached_property
+    def fs(self) -> pafs.FileSystem:
+        if not self.is_s3:
+            return pafs.LocalFileSystem()
+        s3 = self.s3
+        kwargs: dict = {"region": s3.region or "us-east-1", "retry_strategy": pafs.AwsStandardS3RetryStrategy(5)}
+        if s3.endpoint:
+            parsed = urlparse(s3.endpoint)
+            kwargs["endpoint_override"] = parsed.netloc or s3.endpoint
+            kwargs["scheme"] = parsed.scheme or "https"
+        if s3.access_key_id:
+            kwargs.update(access_key=s3.access_key_id, secret_key=s3.secret_access_key, session_token=s3.session_token)
+        return pafs.S3FileSystem(**kwargs)
+
+    @property
+    def root(self) -> str:
+        """The lake's root as a path inside ``fs``."""
+        return f"{self.bucket}/{self.prefix}".rstrip("/") if self.is_s3 else self.uri
+
+    def path(self, relative: str) -> str:
+        return f"{self.root}/{relative.lstrip('/')}"
+
+    def boto3_client(self):
+        """A boto3 S3 client for the calls pyarrow does not offer (Object Lock, versions)."""
+        import boto3
+
+        s3 = self.s3
+        return boto3.client(
+            "s3",
+            endpoint_url=s3.endpoint,
+            region_name=s3.region,
+            aws_access_key_id=s3.access_key_id,
+            aws_secret_access_key=s3.secret_access_key,
+            aws_session_token=s3.session_token,
+        )
+
+    # -- small file helpers over ``fs`` ------------------------------------------------------
+
+    def write_bytes(self, relative: str, data: bytes) -> None:
+        full = self.path(relative)
+        if not self.is_s3:
+            Path(full).parent.mkdir(parents=True, exist_ok=True)
+            tmp = f"{full}.tmp-{os.getpid()}"
+            with open(tmp, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, full)
+            return
+        with self.fs.open_output_stream(full) as out:
+            out.write(data)
+
+    def read_bytes(self, relative: str) -> bytes:
+        with self.fs.open_input_stream(self.path(relative)) as src:
+            return src.read()
+
+    def exists(self, relative: str) -> bool:
+        return self.fs.get_file_info(self.path(relative)).type != pafs.FileType.NotFound
+
+    def size(self, relative: str) -> int | None:
+        info = self.fs.get_file_info(self.path(relative))
+        return None if info.type == pafs.FileType.NotFound else info.size
+
+    def list_files(self, relative: str = "") -> list[str]:
+        """Files below ``relative``, as paths relative to the lake root."""
+        base = self.path(relative) if relative else self.root
+        try:
+            infos = self.fs.get_file_info(pafs.FileSelector(base, recursive=True, allow_not_found=True))
+        except FileNotFoundError:
+            return []
+        cut = len(self.root) + 1
+        return sorted(i.path[cut:] for i in infos if i.type == pafs.FileType.File)
+
+    def delete(self, relative: str) -> None:
+        self.fs.delete_file(self.path(relative))

@@ -1,0 +1,209 @@
+"""The ingest commit path: fence, write, stage the manifest, commit with offsets, seal.
+
+Exactly-once rests on one rule: rows of a partition are committed only if the Delta log's
+application transaction for that partition still says what this worker read before the rows
+(``expected``). delta-rs fails a commit whose application transactions a concurrent commit also
+set, and kbak re-checks the fence against the new table state before each retry, so two workers
+that both believe they own a partition (during a rebalance, after a restart) can never both
+commit it.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import signal
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import pyarrow as pa
+from deltalake import CommitProperties, DeltaTable, Transaction
+from deltalake.exceptions import CommitFailedError
+from deltalake.transaction import AddAction
+
+from pipeline import __version__, custody
+from pipeline.core.errors import KbakError, first_line
+from pipeline.core.ranges import partition_ranges
+from pipeline.core.schema import PARTITION_COLUMNS, RECORD_SCHEMA
+from pipeline.core.storage import Lake
+from pipeline.core.table import TABLE_CONFIGURATION, app_id, open_table
+from pipeline.ingest.batch import without_partitions
+from pipeline.ingest.writer import DataFile, write_files
+
+TopicPartition = tuple[str, int]
+
+
+@dataclass
+class CommitResult:
+    version: int | None
+    files: list[DataFile]
+    records: int
+    bytes: int
+    committed: dict[TopicPartition, int]  # last offset now in the table, per partition written
+    rejected: dict[TopicPartition, int | None] = field(default_factory=dict)  # what the log says instead
+    manifest_digest: str | None = None
+
+
+def created_by() -> str:
+    return f"{getpass.getuser()}@{socket.gethostname()} kbak/{__version__}"
+
+
+def ensure_table(lake: Lake) -> DeltaTable:
+    """Open the archive, creating it (version 0, with its configuration) if the location is empty."""
+    try:
+        return open_table(lake)
+    except KbakError as exc:
+        if "no Delta table" not in str(exc):
+            raise
+    try:
+        props = CommitProperties(custom_metadata={"kbak.operation": "create"})
+        DeltaTable.create(
+            lake.uri,
+            schema=RECORD_SCHEMA,
+            partition_by=PARTITION_COLUMNS,
+            mode="ignore",
+            name="kbak_archive",
+            description="Kafka records archived byte for byte by kbak",
+            configuration=TABLE_CONFIGURATION,
+            storage_options=lake.storage_options or None,
+            commit_properties=props,
+        )
+    except OSError as exc:
+        raise KbakError(f"cannot write to lake {lake.uri}: {first_line(exc)}") from None
+    except Exception as exc:
+        raise KbakError(f"cannot write to lake {lake.uri}: {first_line(exc)}") from None
+    dt = open_table(lake)
+    custody.seal(lake, dt)
+    return dt
+
+
+def commit_records(
+    lake: Lake,
+    dt: DeltaTable,
+    table: pa.Table,
+    expected: dict[TopicPartition, int | None],
+    *,
+    source_cluster: str,
+    backup_id: str,
+    gaps: list[dict] | None = None,
+    compression_level: int = 3,
+    target_file_size: int = 128 << 20,
+    max_attempts: int = 5,
+    sleep: Callable[[float], None] = time.sleep,
+) -> CommitResult:
+    """Commit ``table``'s rows for the partitions whose fence holds; report the ones that moved."""
+    rejected: dict[TopicPartition, int | None] = {}
+    files: list[DataFile] = []
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            dt.update_incremental()
+            moved = _fence(dt, expected, source_cluster)
+            rejected.update(moved)
+            if moved:
+                table = without_partitions(table, moved)
+                files = []  # rows changed: rewrite (old files stay orphaned, vacuum removes them)
+            if table.num_rows == 0:
+                return CommitResult(None, [], 0, 0, {}, rejected)
+            if not files:
+                files = write_files(lake, table, compression_level, target_file_size)
+                _fault("after-write")
+            ranges = partition_ranges(table)
+            body = _manifest_body(files, ranges, gaps or [], source_cluster, backup_id)
+            digest = custody.stage(lake, body)
+            txns = [Transaction(app_id(source_cluster, r["topic"], r["partition"]), r["last_offset"]) for r in ranges]
+            meta = {
+                "kbak.operation": "ingest",
+                "kbak.backup_id": backup_id,
+                "kbak.source_cluster": source_cluster,
+                "kbak.version": __version__,
+                "kbak.created_by": created_by(),
+                "kbak.host": socket.gethostname(),
+                "kbak.records": table.num_rows,
+                "kbak.partitions": ranges,
+                "kbak.gaps": gaps or [],
+                custody.manifest.BODY_DIGEST_KEY: digest,
+            }
+            _fault("before-commit")
+            read_version = dt.version()
+            dt.create_write_transaction(
+                [_add_action(f) for f in files],
+                mode="append",
+                schema=RECORD_SCHEMA,
+                partition_by=PARTITION_COLUMNS,
+                commit_properties=CommitProperties(custom_metadata=meta, app_transactions=txns, max_commit_retries=10),
+            )
+            _fault("after-commit")
+            version = _committed_version(lake, dt, read_version, digest)
+            custody.seal(lake, dt)
+            committed = {(r["topic"], r["partition"]): r["last_offset"] for r in ranges}
+            size = sum(f.size for f in files)
+            return CommitResult(version, files, table.num_rows, size, committed, rejected, digest)
+        except CommitFailedError as exc:
+            # A concurrent commit set one of our partitions' transactions: loop to re-fence.
+            if attempt >= max_attempts:
+                raise KbakError(f"commit to {lake.uri} kept conflicting: {first_line(exc)}") from None
+        except KbakError:
+            raise
+        except OSError as exc:
+            if attempt >= max_attempts:
+                detail = " ".join(str(exc).split())[:300]  # the whole message, on one line
+                raise KbakError(f"storage error committing to {lake.uri} after {attempt} attempts: {detail}") from None
+            sleep(min(0.5 * 2 ** (attempt - 1), 4.0))
+
+
+def _fault(point: str) -> None:
+    """Crash-test hook: ``KBAK_FAULT=<point>`` SIGKILLs the process there (the kill-and-rerun tests)."""
+    if os.environ.get("KBAK_FAULT") == point:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _committed_version(lake: Lake, dt: DeltaTable, read_version: int, digest: str) -> int:
+    """The version our commit got (others may have committed around it): found by its manifest digest."""
+    dt.update_incremental()
+    for version in range(read_version + 1, dt.version() + 1):
+        entry = lake.read_bytes(custody.manifest.log_path(version))
+        if digest.encode() in entry:
+            return version
+    raise KbakError(f"committed to {lake.uri} but cannot find the commit (manifest {digest}) in the log")
+
+
+def _fence(dt: DeltaTable, expected: dict[TopicPartition, int | None], cluster: str) -> dict:
+    moved = {}
+    for (topic, partition), want in expected.items():
+        have = dt.transaction_version(app_id(cluster, topic, partition))
+        if have != want:
+            moved[(topic, partition)] = have
+    return moved
+
+
+def _add_action(f: DataFile) -> AddAction:
+    return AddAction(f.path, f.size, f.partition_values, f.modification_time, True, f.stats)
+
+
+def _manifest_body(files: list[DataFile], ranges: list[dict], gaps: list[dict], cluster: str, backup_id: str) -> dict:
+    return {
+        "operation": "ingest",
+        "backup_id": backup_id,
+        "created_at": datetime.now(UTC).isoformat(timespec="milliseconds"),
+        "created_by": created_by(),
+        "source_cluster": cluster,
+        "files_added": [
+            {
+                "path": f.path,
+                "size": f.size,
+                "records": f.records,
+                "sha256": f.sha256,
+                "partition_values": f.partition_values,
+            }
+            for f in files
+        ],
+        "files_removed": [],
+        "partitions": ranges,
+        "gaps": gaps,
+    }
+

@@ -1,0 +1,1 @@
+"""Audit SQL: DuckDB over the archive, the named queries in ``queries/``, result export, discovery helpers."""

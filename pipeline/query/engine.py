@@ -1,0 +1,187 @@
+"""The SQL engine over the archive: a DuckDB connection with a ``records`` view and audit macros.
+
+Shared by ``kbak query``, ``kbak replay --where`` and the notebooks, so one predicate means the
+same thing everywhere. Two readers can back ``records``:
+
+- ``delta_scan`` (default, measured faster: see the README's query benchmark): DuckDB's own delta
+  extension, loaded from the ``duckdb-extension-delta`` wheel (and ``-httpfs`` for S3) that match
+  the pinned duckdb release, so it works with no internet access. Never installed from the network.
+- ``arrow``: deltalake's pyarrow dataset registered in DuckDB; the fallback when the extension
+  cannot load (another duckdb build, a platform without the wheel), or on request.
+
+Both see the table at one pinned version: the one ``as_of`` names, or the latest when opening.
+The session time zone is UTC, so timestamps in parameters and output mean the same everywhere.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+import duckdb
+
+from pipeline.core.errors import KbakError, first_line
+from pipeline.core.storage import Lake
+from pipeline.core.table import open_table
+
+log = logging.getLogger("kbak.engine")
+
+READERS = ("delta_scan", "arrow")
+DEFAULT_READER = "delta_scan"
+READER_ENV = "KBAK_SQL_READER"
+
+# The audit macros, created in every connection (and printed by ``kbak query --setup-sql`` for any
+# DuckDB client). Kafka keys, values and header values are bytes: these turn them into text.
+MACROS: list[tuple[str, str, str]] = [
+    (
+        "as_text(b)",
+        "CASE WHEN b IS NULL THEN NULL ELSE coalesce(try(decode(b)), CAST(b AS VARCHAR)) END",
+        "Bytes as UTF-8 text; bytes that are not UTF-8 come out escaped (\\xNN), NULL stays NULL.",
+    ),
+    (
+        "json_field(b, path)",
+        # try(): a value that is not JSON gives NULL instead of failing the query.
+        "try(json_extract_string(as_text(b), CASE WHEN starts_with(path, '$') THEN path ELSE '$.' || path END))",
+        "A field of a JSON value as text ('customer_id', 'payer.id' or a '$...' JSON path); NULL when "
+        "the value is not JSON or has no such field.",
+    ),
+    (
+        "header_text(headers, name)",
+        "as_text(list_filter(headers, lambda h: h.key = name)[1].value)",
+        "The first value of the header called name, as text (NULL when absent or null-valued).",
+    ),
+    (
+        "header_names(headers)",
+        "list_transform(headers, lambda h: h.key)",
+        "The record's header names, in order, duplicates kept.",
+    ),
+    (
+        "record_bytes(key, value, headers)",
+        "coalesce(octet_length(key), 0) + coalesce(octet_length(value), 0) + coalesce(list_sum(list_transform("
+        "headers, lambda h: octet_length(encode(h.key)) + coalesce(octet_length(h.value), 0))), 0)",
+        "Payload size of a record: key + value + header keys and values, in bytes.",
+    ),
+]
+
+
+@dataclass(frozen=True)
+class TableState:
+    """What a connection reads: the lake, the pinned version, the reader that serves ``records``."""
+
+    lake: str
+    version: int
+    reader: str
+    as_of: str | None
+
+
+def connect(lake: Lake, as_of: int | str | None = None, reader: str | None = None) -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection whose ``records`` view is the archive (as of a version or time).
+
+    The connection also has the audit macros (``MACROS``) and a one-row ``kbak_table`` view saying
+    which lake, version and reader it uses.
+    """
+    chosen = reader or os.environ.get(READER_ENV) or DEFAULT_READER
+    if chosen not in READERS:
+        raise KbakError(f"unknown SQL reader {chosen!r}: use one of {', '.join(READERS)}")
+    dt = open_table(lake, as_of)
+    version = dt.version()
+    con = duckdb.connect(config={"autoinstall_known_extensions": False, "autoload_known_extensions": False})
+    con.execute("SET TimeZone = 'UTC'")
+    if chosen == "delta_scan":
+        try:
+            for stmt in _delta_scan_statements(lake, version, secrets=True):
+                con.execute(stmt)
+        except (duckdb.Error, KbakError) as exc:
+            if reader:  # asked for explicitly: say why it cannot be used
+                raise KbakError(f"the delta_scan reader is unavailable: {first_line(exc)}") from None
+            log.warning("delta_scan unavailable (%s); using deltalake's Arrow dataset", first_line(exc))
+            con.close()
+            return connect(lake, as_of, reader="arrow")
+    else:
+        con.register("_kbak_records_dataset", dt.to_pyarrow_dataset())
+        con.execute("CREATE VIEW records AS SELECT * FROM _kbak_records_dataset")
+    for stmt in macro_statements():
+        con.execute(stmt)
+    state = TableState(lake.uri, version, chosen, None if as_of is None else str(as_of))
+    con.execute(
+        "CREATE VIEW kbak_table AS SELECT * FROM (VALUES ("
+        + ", ".join(_literal(v) for v in (state.lake, state.version, state.reader, state.as_of))
+        + ")) AS t(lake, version, reader, as_of)"
+    )
+    return con
+
+
+def table_state(con: duckdb.DuckDBPyConnection) -> TableState:
+    """The lake, version and reader behind a connection made by ``connect``."""
+    lake, version, reader, as_of = con.execute("SELECT * FROM kbak_table").fetchone()
+    return TableState(lake, int(version), reader, as_of)
+
+
+def macro_statements() -> list[str]:
+    return [f"CREATE OR REPLACE MACRO {sig} AS {body}" for sig, body, _doc in MACROS]
+
+
+def setup_sql(lake: Lake, as_of: int | str | None = None) -> str:
+    """SQL that gives any DuckDB 1.5.5 client (CLI, DBeaver, ...) the same ``records`` view and macros.
+
+    S3 credentials are left as placeholders: they are the reader's to fill in.
+    """
+    version = open_table(lake, as_of).version() if as_of is not None else None
+    stmts = _delta_scan_statements(lake, version, secrets=False) + macro_statements()
+    return ";\n".join(stmts) + ";\n"
+
+
+def extension_path(name: str) -> Path:
+    """The extension file shipped in the ``duckdb-extension-<name>`` wheel for this duckdb release."""
+    import importlib
+
+    try:
+        module = importlib.import_module(f"duckdb_extension_{name}")
+    except ImportError:
+        raise KbakError(f"the duckdb-extension-{name} wheel is not installed") from None
+    path = Path(module.__file__).parent / "extensions" / f"v{duckdb.__version__}" / f"{name}.duckdb_extension"
+    if not path.exists():
+        raise KbakError(f"duckdb-extension-{name} has no build for duckdb {duckdb.__version__} ({path})")
+    return path
+
+
+def _delta_scan_statements(lake: Lake, version: int | None, secrets: bool) -> list[str]:
+    stmts = [f"LOAD {_literal(str(extension_path('delta')))}"]
+    if lake.is_s3:
+        stmts.insert(0, f"LOAD {_literal(str(extension_path('httpfs')))}")
+        stmts.append(_s3_secret(lake, secrets))
+    pinned = "" if version is None else f", version => {int(version)}"
+    stmts.append(f"CREATE OR REPLACE VIEW records AS SELECT * FROM delta_scan({_literal(lake.uri)}{pinned})")
+    return stmts
+
+
+def _s3_secret(lake: Lake, with_credentials: bool) -> str:
+    s3 = lake.s3
+    opts = {"TYPE": "s3", "REGION": _literal(s3.region or "us-east-1"), "SCOPE": _literal(f"s3://{lake.bucket}")}
+    if with_credentials:
+        if s3.access_key_id:
+            opts["KEY_ID"] = _literal(s3.access_key_id)
+            opts["SECRET"] = _literal(s3.secret_access_key or "")
+        if s3.session_token:
+            opts["SESSION_TOKEN"] = _literal(s3.session_token)
+    else:
+        opts["KEY_ID"] = _literal("<AWS_ACCESS_KEY_ID>")
+        opts["SECRET"] = _literal("<AWS_SECRET_ACCESS_KEY>")
+    if s3.endpoint:
+        parsed = urlparse(s3.endpoint if "://" in s3.endpoint else f"https://{s3.endpoint}")
+        opts["ENDPOINT"] = _literal(parsed.netloc)
+        opts["USE_SSL"] = "false" if parsed.scheme == "http" else "true"
+        opts["URL_STYLE"] = _literal("path")  # custom endpoints (MinIO, moto, Ceph) rarely do virtual hosts
+    body = ", ".join(f"{k} {v}" for k, v in opts.items())
+    return f"CREATE OR REPLACE SECRET kbak_lake ({body})"
+
+
+def _literal(value) -> str:
+    if value is None:
+        return "NULL"
+    if isinstance(value, int):
+        return str(value)
+    return "'" + str(value).replace("'", "''") + "'"

@@ -1,0 +1,212 @@
+"""``kbak query`` as a command: listing, ad-hoc SQL, output formats, S3 lakes, and bad input."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+import duckdb
+import pyarrow.parquet as pq
+import pytest
+from deltalake import write_deltalake
+from support.kbak_testing import produce, run_json, run_kbak
+
+from pipeline.core.storage import Lake, S3Settings
+from pipeline.dev.sample import create_topics
+from pipeline.query.engine import setup_sql
+
+RECORDS = 40
+
+
+def _fill(bootstrap: str, topic: str, lake: str, *extra: str, env: dict | None = None) -> None:
+    create_topics(bootstrap, {topic: 2})
+    produce(
+        bootstrap,
+        [
+            {
+                "topic": topic,
+                "partition": i % 2,
+                "key": f"customer-{i % 4}".encode(),
+                "value": json.dumps({"customer_id": f"customer-{i % 4}", "n": i}).encode(),
+                "headers": [("trace-id", f"t{i}".encode())],
+                "timestamp": 1_719_792_000_000 + i * 3_600_000,  # hourly from 2024-07-01
+            }
+            for i in range(RECORDS)
+        ],
+    )
+    run_json("ingest", "-b", bootstrap, "--topics", topic, "--lake", lake, "--once", *extra, env=env)
+
+
+@pytest.fixture(scope="module")
+def lake(kafka, tmp_path_factory):
+    import uuid
+
+    topic = f"qcli-{uuid.uuid4().hex[:8]}"
+    path = str(tmp_path_factory.mktemp("qcli") / "lake")
+    _fill(kafka.bootstrap, topic, path)
+    return path, topic
+
+
+def kbak_query(*args: str, env: dict | None = None):
+    return run_kbak("query", *args, env=env)
+
+
+def fails(proc, *needles: str) -> str:
+    assert proc.returncode != 0, proc.stdout
+    err = proc.stderr.strip()
+    assert err.startswith("kbak: error: ") and "\n" not in err, err
+    for n in needles:
+        assert n in err, err
+    return err
+
+
+def test_list_shows_every_query_with_parameters_and_description():
+    out = kbak_query("--list").stdout
+    for name in (
+        "customer_activity",
+        "visible_to_user",
+        "legal_hold_export",
+        "topic_inventory",
+        "offset_gaps",
+        "daily_volume",
+    ):
+        assert f"\n{name}\n" in f"\n{out}"
+    assert "--param customer VARCHAR  the customer id" in out
+    assert "--param topics VARCHAR[] = user-activity" in out
+    assert "all transactions for customer X during Q3 2024" in out
+
+
+def test_sql_binds_parameters_never_pastes_them(lake):
+    path, topic = lake
+    sql = "SELECT count(*) AS n FROM records WHERE as_text(key) = $who"
+    assert json.loads(kbak_query("--sql", sql, "-p", "who=customer-1", "--lake", path, "-f", "json").stdout) == [
+        {"n": RECORDS // 4}
+    ]
+    # An injection attempt is just a key nobody has.
+    injected = kbak_query("--sql", sql, "-p", "who=x' OR '1'='1", "--lake", path, "-f", "json")
+    assert json.loads(injected.stdout) == [{"n": 0}]
+
+
+def test_macros_from_the_command_line(lake):
+    path, topic = lake
+    sql = (
+        "SELECT as_text(key) AS k, json_field(value, 'n') AS n, header_text(headers, 'trace-id') AS trace, "
+        "header_names(headers) AS names, record_bytes(key, value, headers) AS size "
+        'FROM records ORDER BY "timestamp" LIMIT 1'
+    )
+    row = json.loads(kbak_query("--sql", sql, "--lake", path, "-f", "json").stdout)[0]
+    value = json.dumps({"customer_id": "customer-0", "n": 0}).encode()
+    assert row == {"k": "customer-0", "n": "0", "trace": "t0", "names": ["trace-id"], "size": 10 + len(value) + 8 + 2}
+
+
+def test_table_format_is_readable_and_says_when_it_is_cut(lake):
+    path, topic = lake
+    out = kbak_query("daily_volume", "--lake", path).stdout
+    assert "topic" in out.splitlines()[1] and f"│ {topic} │ 2024-07-01 │      24 │" in out
+    cut = kbak_query("--sql", "SELECT * FROM records", "--lake", path, "--max-rows", "5").stdout
+    assert "first 5 rows shown" in cut
+
+
+def test_csv_and_jsonl_stream_to_an_output_file(lake, tmp_path):
+    path, topic = lake
+    out = tmp_path / "a.csv"
+    proc = kbak_query(
+        "--sql", 'SELECT "offset", key FROM records ORDER BY 1, 2', "--lake", path, "-f", "csv", "-o", str(out)
+    )
+    assert proc.returncode == 0 and proc.stdout == "" and f"wrote {RECORDS} rows" in proc.stderr
+    rows = list(csv.DictReader(io.StringIO(out.read_text())))
+    assert len(rows) == RECORDS and rows[0] == {"offset": "0", "key": "customer-0"}
+    jl = tmp_path / "a.jsonl"
+    kbak_query("--sql", "SELECT * FROM records", "--lake", path, "-f", "jsonl", "-o", str(jl))
+    assert len(jl.read_text().splitlines()) == RECORDS
+    pq_out = tmp_path / "a.parquet"
+    kbak_query("--sql", "SELECT * FROM records", "--lake", path, "-f", "parquet", "-o", str(pq_out))
+    assert pq.read_table(pq_out).num_rows == RECORDS
+
+
+def test_non_select_statements_work_too(lake):
+    path, _ = lake
+    described = json.loads(kbak_query("--sql", "DESCRIBE records", "--lake", path, "-f", "json").stdout)
+    assert [r["column_name"] for r in described][:4] == ["topic", "partition", "offset", "timestamp"]
+    info = json.loads(kbak_query("--sql", "SELECT * FROM kbak_table", "--lake", path, "-f", "json").stdout)
+    assert info[0]["reader"] == "delta_scan" and info[0]["version"] >= 1
+
+
+def test_setup_sql_gives_a_plain_duckdb_client_the_same_view_and_macros(lake):
+    path, topic = lake
+    con = duckdb.connect()
+    con.execute(setup_sql(Lake.at(path)))
+    assert con.execute("SELECT count(*), max(as_text(key)) FROM records").fetchone() == (RECORDS, "customer-3")
+    printed = kbak_query("--setup-sql", "--lake", path).stdout
+    assert printed == setup_sql(Lake.at(path))
+
+
+def test_s3_lake(kafka, s3, bucket, topic_name):
+    topic = topic_name("qs3")
+    uri = f"s3://{bucket}/lake"
+    env = s3.env()
+    _fill(kafka.bootstrap, topic, uri, "--s3-endpoint", s3.endpoint, env=env)
+    for reader in ("delta_scan", "arrow"):
+        got = kbak_query(
+            "topic_inventory", "--lake", uri, "--s3-endpoint", s3.endpoint, "--reader", reader, "-f", "json", env=env
+        )
+        assert got.returncode == 0, got.stderr
+        rows = json.loads(got.stdout)
+        assert [(r["partition"], r["records"]) for r in rows] == [(0, RECORDS // 2), (1, RECORDS // 2)]
+    old = kbak_query("--sql", "SELECT count(*) AS n FROM records", "--lake", uri, "--as-of", "0", "-f", "json", env=env)
+    assert json.loads(old.stdout) == [{"n": 0}]
+    # Setup SQL for an S3 lake leaves credentials as placeholders.
+    text = setup_sql(Lake.at(uri, S3Settings(endpoint=s3.endpoint)))
+    assert "<AWS_SECRET_ACCESS_KEY>" in text and s3.secret_key not in text.replace("<AWS_SECRET_ACCESS_KEY>", "")
+
+
+# -- bad input: one line naming the problem, non-zero exit ----------------------------------------
+
+
+def test_unknown_query_name(lake):
+    fails(kbak_query("customer_activty", "--lake", lake[0]), "unknown query 'customer_activty'", "customer_activity")
+
+
+def test_missing_parameter(lake):
+    fails(kbak_query("visible_to_user", "--lake", lake[0], "-p", "user=u"), "needs parameter 'day'")
+
+
+def test_extra_parameter(lake):
+    proc = kbak_query("topic_inventory", "--lake", lake[0], "-p", "topic=x")
+    fails(proc, "has no parameter 'topic'", "its parameters: topics")
+    fails(kbak_query("--sql", "SELECT 1", "--lake", lake[0], "-p", "x=1"), "--param x is not used by the SQL")
+    fails(kbak_query("--sql", "SELECT $a", "--lake", lake[0]), "needs parameter 'a'")
+
+
+def test_parameter_of_the_wrong_type(lake):
+    proc = kbak_query("visible_to_user", "--lake", lake[0], "-p", "user=u", "-p", "day=yesterday")
+    fails(proc, "parameter day = 'yesterday' is not a valid DATE")
+    fails(kbak_query("topic_inventory", "--lake", lake[0], "-p", "novalue"), "--param 'novalue' is not name=value")
+
+
+def test_sql_errors(lake):
+    fails(kbak_query("--sql", "SELEC 1", "--lake", lake[0]), "SQL error", "syntax error")
+    fails(kbak_query("--sql", "SELECT nope FROM records", "--lake", lake[0]), "SQL error", "nope")
+    fails(kbak_query("--sql", "SELECT * FROM records", "--lake", lake[0], "-f", "xml"), "unknown format 'xml'")
+    fails(kbak_query("--sql", "SELECT 1", "--lake", lake[0], "-f", "parquet"), "--format parquet needs --output")
+
+
+def test_lake_that_is_not_a_kbak_table(tmp_path):
+    fails(kbak_query("topic_inventory", "--lake", str(tmp_path / "empty")), "no kbak archive at")
+    other = tmp_path / "other"
+    import pyarrow as pa
+
+    write_deltalake(str(other), pa.table({"a": [1]}))
+    fails(kbak_query("topic_inventory", "--lake", str(other)), "not a kbak archive")
+
+
+def test_version_that_does_not_exist(lake):
+    fails(kbak_query("topic_inventory", "--lake", lake[0], "--as-of", "999"), "has no version '999'")
+    fails(kbak_query("topic_inventory", "--lake", lake[0], "--as-of", "1999-01-01T00:00:00Z"), "has no version")
+
+
+def test_name_and_sql_together_or_neither(lake):
+    fails(kbak_query("topic_inventory", "--sql", "SELECT 1", "--lake", lake[0]), "not both")
+    fails(kbak_query("--lake", lake[0]), "give a query NAME, --sql or --list")
+    fails(kbak_query("topic_inventory"), "--lake is required")

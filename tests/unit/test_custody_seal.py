@@ -1,0 +1,81 @@
+"""Sealing across many commits of one process (the cached path) yields the same chain validate recomputes."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+
+import pyarrow as pa
+
+from pipeline.core.schema import RECORD_SCHEMA
+from pipeline.core.storage import Lake
+from pipeline.custody import manifest
+from pipeline.custody.history import history
+from pipeline.custody.validate import validate
+from pipeline.ingest.commit import commit_records, ensure_table
+
+
+def rows(topic: str, partition: int, first: int, n: int) -> pa.Table:
+    ts = datetime(2024, 11, 2, tzinfo=UTC)
+    return pa.table(
+        {
+            "topic": [topic] * n,
+            "partition": [partition] * n,
+            "offset": list(range(first, first + n)),
+            "timestamp": [ts] * n,
+            "timestamp_type": ["create"] * n,
+            "key": [b"k"] * n,
+            "value": [b"v%d" % i for i in range(n)],
+            "headers": [[] for _ in range(n)],
+            "date": [date(2024, 11, 2)] * n,
+            "source_cluster": ["c"] * n,
+            "ingested_at": [ts] * n,
+        },
+        schema=RECORD_SCHEMA,
+    )
+
+
+def test_many_commits_in_one_process_chain_and_validate(tmp_path):
+    lake = Lake.at(tmp_path / "lake")
+    dt = ensure_table(lake)
+    last = None
+    for i in range(12):  # crosses a checkpoint (interval 10)
+        res = commit_records(lake, dt, rows("t", 0, i * 5, 5), {("t", 0): last}, source_cluster="c", backup_id="run-1")
+        assert res.version == i + 1
+        last = res.committed[("t", 0)]
+    assert manifest._SEALED_HEAD[lake.uri][0] == 12
+    assert manifest.sealed_versions(lake) == list(range(13))
+    assert not lake.list_files(manifest.STAGED_DIR)
+    (cp,) = checkpoints(lake)  # delta-rs writes one every 10 versions (delta.checkpointInterval)
+    assert manifest.read_manifest(lake, cp)["checkpoint_sha256"] == manifest.sha256_hex(
+        lake.read_bytes(manifest.checkpoint_path(cp))
+    )
+
+    report = validate(lake, deep=True)
+    assert report.valid and report.findings == [] and report.records == 60 and report.files == 12
+    (run,) = [r for r in history(lake)["runs"] if r["backup_id"] == "run-1"]
+    assert (run["first_version"], run["last_version"], run["commits"], run["records"]) == (1, 12, 12, 60)
+
+    # A fresh process (no cache) seals nothing more and re-derives the same head.
+    head = manifest._SEALED_HEAD.pop(lake.uri)
+    assert manifest.seal(lake) == []
+    assert manifest._SEALED_HEAD[lake.uri] == head
+
+
+def test_edited_checkpoint_is_caught(tmp_path):
+    lake = Lake.at(tmp_path / "lake")
+    dt = ensure_table(lake)
+    last = None
+    for i in range(10):
+        last = commit_records(lake, dt, rows("t", 1, i, 1), {("t", 1): last}, source_cluster="c", backup_id="r")
+        last = last.committed[("t", 1)]
+    (cp,) = checkpoints(lake)
+    path = tmp_path / "lake" / manifest.checkpoint_path(cp)
+    path.write_bytes(path.read_bytes() + b"\0")
+    report = validate(lake)
+    errors = {(f.check, f.subject) for f in report.errors}
+    assert ("checkpoint-digest", manifest.checkpoint_path(cp)) in errors
+    assert errors <= {("checkpoint-digest", manifest.checkpoint_path(cp)), ("delta-log-readable", "_delta_log")}
+
+
+def checkpoints(lake: Lake) -> list[int]:
+    return [int(p.split("/")[-1][:20]) for p in lake.list_files("_delta_log") if p.endswith(".checkpoint.parquet")]

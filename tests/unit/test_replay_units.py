@@ -1,0 +1,105 @@
+"""Pure pieces of replay: flag parsing, murmur2, delivery bookkeeping, rate limiting, group mapping."""
+
+from __future__ import annotations
+
+import pytest
+from support.kbak_testing import JAVA_MURMUR2
+
+from pipeline.core.errors import KbakError
+from pipeline.replay.checkpoint import Progress
+from pipeline.replay.offsets import GroupMapper
+from pipeline.replay.options import OffsetRange, parse_key, parse_offsets, parse_rate, parse_time
+from pipeline.replay.partitioner import Partitioner, murmur2, murmur2_partition
+from pipeline.replay.ratelimit import RateLimiter
+
+
+def test_murmur2_matches_the_java_client():
+    assert {k: murmur2(k) for k in JAVA_MURMUR2} == JAVA_MURMUR2
+    assert murmur2_partition(b"foobar", 50) == (-790332482 & 0x7FFFFFFF) % 50
+
+
+def test_partitioner_modes():
+    keep, rr, m2 = Partitioner(None), Partitioner("round-robin"), Partitioner("murmur2")
+    assert keep("t", 3, 7, b"k") == 7
+    assert [rr("t", 3, 0, b"k") for _ in range(5)] == [0, 1, 2, 0, 1]
+    assert m2("t", 5, 0, b"21") == (-973932308 & 0x7FFFFFFF) % 5
+    assert [m2("t", 3, 0, None) for _ in range(4)] == [0, 1, 2, 0]  # keyless records are spread
+
+
+def test_parse_time():
+    assert parse_time("1717200000000", "--from") == 1717200000000
+    assert parse_time("2024-06-01", "--from") == 1717200000000
+    assert parse_time("2024-06-01", "--to", end=True) == 1717200000000 + 86_400_000 - 1
+    assert parse_time("2024-06-01T00:00:00.123Z", "--from") == 1717200000123
+    assert parse_time("2024-06-01T02:00:00+02:00", "--from") == 1717200000000
+    assert parse_time("2024-06-01T00:00:00", "--from") == 1717200000000  # naive means UTC
+    with pytest.raises(KbakError, match="--to 'soon' is neither epoch milliseconds nor an ISO-8601 time"):
+        parse_time("soon", "--to")
+
+
+def test_parse_key_offsets_rate():
+    assert parse_key("customer-42") == b"customer-42"
+    assert parse_key("hex:00ff") == b"\x00\xff"
+    with pytest.raises(KbakError, match="not valid hex"):
+        parse_key("hex:zz")
+    assert parse_offsets(["0:10-20", "3:5-"]) == [OffsetRange(0, 10, 20), OffsetRange(3, 5, None)]
+    for bad in ("10-20", "0:20-10", "x:1-2"):
+        with pytest.raises(KbakError, match="--offsets"):
+            parse_offsets([bad])
+    assert (parse_rate("500", "r"), parse_rate("2k", "r"), parse_rate("5MB", "r"), parse_rate("1.5m/s", "r")) == (
+        500,
+        2000,
+        5e6,
+        1.5e6,
+    )
+
+
+def test_progress_watermark_with_out_of_order_and_failed_deliveries():
+    p = Progress()
+    tp = ("t", 0)
+    p.produced(tp, [10, 11, 12, 13, 14])
+    p.delivered_many(tp, [10, 11])
+    assert p.state() == {tp: (11, [])}
+    p.delivered(tp, 13)  # 12 still in flight (another target partition)
+    assert p.state() == {tp: (11, [13])}
+    p.delivered(tp, 12)
+    assert p.state() == {tp: (13, [])}
+    p.produced(tp, [15])
+    p.delivered(tp, 15)  # 14 failed (never reported delivered): 15 is recorded as delivered beyond the gap
+    assert p.state() == {tp: (13, [15])}  # a rerun produces 14 again, and not 15
+
+
+def test_progress_resumes_from_a_checkpoint_state():
+    tp = ("t", 1)
+    p = Progress({tp: (20, [23])})
+    p.produced(tp, [21, 22, 24])  # 23 was delivered before: the resumed run does not produce it
+    p.delivered_many(tp, [21, 22])
+    assert p.state() == {tp: (22, [23])}
+    p.delivered(tp, 24)
+    assert p.state() == {tp: (24, [])}
+
+
+def test_rate_limiter_spaces_out_records():
+    now = [0.0]
+    rl = RateLimiter(100, None, clock=lambda: now[0])
+    assert rl.chunk(5000) == 5
+    waits = [rl.delay(5, 0) for _ in range(21)]
+    assert waits[0] == pytest.approx(0.05) and waits[-1] == pytest.approx(1.05)  # 105 records at 100/s
+    now[0] = 60.0  # a long pause banks at most a tenth of a second of credit
+    assert rl.delay(20, 0) == pytest.approx(0.1)
+    bytes_only = RateLimiter(None, 1000, clock=lambda: 0.0)
+    assert bytes_only.chunk(5000) == 5000 and bytes_only.delay(1, 3000) == pytest.approx(3.0)
+
+
+def test_group_mapper_resumes_at_the_first_unconsumed_record():
+    src, dst = ("orders", 0), ("orders-restored", 0)
+    m = GroupMapper({"app": {src: 5}})
+    for source_offset, target_offset in zip(range(3, 9), range(100, 106), strict=True):
+        m.delivered(src, source_offset, dst, target_offset)
+    assert m.offsets("app") == {dst: 102}  # source offset 5 became target offset 102
+    done = GroupMapper({"app": {src: 50}})
+    done.delivered(src, 3, dst, 100)
+    done.delivered(src, 4, dst, 101)
+    assert done.offsets("app") == {dst: 102}  # everything replayed was consumed: resume after it
+    restored = GroupMapper({"app": {src: 5}}, state=m.state())
+    assert restored.offsets("app") == {dst: 102}
