@@ -10,12 +10,15 @@ from __future__ import annotations
 import json
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from pipeline.core.errors import KbakError
 from pipeline.core.storage import Lake
 from pipeline.custody.manifest import (
     BODY_DIGEST_KEY,
     MANIFEST_DIR,
+    InfoKey,
+    ManifestBody,
     commit_actions,
     commit_info,
     log_path,
@@ -58,11 +61,16 @@ class VersionRecord:
         return "unsealed" if self.staged_body is not None else "missing"
 
     @property
-    def body(self) -> dict | None:
-        """The manifest body: from the sealed manifest, else from the staged body."""
+    def raw_body(self) -> dict | None:
+        """The manifest body as stored: from the sealed manifest, else from the staged body."""
         if self.manifest is not None and isinstance(self.manifest.get("body"), dict):
             return self.manifest["body"]
         return self.staged_body
+
+    @cached_property
+    def body(self) -> ManifestBody:
+        """The manifest body, typed (empty, operation "", when the version has none)."""
+        return ManifestBody.from_dict(self.raw_body)
 
     @property
     def manifest_sha256(self) -> str | None:
@@ -70,7 +78,7 @@ class VersionRecord:
 
     @property
     def is_kbak(self) -> bool:
-        return "kbak.operation" in self.info
+        return InfoKey.OPERATION in self.info
 
 
 def log_versions(lake: Lake) -> list[int]:

@@ -140,7 +140,7 @@ def _period_gaps(lake: Lake, rows: list[dict], chain, start: date, end: date, sk
         tables = list(pool.map(read, window))
     found = [(r, t) for r, t in zip(window, tables, strict=True) if t is not None]
     keys = Keys.build([(r["topic"], r["path"], t) for r, t in found], with_day=[r["date"] for r, _t in found])
-    recorded = [g for rec in chain for g in ((rec.body or {}).get("gaps") or [])]
+    recorded = [g for rec in chain for g in rec.body.gaps]
     out = []
     for g in find_gaps(keys, recorded, leading=False):
         if any(d is not None and start <= d < end for d in g.pop("days")):
@@ -148,9 +148,8 @@ def _period_gaps(lake: Lake, rows: list[dict], chain, start: date, end: date, sk
     # Gaps ingest recorded before a partition's first archived record in the period are listed too.
     seen = {(g["topic"], g["partition"], g["first_missing"]) for g in out}
     for rec in chain:
-        body = rec.body or {}
-        created = str(body.get("created_at") or "")[:10]
-        for g in body.get("gaps") or []:
+        created = str(rec.body.created_at or "")[:10]
+        for g in rec.body.gaps:
             key = (g["topic"], g["partition"], g["first_missing"])
             if start.isoformat() <= created < end.isoformat() and key not in seen:
                 seen.add(key)
