@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from pipeline.cli._app import LakeOpt, S3EndpointOpt, S3RegionOpt, app, friendly, lake_from
+from pipeline.cli._app import LakeOpt, S3EndpointOpt, S3RegionOpt, app, friendly, lake_from, prepare_output
 from pipeline.core.errors import KbakError
 
 
@@ -27,9 +27,7 @@ def query_cmd(
     fmt: Annotated[str, typer.Option("--format", "-f", help="table, csv, json, jsonl or parquet.")] = "table",
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write to this file (streamed).")] = None,
     max_rows: Annotated[int, typer.Option("--max-rows", min=1, help="Rows shown by --format table.")] = 100,
-    reader: Annotated[
-        str | None, typer.Option("--reader", help="Force the table reader: delta_scan or arrow.")
-    ] = None,
+    reader: Annotated[str | None, typer.Option("--reader", help="Force the table reader: delta_scan or arrow.")] = None,
     queries: Annotated[Path | None, typer.Option("--queries", help="Directory of named queries.")] = None,
     print_setup: Annotated[
         bool, typer.Option("--setup-sql", help="Print SQL giving any DuckDB client the same views and macros.")
@@ -47,6 +45,7 @@ def query_cmd(
         _print_list(queries)
         return
     target = lake_from(lake, s3_endpoint, s3_region)
+    output = prepare_output(output)
     if print_setup:
         typer.echo(setup_sql(target, as_of), nl=False)
         return

@@ -7,7 +7,10 @@ the same settings, so both always point at the same place.
 
 from __future__ import annotations
 
+import functools
 import os
+import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -15,7 +18,69 @@ from urllib.parse import urlparse
 
 import pyarrow.fs as pafs
 
-from pipeline.core.errors import KbakError
+from pipeline.core.errors import KbakError, first_line
+
+
+class StorageAccessError(KbakError):
+    """The lake's storage refused us or is not there: no credentials, access denied, no such bucket.
+
+    Raised in one form whichever library hit it (pyarrow, deltalake, boto3), so every command prints
+    the same line; ``kbak validate`` exits 3 ("could not check") on it, never 1 ("invalid").
+    """
+
+
+_DENIED = re.compile(
+    r"INVALID_ACCESS_KEY_ID|InvalidAccessKeyId|SIGNATURE_DOES_NOT_MATCH|SignatureDoesNotMatch|ACCESS_DENIED|"
+    r"AccessDenied|lacked the necessary privileges|Forbidden|\b403\b|ExpiredToken|InvalidToken|InvalidClientTokenId|"
+    r"UnrecognizedClientException|NoCredentialsError|Unable to locate credentials",
+)
+_NO_BUCKET = re.compile(r"NoSuchBucket|NO_SUCH_BUCKET|bucket does not exist|specified bucket does not exist", re.I)
+
+
+def storage_error(lake: Lake, exc: BaseException) -> StorageAccessError | None:
+    """The one-line error for a credential, permission or missing-bucket failure on ``lake``; else None."""
+    if not lake.is_s3 or isinstance(exc, (FileNotFoundError, KbakError)):
+        return None
+    text = " ".join(str(exc).split()) + " " + type(exc).__name__
+    code = getattr(exc, "response", {}).get("Error", {}).get("Code", "") if hasattr(exc, "response") else ""
+    text += f" {code}"
+    if _NO_BUCKET.search(text):
+        return StorageAccessError(f"bucket {lake.bucket} of lake {lake.uri} does not exist")
+    denied = _DENIED.search(text)
+    generic = "Generic S3 error" in text or "INTERNAL_FAILURE" in text or "NETWORK_CONNECTION" in text
+    if (denied or generic) and not lake.has_credentials():
+        return StorageAccessError(
+            f"no AWS credentials found for {lake.uri}: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE)"
+        )
+    if denied:
+        return StorageAccessError(f"access denied to {lake.uri}: check AWS credentials ({_reason(exc, denied[0])})")
+    return None
+
+
+def _reason(exc: BaseException, matched: str) -> str:
+    if hasattr(exc, "response"):
+        err = exc.response.get("Error", {})
+        return f"{err.get('Code', matched)}: {err.get('Message', '')}".strip().rstrip(":")
+    m = re.search(r"AWS Error (\w+) during (\w+) operation: ([^(]*)", str(exc))
+    return f"{m[1]} during {m[2]}: {m[3].strip()}" if m else first_line(exc, 200)
+
+
+def translate_storage_errors(fn: Callable) -> Callable:
+    """Lake file helpers: credential/permission/bucket failures become ``StorageAccessError``."""
+
+    @functools.wraps(fn)
+    def wrapper(self: Lake, *args, **kwargs):
+        try:
+            return fn(self, *args, **kwargs)
+        except (FileNotFoundError, KbakError):
+            raise
+        except Exception as exc:
+            err = storage_error(self, exc)
+            if err is None:
+                raise
+            raise err from None
+
+    return wrapper
 
 
 @dataclass(frozen=True)
@@ -117,6 +182,17 @@ class Lake:
     def path(self, relative: str) -> str:
         return f"{self.root}/{relative.lstrip('/')}"
 
+    def has_credentials(self) -> bool:
+        """Whether any AWS credentials are configured (options, environment, profile, instance role)."""
+        if self.s3.access_key_id:
+            return True
+        try:
+            import botocore.session
+
+            return botocore.session.get_session().get_credentials() is not None
+        except Exception:  # a broken profile still counts as "configured": let the real error speak
+            return True
+
     def boto3_client(self):
         """A boto3 S3 client for the calls pyarrow does not offer (Object Lock, versions)."""
         import boto3
@@ -133,6 +209,7 @@ class Lake:
 
     # -- small file helpers over ``fs`` ------------------------------------------------------
 
+    @translate_storage_errors
     def write_bytes(self, relative: str, data: bytes) -> None:
         full = self.path(relative)
         if not self.is_s3:
@@ -147,17 +224,21 @@ class Lake:
         with self.fs.open_output_stream(full) as out:
             out.write(data)
 
+    @translate_storage_errors
     def read_bytes(self, relative: str) -> bytes:
         with self.fs.open_input_stream(self.path(relative)) as src:
             return src.read()
 
+    @translate_storage_errors
     def exists(self, relative: str) -> bool:
         return self.fs.get_file_info(self.path(relative)).type != pafs.FileType.NotFound
 
+    @translate_storage_errors
     def size(self, relative: str) -> int | None:
         info = self.fs.get_file_info(self.path(relative))
         return None if info.type == pafs.FileType.NotFound else info.size
 
+    @translate_storage_errors
     def list_files(self, relative: str = "") -> list[str]:
         """Files below ``relative``, as paths relative to the lake root."""
         base = self.path(relative) if relative else self.root
@@ -168,5 +249,6 @@ class Lake:
         cut = len(self.root) + 1
         return sorted(i.path[cut:] for i in infos if i.type == pafs.FileType.File)
 
+    @translate_storage_errors
     def delete(self, relative: str) -> None:
         self.fs.delete_file(self.path(relative))

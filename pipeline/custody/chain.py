@@ -12,8 +12,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import cached_property
 
+from pyarrow.fs import FileType
+
 from pipeline.core.errors import KbakError
 from pipeline.core.storage import Lake
+from pipeline.core.table import log_entry_problem
 from pipeline.custody.manifest import (
     BODY_DIGEST_KEY,
     MANIFEST_DIR,
@@ -38,6 +41,7 @@ class VersionRecord:
 
     version: int
     log_bytes: bytes | None = None
+    log_error: str | None = None  # the log entry is not valid JSON (truncated, overwritten): what is wrong
     manifest_bytes: bytes | None = None
     manifest: dict | None = None  # parsed; None when missing or not JSON
     manifest_error: str | None = None
@@ -55,7 +59,9 @@ class VersionRecord:
 
     @property
     def status(self) -> str:
-        """sealed | unsealed (commit made, manifest pending, staged body intact) | missing."""
+        """log-corrupt | sealed | unsealed (commit made, manifest pending, staged body intact) | missing."""
+        if self.log_error is not None:
+            return "log-corrupt"
         if self.manifest_bytes is not None:
             return "sealed"
         return "unsealed" if self.staged_body is not None else "missing"
@@ -99,6 +105,8 @@ def load_chain(lake: Lake, versions: list[int] | None = None) -> list[VersionRec
     """Every version's record, oldest first (the union of log entries and manifests found)."""
     logs = set(log_versions(lake))
     if not logs and not lake.list_files(MANIFEST_DIR):
+        if lake.is_s3 and lake.fs.get_file_info(lake.bucket).type == FileType.NotFound:
+            raise KbakError(f"bucket {lake.bucket} of lake {lake.uri} does not exist", exit_code=2)
         raise KbakError(f"no kbak archive at {lake.uri} (no Delta log there)", exit_code=2)
     sealed = set(sealed_versions(lake))
     if versions is None:  # every version from the oldest kept to the newest, holes included
@@ -112,10 +120,8 @@ def load_chain(lake: Lake, versions: list[int] | None = None) -> list[VersionRec
         if version in logs:
             rec.log_bytes = _read(lake, log_path(version))
             if rec.log_bytes is not None:
-                try:
-                    rec.actions = commit_actions(rec.log_bytes)
-                except (ValueError, UnicodeDecodeError):
-                    rec.actions = []
+                rec.log_error = log_entry_problem(rec.log_bytes)
+                rec.actions = [] if rec.log_error else commit_actions(rec.log_bytes)
         if version in sealed:
             rec.manifest_bytes = _read(lake, manifest_path(version))
             if rec.manifest_bytes is not None:

@@ -58,7 +58,7 @@ def list_runs(chain: list[VersionRecord]) -> list[dict]:
     runs = []
     for items in groups.values():
         statuses = {v["status"] for v in items}
-        outcome = "manifest-missing" if "missing" in statuses else "unsealed" if "unsealed" in statuses else "sealed"
+        outcome = next((o for s, o in _OUTCOMES if s in statuses), "sealed")
         versions = [v["version"] for v in items]
         runs.append(
             {
@@ -82,6 +82,10 @@ def list_runs(chain: list[VersionRecord]) -> list[dict]:
             }
         )
     return sorted(runs, key=lambda r: r["last_version"])
+
+
+# A run's outcome is its worst version's status.
+_OUTCOMES = (("log-corrupt", "log-corrupt"), ("missing", "manifest-missing"), ("unsealed", "unsealed"))
 
 
 def coverage(chain: list[VersionRecord]) -> list[dict]:
@@ -170,6 +174,7 @@ def describe_version(rec: VersionRecord) -> dict:
     return {
         "version": rec.version,
         "status": rec.status,
+        "log_error": rec.log_error,
         "operation": body.operation or None,
         "backup_id": body.backup_id,
         "created_at": body.created_at,

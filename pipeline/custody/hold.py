@@ -16,7 +16,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from pipeline.core.errors import KbakError
-from pipeline.core.storage import Lake
+from pipeline.core.storage import Lake, storage_error
 from pipeline.custody.manifest import STAGED_DIR, checkpoint_path, log_path, manifest_path
 
 if TYPE_CHECKING:
@@ -49,6 +49,9 @@ def lock_configuration(lake: Lake, client=None) -> dict:
         if code in ("ObjectLockConfigurationNotFoundError", "InvalidRequest"):
             conf = {}
         else:
+            err = storage_error(lake, exc)
+            if err is not None:
+                raise err from None
             raise KbakError(f"cannot read the Object Lock configuration of bucket {lake.bucket}: {_msg(exc)}") from None
     if conf.get("ObjectLockEnabled") != "Enabled":
         raise KbakError(

@@ -14,10 +14,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime
 
+import numpy as np
 import pyarrow as pa
 
 from pipeline.core.errors import KbakError
-from pipeline.core.storage import Lake
+from pipeline.core.storage import Lake, StorageAccessError
 from pipeline.core.table import open_table
 from pipeline.custody.chain import VersionRecord, load_chain
 from pipeline.custody.checks import Check
@@ -143,10 +144,16 @@ def _check_chain(lake: Lake, chain: list[VersionRecord], add) -> None:
                 )
             else:
                 add(Finding(Check.DELTA_LOG_PRESENT, log_path(v), f"version {v}'s Delta log entry is missing"))
-        if rec.log_bytes is not None and not rec.is_kbak:
+        if rec.log_error is not None:
+            add(Finding(Check.DELTA_LOG_PARSEABLE, log_path(v), f"corrupt Delta log entry: {rec.log_error}"))
+        elif rec.log_bytes is not None and not rec.is_kbak:
             engine = rec.info.get("engineInfo") or rec.info.get("clientVersion") or "an unknown writer"
             add(Finding(Check.FOREIGN_COMMIT, log_path(v), f"version {v} was written by {engine}, not kbak", "warning"))
-        if rec.status == "missing":
+        if rec.manifest_bytes is not None:
+            _check_manifest(lake, rec, prev, add)
+        elif rec.log_error is not None:
+            pass  # a corrupt entry names no staged body: delta-log-parseable says what is wrong
+        elif rec.status == "missing":
             add(Finding(Check.MANIFEST_PRESENT, mpath, f"version {v} has no custody manifest and no staged body"))
         elif rec.status == "unsealed":
             add(
@@ -158,8 +165,6 @@ def _check_chain(lake: Lake, chain: list[VersionRecord], add) -> None:
                     "warning",
                 )
             )
-        else:
-            _check_manifest(lake, rec, prev, add)
         prev = rec
 
 
@@ -242,7 +247,13 @@ def _check_orphans(lake: Lake, chain: list[VersionRecord], add) -> None:
     for rel in lake.list_files(STAGED_DIR):
         digest = rel.rsplit("/", 1)[-1].removesuffix(".json")
         if digest not in named:
-            add(Finding(Check.ORPHAN_STAGED_BODY, rel, "staged body no commit points at (crash before commit)"))
+            add(Finding(Check.ORPHAN_STAGED_BODY, rel, _ORPHAN))
+
+
+_ORPHAN = (
+    "staged manifest body of a commit that never committed (it lost a race to a concurrent ingest, or the "
+    "process stopped before committing); harmless, `kbak validate --repair` removes it once an hour old"
+)
 
 
 def _repair(lake: Lake) -> list[int]:
@@ -250,7 +261,7 @@ def _repair(lake: Lake) -> list[int]:
     try:
         sealed = seal(lake, open_table(lake))
     except KbakError as exc:
-        raise KbakError(f"cannot repair {lake.uri}: {exc}") from None
+        raise type(exc)(f"cannot repair {lake.uri}: {exc}", exc.exit_code) from None
     chain = load_chain(lake)
     named = {r.body_digest for r in chain if r.body_digest}
     now = time.time()
@@ -294,6 +305,8 @@ def _check_files(
         # (a running ingest) is not half-seen.
         dt = open_table(lake, chain[-1].version if chain else None)
         actions = pa.table(dt.get_add_actions(flatten=True)).select(["path", "size_bytes", "num_records"])
+    except StorageAccessError:
+        raise  # could not check: not a finding about the archive
     except Exception as exc:
         add(Finding(Check.DELTA_LOG_READABLE, "_delta_log", f"the Delta table does not load: {_line(exc)}"))
         return []
@@ -344,10 +357,12 @@ def _deep(lake: Lake, chain: list[VersionRecord], live: list[_Live], report: Val
     parts: list[tuple[str, str, pa.Table]] = []
     by_version: dict[int, dict[tuple[str, int], list[dict]]] = defaultdict(lambda: defaultdict(list))
     unreadable_versions: set[int] = set()
+    missing: list[_Live] = []
     for item, scan in zip(live, scans, strict=True):
         topic = _topic_of(item)
         if scan.error == "missing":
             unreadable_versions.add(item.version if item.version is not None else -1)
+            missing.append(item)
             continue  # named by file-present already
         if item.entry is not None and item.entry.sha256 and scan.sha256 != item.entry.sha256:
             add(
@@ -393,9 +408,21 @@ def _deep(lake: Lake, chain: list[VersionRecord], live: list[_Live], report: Val
     _check_version_order({v: tps for v, tps in by_version.items() if v not in rewrites}, add)
     _check_ranges(chain, by_version, unreadable_versions, live, add)
     recorded = [g for rec in chain for g in rec.body.gaps]
-    report.gaps = find_gaps(keys, recorded)
+    lost = lost_offsets(chain, missing, keys)
+    report.gaps = [g for g in find_gaps(keys, recorded) if not _covered(g, lost)] + lost
+    report.gaps.sort(key=lambda g: (g["topic"], g["partition"], g["first_missing"]))
     for g in report.gaps:
-        if not g["recorded"]:
+        if g.get("lost_with"):
+            add(
+                Finding(
+                    Check.OFFSET_GAP,
+                    f"{g['topic']}[{g['partition']}]",
+                    f"offsets {g['first_missing']}..{g['last_missing']} ({g['count']}) lost: held by missing file "
+                    f"{g['lost_with']} (version {g['version']}'s manifest)",
+                    "error",
+                )
+            )
+        elif not g["recorded"]:
             add(
                 Finding(
                     Check.OFFSET_GAP,
@@ -405,6 +432,59 @@ def _deep(lake: Lake, chain: list[VersionRecord], live: list[_Live], report: Val
                     "warning",
                 )
             )
+
+
+def lost_offsets(chain: list[VersionRecord], missing: list[_Live], keys: Keys) -> list[dict]:
+    """The offsets missing files held: their commit's declared ranges (for their topic) no present file holds."""
+    by_version = {r.version: r for r in chain}
+    out: list[dict] = []
+    for item in missing:
+        rec = by_version.get(item.version) if item.version is not None else None
+        if rec is None:
+            continue
+        topic = _topic_of(item)
+        for d in rec.body.partitions:
+            if d.get("topic") != topic:
+                continue
+            present = keys.offsets_of(topic, d["partition"], d["first_offset"], d["last_offset"])
+            for first, last in _runs_missing(present, d["first_offset"], d["last_offset"]):
+                out.append(
+                    {
+                        "topic": topic,
+                        "partition": d["partition"],
+                        "first_missing": first,
+                        "last_missing": last,
+                        "count": last - first + 1,
+                        "recorded": False,
+                        "reason": f"lost: file {item.path} is missing",
+                        "lost_with": item.path,
+                        "version": item.version,
+                    }
+                )
+    return out
+
+
+def _runs_missing(present: np.ndarray, first: int, last: int) -> list[tuple[int, int]]:
+    """Maximal runs of [first, last] not in ``present`` (sorted offsets within the range)."""
+    runs, at = [], first
+    for o in present.tolist():
+        if o > at:
+            runs.append((at, o - 1))
+        at = max(at, o + 1)
+    if at <= last:
+        runs.append((at, last))
+    return runs
+
+
+def _covered(gap: dict, lost: list[dict]) -> bool:
+    """A hole find_gaps saw lies wholly inside the offsets a missing file held."""
+    return any(
+        x["topic"] == gap["topic"]
+        and x["partition"] == gap["partition"]
+        and x["first_missing"] <= gap["first_missing"]
+        and gap["last_missing"] <= x["last_missing"]
+        for x in lost
+    )
 
 
 def _topic_of(item: _Live) -> str:
