@@ -120,7 +120,8 @@ class Check(StrEnum):
         "offset-gap",
         "offset holes (from offset 0) ingest did not record: transaction markers and compaction legitimately "
         "make them, so they are listed, not failures; holes ingest recorded as `deleted_before_archive` are "
-        "listed as recorded; offsets held by a missing data file are `lost` (an error, under `file-present`)",
+        "listed as recorded; the offsets a missing data file held (per its commit's manifest) are listed as `lost`, "
+        "as errors",
         True,
         True,
     )

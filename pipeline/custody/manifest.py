@@ -61,12 +61,14 @@ BODY_DIGEST_KEY = InfoKey.MANIFEST_BODY_SHA256
 class Operation(StrEnum):
     """What a commit did (``body.operation`` and the commit info's ``kbak.operation``).
 
-    A new kind of commit (erasure, retention, compaction, ...) is a member here plus a builder
-    like ``ingest_body`` that fills a ``ManifestBody``.
+    A new kind of commit (erasure, retention, compaction, ...) is a member here, committed through
+    ``custody.operation.commit_operation`` (or, for ingest, a builder like ``ingest_body``).
     """
 
     CREATE = "create"
     INGEST = "ingest"
+    CASE_HOLD = "case-hold"
+    CASE_RELEASE = "case-release"
 
 
 class _FileLike(Protocol):
