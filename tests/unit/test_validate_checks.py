@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import UTC, date, datetime
 from pathlib import Path
 
 import pyarrow as pa
 import pytest
+from support.custody_lakes import record_rows
 
-from pipeline.core.schema import RECORD_SCHEMA
 from pipeline.core.storage import Lake
 from pipeline.custody import manifest
 from pipeline.custody.checks import Check, checks_markdown
@@ -24,24 +23,7 @@ from pipeline.ingest.commit import commit_records, ensure_table
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def rows(topic: str, partition: int, first: int, n: int) -> pa.Table:
-    ts = datetime(2024, 11, 2, tzinfo=UTC)
-    return pa.table(
-        {
-            "topic": [topic] * n,
-            "partition": [partition] * n,
-            "offset": list(range(first, first + n)),
-            "timestamp": [ts] * n,
-            "timestamp_type": ["create"] * n,
-            "key": [b"k"] * n,
-            "value": [b"v%d" % i for i in range(n)],
-            "headers": [[] for _ in range(n)],
-            "date": [date(2024, 11, 2)] * n,
-            "source_cluster": ["c"] * n,
-            "ingested_at": [ts] * n,
-        },
-        schema=RECORD_SCHEMA,
-    )
+rows = record_rows
 
 
 @pytest.fixture()
