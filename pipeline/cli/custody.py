@@ -33,7 +33,7 @@ from pipeline.cli.cases import (
     CaseTopicsOpt,
     case_hold,
 )
-from pipeline.core.errors import KbakError
+from pipeline.core.errors import KbakError, first_line
 
 # kbak validate's exit codes (documented in docs/custody.md)
 VALID, INVALID, USAGE, NOT_CHECKED = 0, 1, 2, 3
@@ -189,6 +189,8 @@ def validate_cmd(
         fail(str(exc), INVALID)
     except KbakError as exc:  # exit 1 means INVALID: anything else that stops the check is 2 or 3
         fail(str(exc), USAGE if exc.exit_code == USAGE else NOT_CHECKED)
+    except OSError as exc:  # a storage failure kbak has no better words for: still "not checked", never 1
+        fail(f"could not check {lake_obj.uri}: {first_line(exc)}", NOT_CHECKED)
     if fmt is TextJson.json:
         emit_json(report.as_dict())
     else:

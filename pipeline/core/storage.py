@@ -37,8 +37,19 @@ _DENIED = re.compile(
 _NO_BUCKET = re.compile(r"NoSuchBucket|NO_SUCH_BUCKET|bucket does not exist|specified bucket does not exist", re.I)
 
 
-def storage_error(lake: Lake, exc: BaseException) -> StorageAccessError | None:
-    """The one-line error for a credential, permission or missing-bucket failure on ``lake``; else None."""
+_UNREACHABLE = re.compile(
+    r"NETWORK_CONNECTION|Could not connect|Connection refused|error sending request|dns error|"
+    r"Name or service not known|Could not resolve host|timed out",
+    re.I,
+)
+
+
+def storage_error(lake: Lake, exc: BaseException, probe: bool = True) -> StorageAccessError | None:
+    """The one-line error for a credential, permission, missing-bucket or unreachable-endpoint failure; else None.
+
+    deltalake often says only "Generic S3 error": then one listing through pyarrow (whose errors
+    carry the S3 error code) tells which it is (``probe``).
+    """
     if not lake.is_s3 or isinstance(exc, (FileNotFoundError, KbakError)):
         return None
     text = " ".join(str(exc).split()) + " " + type(exc).__name__
@@ -46,14 +57,24 @@ def storage_error(lake: Lake, exc: BaseException) -> StorageAccessError | None:
     text += f" {code}"
     if _NO_BUCKET.search(text):
         return StorageAccessError(f"bucket {lake.bucket} of lake {lake.uri} does not exist")
+    if _UNREACHABLE.search(text):
+        where = lake.s3.endpoint or "AWS S3"
+        return StorageAccessError(f"cannot reach {where} for lake {lake.uri}: {_reason(exc, 'unreachable')}")
     denied = _DENIED.search(text)
-    generic = "Generic S3 error" in text or "INTERNAL_FAILURE" in text or "NETWORK_CONNECTION" in text
+    generic = "Generic S3 error" in text or "INTERNAL_FAILURE" in text
     if (denied or generic) and not lake.has_credentials():
         return StorageAccessError(
             f"no AWS credentials found for {lake.uri}: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE)"
         )
     if denied:
         return StorageAccessError(f"access denied to {lake.uri}: check AWS credentials ({_reason(exc, denied[0])})")
+    if generic and probe:
+        try:
+            if lake.fs.get_file_info(lake.bucket).type == pafs.FileType.NotFound:
+                return StorageAccessError(f"bucket {lake.bucket} of lake {lake.uri} does not exist")
+            lake.fs.get_file_info(pafs.FileSelector(lake.path("_delta_log"), allow_not_found=True))
+        except Exception as again:
+            return storage_error(lake, again, probe=False)
     return None
 
 
@@ -62,7 +83,10 @@ def _reason(exc: BaseException, matched: str) -> str:
         err = exc.response.get("Error", {})
         return f"{err.get('Code', matched)}: {err.get('Message', '')}".strip().rstrip(":")
     m = re.search(r"AWS Error (\w+) during (\w+) operation: ([^(]*)", str(exc))
-    return f"{m[1]} during {m[2]}: {m[3].strip()}" if m else first_line(exc, 200)
+    if m:
+        return f"{m[1]} during {m[2]}: {m[3].strip()}"
+    chain = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).split("↳")  # deltalake: the innermost cause is last
+    return " ".join(chain[-1].split())[:200] if len(chain) > 1 else first_line(exc, 200)
 
 
 def translate_storage_errors(fn: Callable) -> Callable:

@@ -12,7 +12,7 @@ from support.kbak_testing import produce, run_kbak
 
 from pipeline.custody.manifest import manifest_path
 from pipeline.dev.sample import create_topics
-from pipeline.dev.servers import LocalS3
+from pipeline.dev.servers import LocalS3, free_port
 
 
 def test_custody_commands_on_s3(kafka, s3, bucket, topic_name, tmp_path):
@@ -114,3 +114,13 @@ def test_credential_errors_are_one_line_naming_the_lake(kafka, s3_auth, topic_na
             cmd,
             proc.stderr,
         )
+
+
+def test_unreachable_endpoint_is_one_line_and_validate_exits_3(tmp_path):
+    dead = f"http://127.0.0.1:{free_port()}"
+    env = {"AWS_ACCESS_KEY_ID": "a", "AWS_SECRET_ACCESS_KEY": "b"}
+    for cmd, code in ((("validate",), 3), (("list",), 1), (("query", "--sql", "select 1"), 1)):
+        proc = run_kbak(*cmd, "--lake", "s3://somewhere/lake", "--s3-endpoint", dead, env=env)
+        assert proc.returncode == code, (cmd, proc.stderr)
+        (line,) = proc.stderr.strip().splitlines()
+        assert line.startswith(f"kbak: error: cannot reach {dead} for lake s3://somewhere/lake: "), line
