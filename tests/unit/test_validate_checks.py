@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pyarrow as pa
@@ -121,3 +122,92 @@ def test_missing_file_reports_the_offsets_it_held_as_lost(lake):
     assert "file-present" in checks(report)
     lost = [g for g in report.gaps if g["reason"].startswith("lost")]
     assert {(g["partition"], g["first_missing"], g["last_missing"]) for g in lost} == {(0, 10, 19), (1, 0, 4)}
+
+
+def live_files(lake: Lake) -> list[str]:
+    return [f["path"] for v in (1, 2) for f in manifest.read_manifest(lake, v)["body"]["files_added"]]
+
+
+def test_flipped_byte_fails_file_sha256_only_when_deep(lake):
+    path = Path(lake.path(live_files(lake)[0]))
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    assert validate(lake).valid
+    assert "file-sha256" in checks(validate(lake, deep=True))
+
+
+def test_deleted_file_fails_file_present_shallow(lake):
+    Path(lake.path(live_files(lake)[0])).unlink()
+    report = validate(lake)
+    assert [(f.check, f.subject) for f in report.errors] == [(Check.FILE_PRESENT, live_files(lake)[0])]
+
+
+def test_appended_bytes_fail_file_size(lake):
+    with open(lake.path(live_files(lake)[1]), "ab") as fh:
+        fh.write(b"x")
+    assert "file-size" in checks(validate(lake))
+
+
+def test_rewritten_log_entry_fails_delta_log_digest(lake):
+    path = Path(lake.path(manifest.log_path(1)))
+    lines = [json.loads(x) for x in path.read_text().splitlines()]
+    for a in lines:
+        if "commitInfo" in a:
+            a["commitInfo"]["kbak.records"] = 9
+    path.write_text("\n".join(json.dumps(a) for a in lines) + "\n")
+    report = validate(lake)
+    assert [(f.check, f.subject) for f in report.errors] == [(Check.DELTA_LOG_DIGEST, manifest.log_path(1))]
+
+
+def test_non_canonical_manifest_fails_manifest_format(lake):
+    path = Path(lake.path(manifest.manifest_path(1)))
+    path.write_text(json.dumps(json.loads(path.read_bytes()), indent=1))
+    assert "manifest-format" in checks(validate(lake))
+
+
+def test_anchor_that_no_longer_matches(lake):
+    good = manifest.sha256_hex(Path(lake.path(manifest.manifest_path(1))).read_bytes())
+    assert validate(lake, anchors={1: good}).valid
+    assert "anchor" in checks(validate(lake, anchors={1: "0" * 64}))
+
+
+def test_unsealed_version_with_its_staged_body_is_a_warning(lake):
+    path = Path(lake.path(manifest.manifest_path(2)))
+    body = json.loads(path.read_bytes())["body"]
+    manifest.stage(lake, body)
+    path.unlink()
+    report = validate(lake)
+    assert report.valid
+    assert [(f.check, f.severity) for f in report.warnings] == [(Check.MANIFEST_PRESENT, "warning")]
+
+
+def test_same_offsets_from_another_cluster_are_duplicates(lake):
+    from pipeline.core.table import open_table
+
+    dt = open_table(lake)
+    commit_records(lake, dt, rows("t", 0, 0, 3), {("t", 0): None}, source_cluster="c2", backup_id="run-3")
+    found = checks(validate(lake, deep=True))
+    assert {"duplicate-offset", "offset-order"} <= found
+
+
+def test_record_under_the_wrong_date_fails_partition_date(tmp_path):
+    lake = Lake.at(tmp_path / "lake")
+    dt = ensure_table(lake)
+    t = rows("t", 0, 0, 3)
+    late = pa.array([datetime(2024, 11, 5, tzinfo=UTC)] * 3, t.schema.field("timestamp").type)
+    t = t.set_column(t.schema.get_field_index("timestamp"), t.schema.field("timestamp"), late)
+    commit_records(lake, dt, t, {("t", 0): None}, source_cluster="c", backup_id="run-1")
+    assert checks(validate(lake, deep=True)) == {"partition-date"}
+
+
+def test_foreign_writer_is_a_warning_once_sealed(lake):
+    from deltalake import write_deltalake
+
+    from pipeline.core.table import open_table
+
+    write_deltalake(lake.uri, rows("t", 1, 5, 2), mode="append")
+    assert "manifest-present" in checks(validate(lake))
+    manifest.seal(lake, open_table(lake))
+    report = validate(lake, deep=True)
+    assert report.valid and Check.FOREIGN_COMMIT in {f.check for f in report.warnings}
