@@ -98,6 +98,7 @@ def hold(lake: Lake, until: datetime, mode: str) -> dict:
 
 def legal_hold(lake: Lake, on: bool) -> dict:
     """Set (or clear) a legal hold on every object of the table: no expiry, removable only explicitly."""
+    lock_configuration(lake)  # a bucket without Object Lock is named before anything else
     objects = table_objects(lake)
     set_legal_hold(lake, objects, on)
     return {"lake": lake.uri, "legal_hold": "ON" if on else "OFF", "objects": len(objects)}
