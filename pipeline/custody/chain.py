@@ -67,16 +67,16 @@ class VersionRecord:
         return "unsealed" if self.staged_body is not None else "missing"
 
     @property
-    def raw_body(self) -> dict | None:
+    def body(self) -> dict | None:
         """The manifest body as stored: from the sealed manifest, else from the staged body."""
         if self.manifest is not None and isinstance(self.manifest.get("body"), dict):
             return self.manifest["body"]
         return self.staged_body
 
     @cached_property
-    def body(self) -> ManifestBody:
+    def manifest_body(self) -> ManifestBody:
         """The manifest body, typed (empty, operation "", when the version has none)."""
-        return ManifestBody.from_dict(self.raw_body)
+        return ManifestBody.from_dict(self.body)
 
     @property
     def manifest_sha256(self) -> str | None:

@@ -125,6 +125,16 @@ class Check(StrEnum):
         True,
         True,
     )
+    # -- rewrites (compaction, retention, erasure) --
+    REMOVED_FILE_DIGEST = (
+        "removed-file-digest",
+        "each removed file's SHA-256 in a removing manifest equals the one recorded when it was added",
+    )
+    CONTENT_DIGEST = (
+        "content-digest",
+        "each compaction's record digest equals that of the files it added and removed (those still in storage)",
+        True,
+    )
     # -- warnings --
     FOREIGN_COMMIT = ("foreign-commit", "versions not written by kbak", False, True)
     ORPHAN_STAGED_BODY = (

@@ -16,7 +16,7 @@ from pipeline.custody.manifest import FileEntry, InfoKey
 
 def version_summary(rec: VersionRecord) -> dict:
     """Records, bytes and topics a version added, from its manifest body (or its commit info)."""
-    body = rec.body
+    body = rec.manifest_body
     added = body.files_added
     records = sum(f.records or 0 for f in added) if added else int(rec.info.get(InfoKey.RECORDS) or 0)
     topics = sorted({file_topic(f) for f in added} - {None})
@@ -92,7 +92,7 @@ def coverage(chain: list[VersionRecord]) -> list[dict]:
     """Per topic and partition: the offsets and record times archived, from the manifests' ranges."""
     parts: dict[tuple[str, int], dict] = {}
     for rec in chain:
-        for r in rec.body.partitions:
+        for r in rec.manifest_body.partitions:
             key = (r["topic"], r["partition"])
             cur = parts.get(key)
             if cur is None:
@@ -142,7 +142,7 @@ def describe(lake: Lake, version: int | None = None, backup_id: str | None = Non
     if not chain:
         raise KbakError(f"{lake.uri} has no versions yet", exit_code=2)
     if backup_id is not None:
-        recs = [r for r in chain if r.body.backup_id == backup_id]
+        recs = [r for r in chain if r.manifest_body.backup_id == backup_id]
         if not recs:
             raise KbakError(f"no ingest run with backup_id {backup_id!r} in {lake.uri} (see kbak list)", exit_code=2)
         described = [describe_version(r) for r in recs]
@@ -168,7 +168,7 @@ def describe(lake: Lake, version: int | None = None, backup_id: str | None = Non
 
 
 def describe_version(rec: VersionRecord) -> dict:
-    body = rec.body
+    body = rec.manifest_body
     m = rec.manifest or {}
     added = [f.to_dict() for f in body.files_added]
     return {

@@ -69,6 +69,10 @@ class Operation(StrEnum):
     INGEST = "ingest"
     CASE_HOLD = "case-hold"
     CASE_RELEASE = "case-release"
+    COMPACT = "compact"
+    RETENTION = "retention"
+    RETENTION_POLICY = "retention-policy"
+    VACUUM = "vacuum"
 
 
 class _FileLike(Protocol):

@@ -25,7 +25,7 @@ from pipeline.custody.manifest import BODY_DIGEST_KEY, InfoKey, log_path, seal, 
 
 
 def created_by() -> str:
-    """Who ran the operation, as the manifests record it (docs/custody.md): ``user@host kbak/<version>``."""
+    """Who ran the operation, and with what, as the manifests record it: ``user@host kbak/<version>``."""
     return f"{getpass.getuser()}@{socket.gethostname()} kbak/{__version__}"
 
 

@@ -139,7 +139,7 @@ def _period_gaps(lake: Lake, rows: list[dict], chain, start: date, end: date, sk
             skipped.append(r["path"])
             return None
 
-    recorded = [g for rec in chain for g in rec.body.gaps]
+    recorded = [g for rec in chain for g in rec.manifest_body.gaps]
     found: list[tuple[dict, pa.Table]] = []
     todo, seen_paths, holes = window, set(), []
     while todo:
@@ -157,8 +157,8 @@ def _period_gaps(lake: Lake, rows: list[dict], chain, start: date, end: date, sk
     # Gaps ingest recorded before a partition's first archived record in the period are listed too.
     seen = {(g["topic"], g["partition"], g["first_missing"]) for g in out}
     for rec in chain:
-        created = str(rec.body.created_at or "")[:10]
-        for g in rec.body.gaps:
+        created = str(rec.manifest_body.created_at or "")[:10]
+        for g in rec.manifest_body.gaps:
             key = (g["topic"], g["partition"], g["first_missing"])
             if start.isoformat() <= created < end.isoformat() and key not in seen:
                 seen.add(key)

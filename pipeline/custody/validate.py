@@ -36,6 +36,7 @@ from pipeline.custody.manifest import (
     seal,
     sha256_hex,
 )
+from pipeline.custody.rewrites import content_digests, removed_file_digests
 from pipeline.custody.scan import FileScan, Keys, duplicates, find_gaps, scan_file, storage_sizes
 
 ORPHAN_AGE_S = 3600
@@ -114,15 +115,20 @@ def validate(
     chain = load_chain(lake)
     report.versions = len(chain)
     report.head = head(chain)
-    if backup_id is not None and not any(r.body.backup_id == backup_id for r in chain):
+    if backup_id is not None and not any(r.manifest_body.backup_id == backup_id for r in chain):
         raise KbakError(f"no ingest run with backup_id {backup_id!r} in {lake.uri} (see kbak list)", exit_code=2)
     add = report.findings.append
     _check_chain(lake, chain, add)
+    for check, subject, message in removed_file_digests(chain):
+        add(Finding(check, subject, message))
     _check_anchors(chain, anchors or {}, add)
     _check_orphans(lake, chain, add)
     live = _check_files(lake, chain, backup_id, deep, report)
     if deep and live:
         _deep(lake, chain, live, report)
+    if deep:
+        for check, subject, message in content_digests(lake, chain):
+            add(Finding(check, subject, message))
     return report
 
 
@@ -289,9 +295,9 @@ class _Live:
 def _manifest_live(chain: list[VersionRecord]) -> dict[str, tuple[int, FileEntry]]:
     live: dict[str, tuple[int, FileEntry]] = {}
     for rec in chain:
-        for f in rec.body.files_removed:
+        for f in rec.manifest_body.files_removed:
             live.pop(f.path, None)
-        for f in rec.body.files_added:
+        for f in rec.manifest_body.files_added:
             live[f.path] = (rec.version, f)
     return live
 
@@ -312,7 +318,7 @@ def _check_files(
         return []
     by_manifest = _manifest_live(chain)
     snapshot = {r["path"]: r for r in actions.to_pylist()}
-    run_versions = {r.version for r in chain if r.body.backup_id == backup_id} if backup_id else None
+    run_versions = {r.version for r in chain if r.manifest_body.backup_id == backup_id} if backup_id else None
     sizes = storage_sizes(lake)
     live: list[_Live] = []
     for path, row in sorted(snapshot.items()):
@@ -404,10 +410,10 @@ def _deep(lake: Lake, chain: list[VersionRecord], live: list[_Live], report: Val
     for d in duplicates(keys):
         where = f"{d['topic']}[{d['partition']}] offset {d['offset']}"
         add(Finding(Check.DUPLICATE_OFFSET, ", ".join(d["files"]), f"{where} is archived more than once"))
-    rewrites = {r.version for r in chain if r.body.files_removed}
+    rewrites = {r.version for r in chain if r.manifest_body.files_removed}
     _check_version_order({v: tps for v, tps in by_version.items() if v not in rewrites}, add)
     _check_ranges(chain, by_version, unreadable_versions, live, add)
-    recorded = [g for rec in chain for g in rec.body.gaps]
+    recorded = [g for rec in chain for g in rec.manifest_body.gaps]
     lost = lost_offsets(chain, missing, keys)
     report.gaps = [g for g in find_gaps(keys, recorded) if not _covered(g, lost)] + lost
     report.gaps.sort(key=lambda g: (g["topic"], g["partition"], g["first_missing"]))
@@ -443,7 +449,7 @@ def lost_offsets(chain: list[VersionRecord], missing: list[_Live], keys: Keys) -
         if rec is None:
             continue
         topic = _topic_of(item)
-        for d in rec.body.partitions:
+        for d in rec.manifest_body.partitions:
             if d.get("topic") != topic:
                 continue
             present = keys.offsets_of(topic, d["partition"], d["first_offset"], d["last_offset"])
@@ -539,8 +545,8 @@ def _check_ranges(chain: list[VersionRecord], by_version: dict, unreadable: set[
     """Per commit: what the manifest says it archived equals what its files hold."""
     live_paths = {i.path for i in live}
     for rec in chain:
-        declared = rec.body.partitions
-        added = [f.path for f in rec.body.files_added]
+        declared = rec.manifest_body.partitions
+        added = [f.path for f in rec.manifest_body.files_added]
         if not declared or rec.version in unreadable or not all(p in live_paths for p in added):
             continue  # removed since (erasure, compaction) or already named as unreadable
         actual = by_version.get(rec.version, {})

@@ -127,7 +127,7 @@ def commit_records(
             _fault("before-commit")
             read_version = dt.version()
             dt.create_write_transaction(
-                [_add_action(f) for f in files],
+                [add_action(f) for f in files],
                 mode="append",
                 schema=RECORD_SCHEMA,
                 partition_by=PARTITION_COLUMNS,
@@ -167,5 +167,6 @@ def _fence(dt: DeltaTable, expected: dict[TopicPartition, int | None], cluster: 
     return moved
 
 
-def _add_action(f: DataFile) -> AddAction:
+def add_action(f: DataFile) -> AddAction:
+    """The Delta add action of a data file kbak wrote (ingest, compaction)."""
     return AddAction(f.path, f.size, f.partition_values, f.modification_time, True, f.stats)
