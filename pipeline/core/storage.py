@@ -44,11 +44,14 @@ _UNREACHABLE = re.compile(
 )
 
 
-def storage_error(lake: Lake, exc: BaseException, probe: bool = True) -> StorageAccessError | None:
+def storage_error(
+    lake: Lake, exc: BaseException, probe: bool = True, unreachable: bool = True
+) -> StorageAccessError | None:
     """The one-line error for a credential, permission, missing-bucket or unreachable-endpoint failure; else None.
 
     deltalake often says only "Generic S3 error": then one listing through pyarrow (whose errors
-    carry the S3 error code) tells which it is (``probe``).
+    carry the S3 error code) tells which it is (``probe``). ``unreachable=False`` leaves network
+    failures alone (they may pass: a caller that retries, such as ingest's commit, sees the OSError).
     """
     if not lake.is_s3 or isinstance(exc, (FileNotFoundError, KbakError)):
         return None
@@ -57,7 +60,7 @@ def storage_error(lake: Lake, exc: BaseException, probe: bool = True) -> Storage
     text += f" {code}"
     if _NO_BUCKET.search(text):
         return StorageAccessError(f"bucket {lake.bucket} of lake {lake.uri} does not exist")
-    if _UNREACHABLE.search(text):
+    if unreachable and _UNREACHABLE.search(text):
         where = lake.s3.endpoint or "AWS S3"
         return StorageAccessError(f"cannot reach {where} for lake {lake.uri}: {_reason(exc, 'unreachable')}")
     denied = _DENIED.search(text)
@@ -74,7 +77,7 @@ def storage_error(lake: Lake, exc: BaseException, probe: bool = True) -> Storage
                 return StorageAccessError(f"bucket {lake.bucket} of lake {lake.uri} does not exist")
             lake.fs.get_file_info(pafs.FileSelector(lake.path("_delta_log"), allow_not_found=True))
         except Exception as again:
-            return storage_error(lake, again, probe=False)
+            return storage_error(lake, again, probe=False, unreachable=unreachable)
     return None
 
 
@@ -90,7 +93,11 @@ def _reason(exc: BaseException, matched: str) -> str:
 
 
 def translate_storage_errors(fn: Callable) -> Callable:
-    """Lake file helpers: credential/permission/bucket failures become ``StorageAccessError``."""
+    """Lake file helpers: credential/permission/bucket failures become ``StorageAccessError``.
+
+    Network failures stay OSError here (callers retry them); ``load_chain`` and ``open_table`` name
+    an unreachable endpoint once nothing will retry.
+    """
 
     @functools.wraps(fn)
     def wrapper(self: Lake, *args, **kwargs):
@@ -99,7 +106,7 @@ def translate_storage_errors(fn: Callable) -> Callable:
         except (FileNotFoundError, KbakError):
             raise
         except Exception as exc:
-            err = storage_error(self, exc)
+            err = storage_error(self, exc, probe=False, unreachable=False)
             if err is None:
                 raise
             raise err from None

@@ -15,7 +15,7 @@ from functools import cached_property
 from pyarrow.fs import FileType
 
 from pipeline.core.errors import KbakError
-from pipeline.core.storage import Lake
+from pipeline.core.storage import Lake, storage_error
 from pipeline.core.table import log_entry_problem
 from pipeline.custody.manifest import (
     BODY_DIGEST_KEY,
@@ -103,7 +103,10 @@ def is_archive(lake: Lake) -> bool:
 
 def load_chain(lake: Lake, versions: list[int] | None = None) -> list[VersionRecord]:
     """Every version's record, oldest first (the union of log entries and manifests found)."""
-    logs = set(log_versions(lake))
+    try:
+        logs = set(log_versions(lake))
+    except OSError as exc:  # the first request every custody command makes: name an unreachable endpoint
+        raise storage_error(lake, exc) or exc from None
     if not logs and not lake.list_files(MANIFEST_DIR):
         if lake.is_s3 and lake.fs.get_file_info(lake.bucket).type == FileType.NotFound:
             raise KbakError(f"bucket {lake.bucket} of lake {lake.uri} does not exist", exit_code=2)
