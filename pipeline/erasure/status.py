@@ -77,5 +77,5 @@ def _retained(chain) -> dict[str, str]:
         body = rec.body or {}
         if body.get("operation") == "vacuum":
             for f in body.get("files_retained") or []:
-                out[f["path"]] = str(f.get("retain_until"))
+                out[f["path"]] = str(f.get("retain_until") or "a legal hold is released")
     return out

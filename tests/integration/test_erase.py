@@ -49,8 +49,9 @@ SELECTORS = ("--key", SUBJECT, "--json-field", f"customer_id={SUBJECT}", "--head
 def test_erase_subject_at_every_version(scenario, kafka, tmp_path, topic_name):
     built, lake = scenario
     every = {(r.topic, r.partition, r.offset) for rows in built.versions.values() for r in rows if is_subject(r)}
-    assert len(every) > 10 and any(not is_subject(r) for r in built.versions[9])
-    in_current = {(r.topic, r.partition, r.offset) for r in built.versions[9] if is_subject(r)}
+    assert len(every) > 10 and any(not is_subject(r) for r in built.versions[built.head])
+    head = built.head
+    in_current = {(r.topic, r.partition, r.offset) for r in built.versions[head] if is_subject(r)}
     assert every - in_current, "some of the subject's records must be only in older versions (day 4 deleted)"
     before = sorted(p.relative_to(lake) for p in Path(lake).rglob("*"))
 
@@ -61,17 +62,12 @@ def test_erase_subject_at_every_version(scenario, kafka, tmp_path, topic_name):
     assert sorted(p.relative_to(lake) for p in Path(lake).rglob("*") if p.name != "erasure.key") == before
 
     out = run_json("erase", "--lake", lake, "--request-id", "REQ-1", "--reason", "GDPR Art. 17", *SELECTORS)
-    assert out["records"] == len(every) and out["version"] == 10
+    assert out["records"] == len(every) and out["version"] == head + 1
     assert sum(p["records"] for p in out["partitions"]) == len(every)
     assert {p["topic"] for p in out["partitions"]} == set(built.topics)
 
     # Every read at every version: that version's records minus the subject's, byte for byte.
-    for version in (10, 9, 4, 3, 2, 1):
-        want = [r for r in built.versions[min(version, 9)] if not is_subject(r)]
-        assert query_rows(lake, tmp_path, "--as-of", str(version)) == want, version
-    assert query_rows(lake, tmp_path) == [r for r in built.versions[9] if not is_subject(r)]
-    mid = [r for r in built.versions[built.mid_version] if not is_subject(r)]
-    assert query_rows(lake, tmp_path, "--as-of", built.mid_time) == mid
+    assert_every_version(built, lake, tmp_path)
 
     # Replay of an old version restores everything except the subject.
     source, target = built.topics[0], topic_name("restored")
@@ -85,8 +81,8 @@ def test_erase_subject_at_every_version(scenario, kafka, tmp_path, topic_name):
     proc = run_kbak("validate", "--lake", lake, "--deep", "--format", "json")
     assert proc.returncode == 0, proc.stdout
     # Holes are the erased records (reason "erased") or day 4, deleted by another Delta writer (unexplained).
-    deleted = {(r.topic, r.partition, r.offset) for r in built.versions[3]} - {
-        (r.topic, r.partition, r.offset) for r in built.versions[9]
+    deleted = {(r.topic, r.partition, r.offset) for r in built.versions[2]} - {
+        (r.topic, r.partition, r.offset) for r in built.versions[head]
     }
     gaps = json.loads(proc.stdout)["gaps"]
     queried = run_json_query(lake, "offset_gaps")
@@ -100,7 +96,7 @@ def test_erase_subject_at_every_version(scenario, kafka, tmp_path, topic_name):
     assert erased_holes[0] and erased_holes[0] == erased_holes[1]
 
     # Nothing of the subject anywhere in the lake but the originals vacuum deletes.
-    manifest = json.loads(Path(lake, "_kbak/custody/00000000000000000010.json").read_bytes())["body"]
+    manifest = json.loads(Path(lake, f"_kbak/custody/{head + 1:020d}.json").read_bytes())["body"]
     originals = {s["original"] for s in manifest["files_scrubbed"]}
     assert manifest["operation"] == "erase" and manifest["request_id"] == "REQ-1"
     assert {s["kind"] for s in manifest["selectors"]} == {"key", "json-field", "header"}
@@ -110,19 +106,38 @@ def test_erase_subject_at_every_version(scenario, kafka, tmp_path, topic_name):
     # --status proves it by key, by JSON field and by request id, without the lake holding the key.
     for args in (("--key", SUBJECT), ("--json-field", f"customer_id={SUBJECT}"), ("--request-id", "REQ-1")):
         st = run_json("erase", "--lake", lake, "--status", *args)["erasures"]
-        assert [(e["request_id"], e["version"], e["records_erased"]) for e in st] == [("REQ-1", 10, len(every))]
+        assert [(e["request_id"], e["version"], e["records_erased"]) for e in st] == [("REQ-1", head + 1, len(every))]
         assert st[0]["state"].startswith("erased from every read;") and "await kbak vacuum" in st[0]["state"]
     text = erase(lake, "--status", "--key", SUBJECT).stdout
-    assert "request REQ-1: version 10" in text and "GDPR Art. 17" in text
+    assert f"request REQ-1: version {head + 1}" in text and "GDPR Art. 17" in text
     assert "no erasure of that key" in erase(lake, "--status", "--key", "user-1", code=1).stderr
+
+    # kbak vacuum deletes the originals at once: then nothing of the subject is left anywhere.
+    vac = run_json("vacuum", "--lake", lake)
+    assert {f["path"] for f in vac["files_deleted"] if f["reason"] == "erased"} == originals
+    assert_no_subject(lake)
+    assert_every_version(built, lake, tmp_path)
+    assert run_kbak("validate", "--lake", lake, "--deep").returncode == 0
+    st = run_json("erase", "--lake", lake, "--status", "--request-id", "REQ-1")["erasures"][0]
+    assert st["state"] == "erased from every read and deleted from storage"
 
     # Ingest after the erasure goes on exactly once and never re-archives the erased records.
     produce(kafka.bootstrap, erase_lakes.batch(built.topics, 900, [6], 6, subject_every=None))
     done = run_json("ingest", "-b", kafka.bootstrap, "--topics", f"{built.topics[0][:-2]}-.*", "--lake", lake, "--once")
     assert done["records"] == 6
     after = query_rows(lake, tmp_path)
-    assert not any(is_subject(r) for r in after) and len(after) == len(built.versions[9]) - len(in_current) + 6
+    assert not any(is_subject(r) for r in after) and len(after) == len(built.versions[head]) - len(in_current) + 6
     assert run_kbak("validate", "--lake", lake, "--deep").returncode == 0
+
+
+def assert_every_version(built, lake: str, tmp: Path) -> None:
+    """kbak query at every version (and at a time) gives that version's records minus the subject's."""
+    for version in range(1, built.head + 2):
+        want = [r for r in built.versions[min(version, built.head)] if not is_subject(r)]
+        assert query_rows(lake, tmp, "--as-of", str(version)) == want, version
+    assert query_rows(lake, tmp) == [r for r in built.versions[built.head] if not is_subject(r)]
+    mid = [r for r in built.versions[built.mid_version] if not is_subject(r)]
+    assert query_rows(lake, tmp, "--as-of", built.mid_time) == mid
 
 
 def run_json_query(lake: str, name: str) -> list[dict]:

@@ -7,13 +7,13 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 
-from deltalake import DeltaTable, write_deltalake
+from deltalake import DeltaTable
 
 from pipeline.dev.sample import create_topics
 from support.custody_lakes import ingest
-from support.kbak_testing import Rec, produce
+from support.kbak_testing import Rec, produce, run_json
 
 SUBJECT = "subject-4242"
 D1_MS = 1_730_419_200_000  # 2024-11-01T00:00:00Z
@@ -62,6 +62,7 @@ class EraseLake:
     versions: dict[int, list[Rec]] = field(default_factory=dict)  # every row at each version, before erasure
     mid_time: str = ""  # an instant between versions 2 and 3 (ISO)
     mid_version: int = 2
+    head: int = 0  # the newest version before erasure
 
 
 def rows_at(lake: str, version: int) -> list[Rec]:
@@ -69,21 +70,8 @@ def rows_at(lake: str, version: int) -> list[Rec]:
     return sorted((Rec.from_row(r) for r in t.to_pylist()), key=lambda r: (r.topic, r.partition, r.offset))
 
 
-def _compact(lake: str, days: list[date]) -> None:
-    """Rewrite these days' files as one sorted file each (a foreign commit, as another Delta writer's).
-
-    Until ``kbak compact`` lands on main; deltalake's ``optimize.compact()`` does not keep offset order,
-    which ``kbak validate --deep`` rightly reports.
-    """
-    dt = DeltaTable(lake)
-    rows = dt.to_pyarrow_table(filters=[("date", "in", days)])
-    rows = rows.sort_by([(c, "ascending") for c in ("topic", "date", "partition", "offset")])
-    predicate = " OR ".join(f"date = '{d.isoformat()}'" for d in days)
-    write_deltalake(lake, rows, mode="overwrite", predicate=predicate)
-
-
 def build(kafka, lake: str, base: str) -> EraseLake:
-    """Versions: 1-2 ingest (subject on days 1-4), 3 compaction, 4 delete of day 4, 5-9 small ingests."""
+    """Versions: 1-2 ingest (subject on days 1-4), then compaction, a delete of day 4, five small ingests."""
     topics = (f"{base}-a", f"{base}-b")
     create_topics(kafka.bootstrap, {topics[0]: 3, topics[1]: 2})
     pattern = f"{base}-.*"
@@ -94,15 +82,15 @@ def build(kafka, lake: str, base: str) -> EraseLake:
     time.sleep(1.1)
     mid = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
     time.sleep(1.1)
-    _compact(lake, [date(2024, 11, 1), date(2024, 11, 3)])  # version 3: versions 1-2's files now only in history
-    dt = DeltaTable(lake)
-    dt.delete("date = '2024-11-04'")  # version 4: day 4 (with the subject) removed from the current version
-    for run in range(5):  # versions 5-9 (the erasure is version 10: a Delta checkpoint)
+    # Days 1 and 3 have two files per topic: compaction leaves versions 1-2's files only in history.
+    run_json("compact", "--lake", lake, "--topics", pattern)
+    # Another Delta writer removes day 4 (with the subject) from the current version.
+    DeltaTable(lake).delete("date = '2024-11-04'")
+    for run in range(5):  # more versions: a Delta checkpoint every 10
         produce(kafka.bootstrap, batch(topics, 200 + 10 * run, [5], 4, subject_every=None))
         ingest(kafka, pattern, lake)
     out = EraseLake(lake, topics, mid_time=mid)
-    head = DeltaTable(lake).version()
-    assert head == 9, head
-    for v in range(head + 1):
+    out.head = DeltaTable(lake).version()
+    for v in range(out.head + 1):
         out.versions[v] = rows_at(lake, v)
     return out
