@@ -143,7 +143,7 @@ def test_stdout_appends_and_shell_groupings_keep_what_is_already_there(lake, tmp
     _shell(f"{q} --format jsonl >> evidence.jsonl && {q} --format jsonl >> evidence.jsonl", tmp_path)
     lines = [json.loads(line) for line in evidence.read_text().splitlines()]
     assert lines[:2] == [{"earlier": 1}, {"earlier": 2}] and len(lines) == 2 + 2 * RECORDS
-    assert lines[2] == {"offset": 0, "partition": 0} and lines[2:2 + RECORDS] == lines[2 + RECORDS:]
+    assert lines[2] == {"offset": 0, "partition": 0} and lines[2 : 2 + RECORDS] == lines[2 + RECORDS :]
 
     _shell(f"{{ echo '# exported by the auditor'; {q} --format csv; echo '# end'; }} > out.csv", tmp_path)
     text = (tmp_path / "out.csv").read_text().splitlines()
@@ -176,7 +176,9 @@ def test_parquet_to_a_terminal_is_refused(lake):
         os.close(follower)
         os.close(leader)
     assert proc.returncode == 1
-    assert proc.stderr.strip() == "kbak: error: --format parquet is binary: give --output FILE or redirect stdout to a file"
+    assert proc.stderr.strip() == (
+        "kbak: error: --format parquet is binary: give --output FILE or redirect stdout to a file"
+    )
 
 
 def test_non_select_statements_work_too(lake):
