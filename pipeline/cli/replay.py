@@ -60,6 +60,7 @@ def replay_cmd(
     from pipeline.core.config import RestoreConfig, load_config
     from pipeline.core.kafka import parse_settings
     from pipeline.core.progress import reporter_for_terminal
+    from pipeline.core.table import as_of_note
     from pipeline.replay import ReplayFailed, ReplayOptions, parse_key, parse_offsets, parse_time, parse_topic_map
     from pipeline.replay import replay as run_replay
     from pipeline.replay.options import parse_rate
@@ -94,6 +95,9 @@ def replay_cmd(
         kafka_settings=settings,
         connect_timeout_s=connect_timeout,
     )
+    note = as_of_note(options.lake, options.as_of)  # a time after the newest version: say which is read
+    if note:
+        typer.echo(f"kbak: note: {note}", err=True)
     try:
         summary = run_replay(options, reporter=reporter_for_terminal(quiet or json_out))
     except ReplayFailed as exc:
@@ -104,7 +108,7 @@ def replay_cmd(
 
 def _show(summary, json_out: bool) -> None:
     """Print a ReplaySummary: JSON, or lines for a person."""
-    from pipeline.replay.summary import iso_ms
+    from pipeline.core.timefmt import iso_ms
 
     if json_out:
         emit_json(summary.as_dict())

@@ -12,10 +12,10 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 
 from pipeline.core.errors import KbakError
+from pipeline.core.timefmt import now_iso
 
 FORMAT = 1
 TP = tuple[str, int]
@@ -132,7 +132,7 @@ class Checkpoint:
     def save(self) -> None:
         body = {
             "format": FORMAT,
-            "updated_at": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "updated_at": now_iso(),
             "complete": self.complete,
             "table_version": self.table_version,
             "records_delivered": self.records,

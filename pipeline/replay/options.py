@@ -1,4 +1,4 @@
-"""What a replay is asked to do, and the parsing of the flags that say it (times, keys, offsets, maps).
+"""What a replay is asked to do, and the parsing of the flags that say it (keys, offsets, maps; times: core.timefmt).
 
 Every parser raises a one-line KbakError naming the flag, so bad input fails before anything runs.
 """
@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
 
 from pipeline.core.errors import KbakError
 from pipeline.core.storage import Lake
+from pipeline.core.timefmt import iso_ms, parse_time
+
+__all__ = ["OffsetRange", "ReplayOptions", "parse_key", "parse_offsets", "parse_rate", "parse_time", "parse_topic_map"]
 
 REPARTITION_MODES = ("murmur2", "round-robin")
 
@@ -57,7 +59,7 @@ class ReplayOptions:
     def validate(self) -> None:
         if self.from_ms is not None and self.to_ms is not None and self.to_ms < self.from_ms:
             raise KbakError(
-                f"the window ends before it starts: --to {_iso(self.to_ms)} is before --from {_iso(self.from_ms)}"
+                f"the window ends before it starts: --to {iso_ms(self.to_ms)} is before --from {iso_ms(self.from_ms)}"
             )
         if self.repartition is not None and self.repartition not in REPARTITION_MODES:
             raise KbakError(f"--repartition must be one of {', '.join(REPARTITION_MODES)}, not {self.repartition!r}")
@@ -79,37 +81,6 @@ class ReplayOptions:
 
     def target_topic(self, source_topic: str) -> str:
         return self.topic_map.get(source_topic, source_topic)
-
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-
-
-def parse_time(text: str | int | None, flag: str, end: bool = False) -> int | None:
-    """Epoch milliseconds or ISO-8601 (naive means UTC) to epoch ms.
-
-    A date alone means the start of that day, or its last millisecond when it ends a window
-    (``end``), so ``--from 2024-07-01 --to 2024-09-30`` is the whole third quarter.
-    """
-    if text is None or text == "":
-        return None
-    if isinstance(text, int):
-        return text
-    s = str(text).strip()
-    if re.fullmatch(r"-?\d+", s):
-        return int(s)
-    try:
-        if _ISO_DATE.match(s):
-            day = date.fromisoformat(s)
-            start = datetime(day.year, day.month, day.day, tzinfo=UTC)
-            stamp = start + timedelta(days=1) - timedelta(milliseconds=1) if end else start
-        else:
-            stamp = datetime.fromisoformat(s.replace("z", "Z"))
-            if stamp.tzinfo is None:
-                stamp = stamp.replace(tzinfo=UTC)
-    except ValueError:
-        raise KbakError(f"{flag} {s!r} is neither epoch milliseconds nor an ISO-8601 time") from None
-    return (stamp - _EPOCH) // timedelta(milliseconds=1)
 
 
 def parse_key(text: str | None) -> bytes | None:
@@ -160,7 +131,3 @@ def parse_rate(text: str | float | None, flag: str) -> float | None:
     if not m:
         raise KbakError(f"{flag} {text!r} is not a rate (e.g. 500, 2k, 5MB)")
     return float(m.group(1)) * {"": 1, "k": 1e3, "m": 1e6, "g": 1e9}[m.group(2)]
-
-
-def _iso(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds")

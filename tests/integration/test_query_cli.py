@@ -8,6 +8,8 @@ import json
 import os
 import shlex
 import subprocess
+from datetime import UTC, datetime
+from pathlib import Path
 
 import duckdb
 import pyarrow.parquet as pq
@@ -259,6 +261,28 @@ def test_lake_that_is_not_a_kbak_table(tmp_path):
 def test_version_that_does_not_exist(lake):
     fails(kbak_query("topic_inventory", "--lake", lake[0], "--as-of", "999"), "has no version '999'")
     fails(kbak_query("topic_inventory", "--lake", lake[0], "--as-of", "1999-01-01T00:00:00Z"), "has no version")
+
+
+def test_as_of_takes_the_same_time_formats_as_from(lake):
+    """Issue 14.13: bare dates and space-separated times work for --as-of as they do for --from."""
+    path, _ = lake
+    sql = "SELECT version, as_of FROM kbak_table"
+    log = sorted((Path(path) / "_delta_log").glob("*.json"))[-1]
+    newest, lines = int(log.stem), log.read_text().splitlines()
+    committed = next(json.loads(x)["commitInfo"]["timestamp"] for x in lines if "commitInfo" in x)
+    stamp = datetime.fromtimestamp(committed / 1000 + 1, UTC).strftime("%Y-%m-%d %H:%M:%S")  # with a space
+    for as_of in ("2099-01-01", stamp, "2099-01-01T00:00:00Z", "2099-01-01 00:00:00+02:00"):
+        proc = kbak_query("--sql", sql, "--lake", path, "--as-of", as_of, "-f", "json")
+        assert proc.returncode == 0, (as_of, proc.stderr)
+        assert json.loads(proc.stdout) == [{"version": newest, "as_of": as_of}]
+    far = kbak_query("--sql", sql, "--lake", path, "--as-of", "2099-01-01", "-f", "json")
+    assert far.stderr.startswith(f"kbak: note: --as-of 2099-01-01 is after the newest version ({newest}, committed ")
+    assert far.stderr.strip().endswith(f"): reading version {newest}")
+    fails(kbak_query("topic_inventory", "--lake", path, "--as-of", "1999-01-01"), "created after that time")
+    fails(
+        kbak_query("topic_inventory", "--lake", path, "--as-of", "yesterday"),
+        "--as-of 'yesterday' is neither epoch milliseconds nor an ISO-8601 time",
+    )
 
 
 def test_name_and_sql_together_or_neither(lake):

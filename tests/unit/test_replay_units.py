@@ -6,6 +6,7 @@ import pytest
 from support.kbak_testing import JAVA_MURMUR2
 
 from pipeline.core.errors import KbakError
+from pipeline.core.timefmt import iso_ms
 from pipeline.replay.checkpoint import Progress
 from pipeline.replay.offsets import GroupMapper
 from pipeline.replay.options import OffsetRange, parse_key, parse_offsets, parse_rate, parse_time
@@ -33,8 +34,15 @@ def test_parse_time():
     assert parse_time("2024-06-01T00:00:00.123Z", "--from") == 1717200000123
     assert parse_time("2024-06-01T02:00:00+02:00", "--from") == 1717200000000
     assert parse_time("2024-06-01T00:00:00", "--from") == 1717200000000  # naive means UTC
+    assert parse_time("2024-06-01 00:00:00.123", "--as-of") == 1717200000123  # a space, as people type it
     with pytest.raises(KbakError, match="--to 'soon' is neither epoch milliseconds nor an ISO-8601 time"):
         parse_time("soon", "--to")
+
+
+def test_one_time_format_out():
+    assert iso_ms(1717200000123) == "2024-06-01T00:00:00.123Z"
+    assert iso_ms(0) == "1970-01-01T00:00:00.000Z" and iso_ms(None) is None
+    assert parse_time(iso_ms(1717200000123), "--from") == 1717200000123
 
 
 def test_parse_key_offsets_rate():
