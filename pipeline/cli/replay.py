@@ -50,6 +50,9 @@ def replay_cmd(
     connect_timeout: Annotated[
         float, typer.Option("--connect-timeout", help="Seconds the target may take to answer.")
     ] = 10.0,
+    delivery_timeout: Annotated[
+        float, typer.Option("--delivery-timeout", help="Seconds a record may wait for the target's ack.")
+    ] = 30.0,
     s3_endpoint: S3EndpointOpt = None,
     s3_region: S3RegionOpt = None,
     kafka_setting: Annotated[Many, typer.Option("-X", "--kafka-setting", help="librdkafka key=value.")] = None,
@@ -94,6 +97,7 @@ def replay_cmd(
         max_records=_pick(max_records, r.max_records),
         kafka_settings=settings,
         connect_timeout_s=connect_timeout,
+        delivery_timeout_s=delivery_timeout,
     )
     note = as_of_note(options.lake, options.as_of)  # a time after the newest version: say which is read
     if note:

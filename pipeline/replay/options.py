@@ -53,6 +53,7 @@ class ReplayOptions:
     max_records: int | None = None  # stop (cleanly, resumable) after this many records
     kafka_settings: dict[str, str] = field(default_factory=dict)
     connect_timeout_s: float = 10.0  # how long the target may take to answer before the run is refused
+    delivery_timeout_s: float = 30.0  # how long a record may wait for the target's ack (a dead target fails then)
     batch_rows: int = 50_000  # rows per Arrow batch handed to the producer loop
     chunk_rows: int = 200_000  # rows sorted at a time per source partition (bounds the sort's memory)
 
@@ -74,6 +75,8 @@ class ReplayOptions:
             raise KbakError("chunk_rows and batch_rows must be at least 1")
         if self.connect_timeout_s <= 0:
             raise KbakError(f"--connect-timeout must be positive, not {self.connect_timeout_s:g}")
+        if self.delivery_timeout_s <= 0:
+            raise KbakError(f"--delivery-timeout must be positive, not {self.delivery_timeout_s:g}")
         if self.max_records is not None and self.max_records < 1:
             raise KbakError(f"--max-records must be at least 1, not {self.max_records}")
         if self.where is not None and not self.where.strip():

@@ -155,6 +155,7 @@ class _Run:
             stop=stop,
             max_records=options.max_records,
             on_chunk=self._tick,
+            delivery_timeout_s=options.delivery_timeout_s,
         )
 
     def execute(self) -> ReplaySummary:
