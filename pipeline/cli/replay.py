@@ -36,7 +36,12 @@ def replay_cmd(
     offset_headers: Annotated[
         bool | None, typer.Option("--offset-headers", help="Add kbak.source.* provenance headers.")
     ] = None,
-    checkpoint: Annotated[str | None, typer.Option("--checkpoint", help="Progress file; a rerun resumes.")] = None,
+    checkpoint: Annotated[
+        str | None, typer.Option("--checkpoint", help="Progress file (default: one in the lake); a rerun resumes.")
+    ] = None,
+    again: Annotated[
+        bool, typer.Option("--again", help="Deliver again what this replay already delivered (a fresh copy).")
+    ] = False,
     dry_run: Annotated[bool | None, typer.Option("--dry-run", help="Show what would be produced.")] = None,
     rate_limit: Annotated[str | None, typer.Option("--rate-limit", help="Records per second (e.g. 500, 2k).")] = None,
     rate_limit_bytes: Annotated[
@@ -89,6 +94,7 @@ def replay_cmd(
         create_topics=bool(_pick(create_topics, r.create_topics)),
         offset_headers=bool(_pick(offset_headers, r.include_offset_headers)),
         checkpoint=_pick(checkpoint, r.checkpoint),
+        again=again,
         dry_run=bool(_pick(dry_run, r.dry_run)),
         rate_records=parse_rate(_pick(rate_limit, r.rate_limit_records), "--rate-limit"),
         rate_bytes=parse_rate(_pick(rate_limit_bytes, r.rate_limit_bytes), "--rate-limit-bytes"),
@@ -119,6 +125,13 @@ def _show(summary, json_out: bool) -> None:
         return
     d = summary.as_dict()
     mb = summary.bytes / 1e6
+    if summary.already_delivered_at is not None:
+        typer.echo(
+            f"nothing to do: already delivered by replay at {summary.already_delivered_at} "
+            f"({summary.skipped_by_checkpoint} records to {summary.target}); use --again for a fresh copy "
+            f"[checkpoint {summary.checkpoint}]"
+        )
+        return
     if summary.dry_run:
         typer.echo(
             f"dry run: would replay {summary.records} records ({mb:.1f} MB key+value) from table version "
@@ -138,8 +151,11 @@ def _show(summary, json_out: bool) -> None:
     )
     if summary.skipped_by_checkpoint:
         typer.echo(
-            f"  {summary.skipped_by_checkpoint} records were delivered earlier (checkpoint {summary.checkpoint})"
+            f"  resumed: {summary.skipped_by_checkpoint} records were delivered earlier and not again "
+            f"(checkpoint {summary.checkpoint}; --again for a fresh copy)"
         )
+    if summary.checkpoint_note:
+        typer.echo(f"  note: {summary.checkpoint_note}")
     for topic, parts in d["topics"].items():
         for p, s in parts.items():
             typer.echo(

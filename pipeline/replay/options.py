@@ -44,7 +44,8 @@ class ReplayOptions:
     repartition: str | None = None  # None (keep partitions), "murmur2" or "round-robin"
     create_topics: bool = False
     offset_headers: bool = False
-    checkpoint: str | None = None
+    checkpoint: str | None = None  # None: the default checkpoint (checkpoint.Checkpoint.default)
+    again: bool = False  # deliver the selection again even if this replay already delivered it
     dry_run: bool = False
     rate_records: float | None = None  # records/s
     rate_bytes: float | None = None  # bytes/s (key + value)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from confluent_kafka.admin import AdminClient
-from support.kbak_testing import JAVA_MURMUR2, Rec, consume_all, produce, run_json, run_kbak
+from support.kbak_testing import JAVA_MURMUR2, consume_all, content, produce, run_json, run_kbak
 
 from pipeline.core.storage import Lake
 from pipeline.dev.sample import create_topics
@@ -67,14 +67,6 @@ def archive(kafka, tmp_path_factory):
     run_json("ingest", "-b", kafka.bootstrap, "--topics", topic, "--lake", lake, "--once", "--flush-records", "60")
     source = consume_all(kafka.bootstrap, topic, PARTITIONS)
     return {"topic": topic, "lake": lake, "source": source}
-
-
-def content(recs: list[Rec]) -> list[tuple]:
-    """What a replay must preserve, per partition in order: everything but topic and offset."""
-    return [
-        (r.partition, r.key, r.value, r.headers, r.timestamp_ms)
-        for r in sorted(recs, key=lambda r: (r.partition, r.offset))
-    ]
 
 
 def replay(archive, *args: str) -> dict:

@@ -8,8 +8,7 @@ import subprocess
 import time
 
 import pytest
-from support.kbak_testing import KBAK, consume_all, produce, run_json, run_kbak
-from test_replay import content
+from support.kbak_testing import KBAK, consume_all, content, produce, run_json, run_kbak
 
 from pipeline.dev.sample import create_topics
 
