@@ -223,7 +223,7 @@ class Checkpoint:
         except OSError as exc:
             if self.fallback is None:
                 raise KbakError(f"cannot write the replay checkpoint {self.path}: {first_line(exc)}") from None
-            self.note = f"the lake refused the checkpoint ({first_line(exc, 120)}); it is kept at {self.fallback.where}"
+            self.note = f"the lake refused the checkpoint ({first_line(exc)}); it is kept at {self.fallback.where}"
             self.store, self.fallback = self.fallback, None
             try:
                 self.store.save(data)
