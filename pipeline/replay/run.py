@@ -15,7 +15,7 @@ import time
 from pipeline.core.errors import KbakError, first_line
 from pipeline.core.kafka import client_config
 from pipeline.core.progress import Reporter, Snapshot
-from pipeline.core.signals import stop_on_signals
+from pipeline.core.signals import interrupt_on_signals, stop_on_signals
 from pipeline.ingest.groups import group_offsets
 from pipeline.replay.checkpoint import Checkpoint, Progress
 from pipeline.replay.offsets import GroupMapper, commit_group
@@ -62,6 +62,11 @@ def replay(
     """Run (or, with ``dry_run``, plan) a replay. Raises KbakError before producing on bad input, and
     ReplayFailed (carrying the summary of what was delivered) when a started run stops early."""
     options.validate()
+    with interrupt_on_signals():  # until producing starts, SIGINT/SIGTERM just end the run (exit 130)
+        return _replay(options, reporter, stop)
+
+
+def _replay(options: ReplayOptions, reporter: Reporter | None, stop: threading.Event | None) -> ReplaySummary:
     started = time.monotonic()
     reporter = reporter or Reporter()
     stop = stop or threading.Event()

@@ -97,3 +97,21 @@ def test_dead_target_fails_within_the_delivery_timeout_naming_the_broker(lake, t
     assert "within the delivery timeout (4s, --delivery-timeout)" in lines[0]
     summary = json.loads(out)
     assert summary["status"] == "failed" and json.loads(ckpt.read_text())["records_delivered"] == summary["records"]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_signal_before_producing_ends_the_run_in_seconds(lake, tmp_path, sig):
+    """While kbak still waits for an unreachable target (--connect-timeout 30), a signal ends it: exit 130,
+    one line, nothing written."""
+    from pipeline.dev.servers import free_port
+
+    path, _source = lake
+    args = ["replay", "--lake", path, "-b", f"127.0.0.1:{free_port()}", "--connect-timeout", "30"]
+    proc = subprocess.Popen([KBAK, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(4)
+    asked = time.monotonic()
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=60)
+    took = time.monotonic() - asked
+    assert (proc.returncode, err.strip(), out) == (130, "kbak: error: interrupted", "")
+    assert took < 10, f"the signal took {took:.1f}s to end the run"
