@@ -10,9 +10,10 @@ from deltalake import DeltaTable
 from deltalake.exceptions import TableNotFoundError
 
 from pipeline.core.errors import KbakError, first_line
+from pipeline.core.parsing import parse_time
 from pipeline.core.schema import check_table_schema
 from pipeline.core.storage import Lake
-from pipeline.core.timefmt import EPOCH, iso_ms, parse_time
+from pipeline.core.timefmt import EPOCH, iso_ms
 
 SEVEN_YEARS = "interval 2557 days"
 

@@ -9,8 +9,9 @@ import re
 from dataclasses import dataclass, field
 
 from pipeline.core.errors import KbakError
+from pipeline.core.parsing import parse_key, parse_time
 from pipeline.core.storage import Lake
-from pipeline.core.timefmt import iso_ms, parse_time
+from pipeline.core.timefmt import iso_ms
 
 __all__ = ["OffsetRange", "ReplayOptions", "parse_key", "parse_offsets", "parse_rate", "parse_time", "parse_topic_map"]
 
@@ -85,18 +86,6 @@ class ReplayOptions:
 
     def target_topic(self, source_topic: str) -> str:
         return self.topic_map.get(source_topic, source_topic)
-
-
-def parse_key(text: str | None) -> bytes | None:
-    """``--key``: UTF-8 text, or ``hex:`` followed by the key's bytes in hex."""
-    if text is None:
-        return None
-    if text.startswith("hex:"):
-        try:
-            return bytes.fromhex(text[4:])
-        except ValueError:
-            raise KbakError(f"--key {text!r} is not valid hex after 'hex:'") from None
-    return text.encode()
 
 
 _OFFSETS = re.compile(r"^(\d+):(\d+)-(\d*)$")

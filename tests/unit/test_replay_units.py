@@ -7,6 +7,7 @@ from confluent_kafka import KafkaError
 from support.kbak_testing import JAVA_MURMUR2
 
 from pipeline.core.errors import KbakError
+from pipeline.core.kafka import with_logger
 from pipeline.core.timefmt import iso_ms
 from pipeline.replay.checkpoint import Progress
 from pipeline.replay.offsets import GroupMapper
@@ -120,7 +121,7 @@ def _sender(**conf) -> Sender:
     import threading
 
     return Sender(
-        {"bootstrap.servers": "127.0.0.1:9", **conf},
+        with_logger({"bootstrap.servers": "127.0.0.1:9", **conf}),  # its connection attempts stay quiet
         {},
         Progress(),
         repartition=None,
