@@ -128,7 +128,8 @@ def _show(summary, json_out: bool) -> None:
     if summary.already_delivered_at is not None:
         typer.echo(
             f"nothing to do: already delivered by replay at {summary.already_delivered_at} "
-            f"({summary.skipped_by_checkpoint} records to {summary.target}); use --again for a fresh copy "
+            f"({summary.skipped_by_checkpoint} records of table version {summary.table_version} to "
+            f"{summary.target}); use --again for a fresh copy "
             f"[checkpoint {summary.checkpoint}]"
         )
         return

@@ -55,7 +55,10 @@ def test_rerun_is_a_no_op_and_again_makes_a_fresh_copy(kafka, lake, topic_name):
 
     again = run_kbak(*replay_args(kafka, lake, target), check=True)  # a retried restore: nothing doubles
     assert again.stdout.startswith("nothing to do: already delivered by replay at ")
-    assert f"({TOTAL} records to {kafka.bootstrap}); use --again for a fresh copy" in again.stdout
+    version = first["table_version"]
+    assert f"({TOTAL} records of table version {version} to {kafka.bootstrap}); use --again for a fresh copy" in (
+        again.stdout
+    )
     rerun = run_json(*replay_args(kafka, lake, target))
     assert (rerun["status"], rerun["records"], rerun["skipped_by_checkpoint"]) == ("complete", 0, TOTAL)
     assert rerun["already_delivered_at"] == json.loads(ckpt.read_text())["completed_at"]
