@@ -15,6 +15,7 @@ from support import erase_lakes
 from support.custody_lakes import two_runs
 from support.erase_lakes import SUBJECT, is_subject
 from support.kbak_testing import Rec, consume_all, produce, run_json, run_kbak
+from support.s3_fault_proxy import FaultProxy
 
 
 @pytest.fixture(scope="module")
@@ -260,3 +261,37 @@ def test_erase_on_an_object_lock_lake(kafka, s3, topic_name):
     state = run_json("erase", *lake, "--status", "--key", "k5", env=env)["erasures"][0]["state"]
     assert state == "erased from every read and deleted from storage"
     assert run_kbak("validate", *lake, "--deep", env=env).returncode == 0
+
+
+def test_storage_failure_during_erasure_changes_nothing_and_a_rerun_completes(kafka, s3, bucket, topic_name):
+    topic = topic_name("erase-fail")
+    uri, env = f"s3://{bucket}/lake", s3.env()
+    two_runs(kafka, topic, uri, "--s3-endpoint", s3.endpoint, env=env)
+    with FaultProxy(s3.endpoint) as proxy:
+        lake = ("--lake", uri, "--s3-endpoint", proxy.endpoint)
+        request = ("--request-id", "REQ-F", "--reason", "art17", "--key", "k7")
+
+        def k7(*as_of: str) -> int:
+            sql = "SELECT count(*) AS n FROM records WHERE key = 'k7'::BLOB"
+            proc = run_kbak("query", *lake, "--sql", sql, "-f", "json", *as_of, env=env)
+            assert proc.returncode == 0, proc.stderr
+            return json.loads(proc.stdout)[0]["n"]
+
+        proxy.fail_when = lambda method, path: method == "PUT" and "/_delta_log/" in path
+        proc = erase_failing(lake, request, env)
+        assert "erase commit" in proc.stderr and proxy.failed > 1
+        assert (k7(), k7("--as-of", "1")) == (2, 1)  # nothing half-erased, at any version
+        assert "no erasure of request 'REQ-F'" in run_kbak("erase", *lake, "--status", "--request-id", "REQ-F",
+                                                           env=env).stderr  # fmt: skip
+
+        proxy.heal()
+        assert run_json("erase", *lake, *request, env=env)["records"] == 2
+        assert (k7(), k7("--as-of", "1")) == (0, 0)
+        valid = run_kbak("validate", *lake, "--deep", "--format", "json", env=env)
+        assert valid.returncode == 0, valid.stdout
+
+
+def erase_failing(lake: tuple[str, ...], request: tuple[str, ...], env: dict):
+    proc = run_kbak("erase", *lake, *request, env=env)
+    assert proc.returncode == 1 and proc.stderr.startswith("kbak: error: ") and proc.stderr.count("\n") == 1, proc
+    return proc
