@@ -34,6 +34,8 @@ from pipeline.custody.manifest import (
 from pipeline.custody.rewrites import CHECKS as REWRITE_CHECKS
 from pipeline.custody.rewrites import content_digests, removed_file_digests, removed_files_gone
 from pipeline.custody.scan import FileScan, Keys, duplicates, find_gaps, recorded_gaps, scan_file, storage_sizes
+from pipeline.custody.scrubbed import CHECKS as SCRUB_CHECKS
+from pipeline.custody.scrubbed import scrub_problems
 
 # check name -> what it verifies (README lists the same)
 CHECKS = {
@@ -61,6 +63,7 @@ CHECKS = {
     "foreign-commit": "(warning) versions not written by kbak",
     "orphan-staged-body": "(warning) staged manifest bodies no commit points at (a crash before committing)",
     **REWRITE_CHECKS,
+    **SCRUB_CHECKS,
 }
 
 ORPHAN_AGE_S = 3600
@@ -142,6 +145,8 @@ def validate(
     _check_chain(lake, chain, add)
     for check, subject, message in removed_file_digests(chain):
         add(Finding(check, subject, message))
+    for check, subject, message, severity in scrub_problems(lake, chain, deep):
+        add(Finding(check, subject, message, severity))
     _check_anchors(chain, anchors or {}, add)
     _check_orphans(lake, chain, add)
     live = _check_files(lake, chain, backup_id, deep, report)
