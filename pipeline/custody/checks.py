@@ -135,6 +135,21 @@ class Check(StrEnum):
         "each compaction's record digest equals that of the files it added and removed (those still in storage)",
         True,
     )
+    REMOVED_FILE_GONE = (
+        "removed-file-gone",
+        "each file removed from the table and gone from storage was deleted by a `kbak vacuum` that recorded it",
+        True,
+    )
+    # -- erasure --
+    READSET_INDEX = (
+        "readset-index",
+        "the erasure readset index maps every original to the replacement its erase manifest names",
+    )
+    SCRUBBED_REPLACEMENT = (
+        "scrubbed-replacement",
+        "each scrubbed replacement readers use exists and hashes to its manifest's SHA-256",
+        True,
+    )
     # -- warnings --
     FOREIGN_COMMIT = ("foreign-commit", "versions not written by kbak", False, True)
     ORPHAN_STAGED_BODY = (

@@ -22,7 +22,7 @@ from pipeline.core.storage import Lake
 from pipeline.core.table import open_table
 from pipeline.custody.chain import load_chain
 from pipeline.custody.history import head, list_runs
-from pipeline.custody.scan import Keys, find_gaps
+from pipeline.custody.scan import Keys, find_gaps, recorded_gaps
 from pipeline.custody.validate import validate
 
 
@@ -139,7 +139,7 @@ def _period_gaps(lake: Lake, rows: list[dict], chain, start: date, end: date, sk
             skipped.append(r["path"])
             return None
 
-    recorded = [g for rec in chain for g in rec.manifest_body.gaps]
+    recorded = recorded_gaps(rec.body for rec in chain)
     found: list[tuple[dict, pa.Table]] = []
     todo, seen_paths, holes = window, set(), []
     while todo:

@@ -18,6 +18,7 @@ from pipeline.custody.manifest import FileEntry, Operation, manifest_path
 
 REMOVED_FILE_DIGEST = Check.REMOVED_FILE_DIGEST
 CONTENT_DIGEST = Check.CONTENT_DIGEST
+REMOVED_FILE_GONE = Check.REMOVED_FILE_GONE
 
 Problem = tuple[Check, str, str]  # check, subject, message
 
@@ -38,6 +39,29 @@ def removed_file_digests(chain: list[VersionRecord]) -> Iterator[Problem]:
         for f in body.files_added:
             if f.path:
                 added[f.path] = (rec.version, f.sha256 or "")
+
+
+def removed_files_gone(chain: list[VersionRecord], present: set[str]) -> Iterator[Problem]:
+    """Removed files missing from storage that no vacuum manifest says it deleted."""
+    removed: dict[str, int] = {}
+    vacuumed: set[str] = set()
+    for rec in chain:
+        body = rec.body or {}
+        for f in body.get("files_removed") or []:
+            removed[f.get("path")] = rec.version
+        for s in body.get("files_scrubbed") or []:
+            removed[s.get("original")] = rec.version
+        for f in body.get("files_added") or []:
+            removed.pop(f.get("path"), None)
+        vacuumed.update(f.get("path") for f in body.get("files_deleted") or [])
+    for path, version in sorted(removed.items(), key=lambda kv: (kv[1], str(kv[0]))):
+        if path and path not in present and path not in vacuumed:
+            yield (
+                REMOVED_FILE_GONE,
+                path,
+                f"removed from the table at version {version} and gone from storage, but no vacuum recorded "
+                "deleting it",
+            )
 
 
 def content_digests(lake: Lake, chain: list[VersionRecord]) -> Iterator[Problem]:

@@ -36,8 +36,9 @@ from pipeline.custody.manifest import (
     seal,
     sha256_hex,
 )
-from pipeline.custody.rewrites import content_digests, removed_file_digests
-from pipeline.custody.scan import FileScan, Keys, duplicates, find_gaps, scan_file, storage_sizes
+from pipeline.custody.rewrites import content_digests, removed_file_digests, removed_files_gone
+from pipeline.custody.scan import FileScan, Keys, duplicates, find_gaps, recorded_gaps, scan_file, storage_sizes
+from pipeline.custody.scrubbed import scrub_problems
 
 ORPHAN_AGE_S = 3600
 
@@ -121,13 +122,16 @@ def validate(
     _check_chain(lake, chain, add)
     for check, subject, message in removed_file_digests(chain):
         add(Finding(check, subject, message))
+    for check, subject, message, severity in scrub_problems(lake, chain, deep):
+        add(Finding(check, subject, message, severity))
     _check_anchors(chain, anchors or {}, add)
     _check_orphans(lake, chain, add)
     live = _check_files(lake, chain, backup_id, deep, report)
     if deep and live:
         _deep(lake, chain, live, report)
     if deep:
-        for check, subject, message in content_digests(lake, chain):
+        gone = removed_files_gone(chain, set(storage_sizes(lake)))
+        for check, subject, message in [*content_digests(lake, chain), *gone]:
             add(Finding(check, subject, message))
     return report
 
@@ -265,7 +269,7 @@ _ORPHAN = (
 def _repair(lake: Lake) -> list[int]:
     load_chain(lake)  # "no archive here" is a usage error (exit 2), before anything is written
     try:
-        sealed = seal(lake, open_table(lake))
+        sealed = seal(lake, open_table(lake), full=True)
     except KbakError as exc:
         raise type(exc)(f"cannot repair {lake.uri}: {exc}", exc.exit_code) from None
     chain = load_chain(lake)
@@ -413,7 +417,7 @@ def _deep(lake: Lake, chain: list[VersionRecord], live: list[_Live], report: Val
     rewrites = {r.version for r in chain if r.manifest_body.files_removed}
     _check_version_order({v: tps for v, tps in by_version.items() if v not in rewrites}, add)
     _check_ranges(chain, by_version, unreadable_versions, live, add)
-    recorded = [g for rec in chain for g in rec.manifest_body.gaps]
+    recorded = recorded_gaps(rec.body for rec in chain)
     lost = lost_offsets(chain, missing, keys)
     report.gaps = [g for g in find_gaps(keys, recorded) if not _covered(g, lost)] + lost
     report.gaps.sort(key=lambda g: (g["topic"], g["partition"], g["first_missing"]))
