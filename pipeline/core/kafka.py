@@ -17,6 +17,27 @@ CONNECT_TIMEOUT_S = 10.0
 # stderr, so a failure reaches the user as one line from kbak; `KBAK_LOG=debug` shows them.
 KAFKA_LOG = logging.getLogger("kbak.librdkafka")
 
+# How ingest consumes (``-X`` settings override these). Replay's producer defaults are
+# ``pipeline.replay.produce.PRODUCER_DEFAULTS``.
+CONSUMER_DEFAULTS: dict = {
+    "enable.auto.commit": False,
+    "enable.auto.offset.store": False,
+    "enable.partition.eof": True,
+    "isolation.level": "read_committed",
+    "auto.offset.reset": "earliest",
+    # Prefetch little (bounded RSS) but refill at once: librdkafka's default waits a whole
+    # second (fetch.queue.backoff.ms=1000) after the queue filled, which starved the loop.
+    "fetch.max.bytes": 32 << 20,
+    "max.partition.fetch.bytes": 4 << 20,
+    "queued.max.messages.kbytes": 16 << 10,
+    "fetch.queue.backoff.ms": 10,
+    "socket.connection.setup.timeout.ms": 10000,
+    # Short enough that a dead worker's partitions move on quickly (and that group
+    # joins on the test broker take seconds, not tens of seconds).
+    "session.timeout.ms": 6000,
+    "heartbeat.interval.ms": 1000,
+}
+
 
 def with_logger(conf: dict) -> dict:
     """Client settings with librdkafka's log routed to Python logging."""
