@@ -6,7 +6,7 @@ import logging
 import re
 from collections.abc import Iterable
 
-from confluent_kafka import KafkaException
+from confluent_kafka import Consumer, KafkaException
 from confluent_kafka.admin import AdminClient, ClusterMetadata
 
 from pipeline.core.errors import KbakError
@@ -49,6 +49,17 @@ def client_config(bootstrap_servers: str, extra: dict[str, str] | None = None) -
     if not bootstrap_servers:
         raise KbakError("--bootstrap-servers is required")
     return with_logger({"bootstrap.servers": bootstrap_servers, **(extra or {})})
+
+
+def consumer_for(conf: dict, group_id: str, overrides: dict[str, str] | None = None) -> Consumer:
+    """An ingest consumer: ``CONSUMER_DEFAULTS``, then ``overrides`` (``-X``); bad settings are one line."""
+    try:
+        return Consumer({**conf, **CONSUMER_DEFAULTS, "group.id": group_id, **(overrides or {})})
+    except KafkaException as exc:
+        detail = exc.args[0].str() if exc.args and hasattr(exc.args[0], "str") else str(exc)
+        raise KbakError(f"bad Kafka client setting: {detail.removeprefix('Failed to create consumer: ')}") from None
+    except (TypeError, ValueError) as exc:
+        raise KbakError(f"bad Kafka client setting: {exc}") from None
 
 
 def parse_settings(pairs: Iterable[str]) -> dict[str, str]:

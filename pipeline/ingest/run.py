@@ -19,7 +19,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartiti
 
 from pipeline import custody
 from pipeline.core.errors import KbakError
-from pipeline.core.kafka import CONSUMER_DEFAULTS, client_config, cluster_metadata, compile_patterns, select_topics
+from pipeline.core.kafka import client_config, cluster_metadata, compile_patterns, consumer_for, select_topics
 from pipeline.core.metrics import IngestMetrics
 from pipeline.core.progress import Reporter, Snapshot
 from pipeline.core.ranges import partition_ranges
@@ -60,6 +60,16 @@ class _Run:
         self.started = time.monotonic()
         self.group_id = opts.group_id or default_group_id(self.lake)
         self.conf = client_config(opts.bootstrap_servers, opts.kafka_settings)
+        # Made first: librdkafka checks its settings as a whole here, before the lake is touched.
+        self.consumer = consumer_for(self.conf, self.group_id, opts.kafka_settings)
+        try:
+            self._prepare()
+        except BaseException:
+            self.consumer.close()
+            raise
+
+    def _prepare(self) -> None:
+        opts = self.opts
         if not opts.topics:
             raise KbakError("--topics is required (one or more regular expressions)")
         self.include = compile_patterns(opts.topics, "--topics")
@@ -94,8 +104,7 @@ class _Run:
     # -- the loop -------------------------------------------------------------------------
 
     def execute(self) -> IngestSummary:
-        consumer = Consumer({**self.conf, **CONSUMER_DEFAULTS, "group.id": self.group_id, **self.opts.kafka_settings})
-        self.consumer = consumer
+        consumer = self.consumer
         self.committer = Committer(
             self.lake,
             source_cluster=self.cluster,

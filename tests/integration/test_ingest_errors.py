@@ -38,6 +38,17 @@ def test_patterns_matching_no_topic(kafka, tmp_path):
     assert not (tmp_path / "l").exists()
 
 
+def test_client_setting_librdkafka_rejects_is_one_line_before_the_lake_exists(kafka, tmp_path, topic_name):
+    """Issue 14.11: librdkafka checks settings in combination only when a client is made."""
+    topic = topic_name("badx")
+    create_topics(kafka.bootstrap, {topic: 1})
+    lake = tmp_path / "lake"
+    bad = ("-X", "fetch.max.bytes=3000")
+    proc = run_kbak("ingest", "-b", kafka.bootstrap, "--topics", topic, "--lake", str(lake), *bad)
+    assert "fetch.max.bytes" in _one_line_error(proc)
+    assert not lake.exists()
+
+
 def test_invalid_regex(kafka, tmp_path):
     proc = run_kbak("ingest", "-b", kafka.bootstrap, "--topics", "orders(", "--lake", str(tmp_path / "l"))
     assert "not a valid regular expression" in _one_line_error(proc)
