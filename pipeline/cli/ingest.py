@@ -42,6 +42,14 @@ def ingest_cmd(
     topic_refresh_seconds: Annotated[
         float, typer.Option("--topic-refresh-seconds", help="How often to look for new matching topics.")
     ] = 10.0,
+    snapshot_timeout: Annotated[
+        float,
+        typer.Option(
+            "--snapshot-timeout",
+            min=0,
+            help="--once: seconds to wait for partitions other group members hold before failing.",
+        ),
+    ] = 60.0,
     json_out: Annotated[bool, typer.Option("--json", help="Print the final summary as JSON.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
 ) -> None:
@@ -76,6 +84,7 @@ def ingest_cmd(
         snapshot_groups=bool(_pick(snapshot_groups, b.snapshot_groups, False)),
         object_lock_days=_pick(object_lock_days, b.object_lock_days, None),
         topic_refresh_seconds=topic_refresh_seconds,
+        snapshot_timeout_seconds=snapshot_timeout,
     )
     summary = ingest(opts, reporter=reporter_for_terminal(quiet or json_out))
     if json_out:

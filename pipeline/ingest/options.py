@@ -28,7 +28,9 @@ class IngestOptions:
     topic_refresh_seconds: float = 10.0
     snapshot_groups: bool = False
     object_lock_days: int | None = None
-    idle_timeout_seconds: float = 60.0  # --once: give up when no partition is assigned this long
+    # --once: how long to wait, once this worker has nothing left to read, for the rest of the
+    # snapshot (partitions other members of the group hold) before failing.
+    snapshot_timeout_seconds: float = 60.0
 
 
 def default_group_id(lake: Lake) -> str:

@@ -31,6 +31,7 @@ from pipeline.ingest.commit import CommitResult, ensure_table
 from pipeline.ingest.committer import Committer, Flush
 from pipeline.ingest.options import IngestOptions, default_group_id
 from pipeline.ingest.partitions import TP, Partitions
+from pipeline.ingest.snapshot import behind, describe, snapshot_ends
 from pipeline.ingest.summary import IngestSummary
 
 
@@ -100,6 +101,10 @@ class _Run:
         self.buffer = Buffer()
         self.snap = Snapshot(label=f"ingest {self.summary.backup_id} (consumed)")
         self._last_report = 0.0
+        self.ends: dict[TP, tuple[int, int]] = {}  # --once: (low, end) per partition, seen at the start
+        self.waiting_since: float | None = None
+        self.next_check = 0.0
+        self.last_lag: dict[TP, int] = {}
 
     # -- the loop -------------------------------------------------------------------------
 
@@ -116,6 +121,8 @@ class _Run:
         self.committer.start()
         try:
             with stop_on_signals(self.stop):
+                if self.opts.once:
+                    self.ends = snapshot_ends(self.conf, [(t, p) for t in self.topics for p in self.partitions[t]])
                 if self.opts.once and not self.opts.group_id:
                     # A snapshot with no group named takes every partition itself: no group
                     # membership, so members of an earlier killed run cannot hold partitions it
@@ -148,17 +155,11 @@ class _Run:
 
     def _loop(self) -> None:
         next_refresh = time.monotonic() + self.opts.topic_refresh_seconds
-        idle_since = time.monotonic()
         while not self.stop.is_set():
             self._drain_results()
             if self.opts.once:
-                assigned = self.state.assigned()
-                if assigned:
-                    idle_since = time.monotonic()
-                    if all(self.state[tp].done for tp in assigned):
-                        return
-                elif time.monotonic() - idle_since > self.opts.idle_timeout_seconds:
-                    raise KbakError("no partition was assigned to this worker; is the group busy elsewhere?")
+                if self._snapshot_complete():
+                    return
             elif time.monotonic() >= next_refresh:
                 self._refresh_topics()
                 next_refresh = time.monotonic() + self.opts.topic_refresh_seconds
@@ -170,6 +171,43 @@ class _Run:
             if self.buffer.due(self.opts.flush_records, self.opts.flush_bytes, self.opts.flush_seconds):
                 self._flush()
             self._report()
+
+    def _snapshot_complete(self) -> bool:
+        """--once: True when the table holds every selected partition to its end seen at the start.
+
+        While this worker still has assigned partitions to read, it reads. Then it waits (polling,
+        so the group can hand it more partitions) until the log shows the rest archived, by it or
+        by the group's other members, for at most ``snapshot_timeout_seconds``.
+        """
+        if any(not self.state[tp].done for tp in self.state.assigned()):
+            self.waiting_since = None
+            return False
+        now = time.monotonic()
+        if now < self.next_check:
+            return False
+        self.next_check = now + 1.0
+        self._flush()
+        self._wait_committer()
+        first = self.waiting_since is None
+        if first:
+            self.waiting_since = now
+        lag = behind(self.dt, self.cluster, self.ends)
+        if not lag:
+            return True
+        timed_out = now - self.waiting_since >= self.opts.snapshot_timeout_seconds
+        if first or timed_out or lag != self.last_lag:
+            self.last_lag = lag
+            lag = behind(self.dt, self.cluster, self.ends, self.conf)  # one fetch: is a record really missing?
+            if not lag:
+                return True
+        if timed_out:
+            group = f" members of group {self.group_id} still hold them or" if self.opts.group_id else ""
+            raise KbakError(
+                f"snapshot incomplete after waiting {self.opts.snapshot_timeout_seconds:g}s (--snapshot-timeout): "
+                f"{describe(lag)} not archived to the end seen at the start;{group} reading them failed "
+                "(a rerun continues from what is archived)"
+            )
+        return False
 
     def _take(self, msgs: list) -> None:
         errors = [m for m in msgs if m.error() is not None]
