@@ -57,7 +57,7 @@ def ingest_cmd(
     # Imported here so `kbak --help` and other commands do not pay for the ingest stack.
     from pipeline.core.config import BackupConfig, load_config
     from pipeline.core.kafka import parse_settings
-    from pipeline.core.progress import reporter_for_terminal
+    from pipeline.core.progress import plural, reporter_for_terminal
     from pipeline.ingest import IngestOptions, ingest
 
     cfg = load_config(config, BackupConfig) if config else BackupConfig()
@@ -91,9 +91,9 @@ def ingest_cmd(
         emit_json(summary.as_dict())
         return
     typer.echo(
-        f"archived {summary.records} records ({summary.bytes_written / 1e6:.1f} MB in Parquet) from "
-        f"{len(summary.partitions)} topics in {summary.commits} commits "
-        f"(versions {summary.first_version}..{summary.last_version}) in {summary.duration_s:.1f}s "
+        f"archived {plural(summary.records, 'record')} ({summary.bytes_written / 1e6:.1f} MB in Parquet) from "
+        f"{plural(len(summary.partitions), 'topic')} in {plural(summary.commits, 'commit')} "
+        f"({_versions(summary.first_version, summary.last_version)}) in {summary.duration_s:.1f}s "
         f"[backup_id {summary.backup_id}]"
     )
     for topic, parts in sorted(summary.partitions.items()):
@@ -105,6 +105,12 @@ def ingest_cmd(
         typer.echo(
             f"  gap {gap['topic']}[{gap['partition']}] {gap['first_missing']}..{gap['last_missing']}: {gap['reason']}"
         )
+
+
+def _versions(first: int | None, last: int | None) -> str:
+    if first is None:
+        return "nothing new to commit"
+    return f"version {first}" if first == last else f"versions {first}..{last}"
 
 
 def _pick(flag, from_file, default):

@@ -48,12 +48,22 @@ class LogReporter(Reporter):
     def __init__(self, every: float = 5.0) -> None:
         self.every = every
         self._last = 0.0
+        self._unprinted: str | None = None
 
     def update(self, snap: Snapshot) -> None:
         now = time.monotonic()
         if now - self._last >= self.every:
             self._last = now
+            self._unprinted = None
             print(snap.line(), file=sys.stderr, flush=True)
+        else:
+            self._unprinted = snap.line()
+
+    def close(self) -> None:
+        # The last state, so the final line is not a stale one from up to ``every`` seconds before.
+        if self._unprinted is not None:
+            print(self._unprinted, file=sys.stderr, flush=True)
+            self._unprinted = None
 
 
 class LiveReporter(Reporter):
@@ -88,6 +98,11 @@ class LiveReporter(Reporter):
 
     def close(self) -> None:
         self._live.stop()
+
+
+def plural(n: int, word: str) -> str:
+    """``1 topic``, ``2 topics``."""
+    return f"{n:,} {word}" if n == 1 else f"{n:,} {word}s"
 
 
 def reporter_for_terminal(quiet: bool = False) -> Reporter:

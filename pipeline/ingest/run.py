@@ -139,6 +139,7 @@ class _Run:
             self.committer.join(timeout=120)
             with contextlib.suppress(Exception):
                 consumer.close()
+            self.reporter.update(self.snap)
             self.reporter.close()
         if self.opts.snapshot_groups:
             from pipeline.ingest.groups import snapshot_groups
