@@ -26,7 +26,9 @@ def ingest_cmd(
     flush_records: Annotated[int | None, typer.Option("--flush-records", min=1)] = None,
     flush_bytes: Annotated[int | None, typer.Option("--flush-bytes", min=1)] = None,
     flush_seconds: Annotated[float | None, typer.Option("--flush-seconds", min=0.001)] = None,
-    target_file_size: Annotated[int | None, typer.Option("--target-file-size", min=1)] = None,
+    target_file_size: Annotated[
+        int | None, typer.Option("--target-file-size", help="Bytes per Parquet file, at most (>= 1 MiB).")
+    ] = None,
     s3_endpoint: S3EndpointOpt = None,
     s3_region: S3RegionOpt = None,
     kafka_setting: Annotated[

@@ -33,6 +33,7 @@ from pipeline.ingest.options import IngestOptions, default_group_id
 from pipeline.ingest.partitions import TP, Partitions
 from pipeline.ingest.snapshot import behind, describe, snapshot_ends
 from pipeline.ingest.summary import IngestSummary
+from pipeline.ingest.writer import MIN_TARGET_FILE_SIZE
 
 
 def ingest(
@@ -60,6 +61,11 @@ class _Run:
         self.lake = opts.lake
         self.started = time.monotonic()
         self.group_id = opts.group_id or default_group_id(self.lake)
+        if opts.target_file_size < MIN_TARGET_FILE_SIZE:
+            raise KbakError(
+                f"--target-file-size {opts.target_file_size} is too small: at least {MIN_TARGET_FILE_SIZE} (1 MiB)",
+                exit_code=2,
+            )
         self.conf = client_config(opts.bootstrap_servers, opts.kafka_settings)
         # Made first: librdkafka checks its settings as a whole here, before the lake is touched.
         self.consumer = consumer_for(self.conf, self.group_id, opts.kafka_settings)

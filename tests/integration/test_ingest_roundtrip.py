@@ -94,3 +94,20 @@ def test_text_summary_and_last_progress_line(kafka, tmp_path, topic_name):
     again = run_kbak(*args, check=True)
     assert again.stdout.startswith("archived 0 records (") and "(nothing new to commit)" in again.stdout
     assert "None" not in again.stdout
+
+
+def test_target_file_size_bounds_every_file(kafka, tmp_path, topic_name):
+    """Issue 14.10: ``--target-file-size`` is a cap on each Parquet file, not a per-row-group check."""
+    import random
+
+    topic = topic_name("fsize")
+    create_topics(kafka.bootstrap, {topic: 1})
+    rnd = random.Random(7)
+    produce(kafka.bootstrap, [{"topic": topic, "value": rnd.randbytes(400)} for _ in range(8000)])
+    lake = tmp_path / "lake"
+    cap = 1 << 20
+    run_json("ingest", "-b", kafka.bootstrap, "--topics", topic, "--lake", str(lake), "--once",
+             "--target-file-size", str(cap))  # fmt: skip
+    sizes = [p.stat().st_size for p in lake.rglob("*.parquet")]
+    assert len(sizes) >= 3 and max(sizes) <= cap, sizes
+    assert archive_rows(str(lake), topic=topic) == consume_all(kafka.bootstrap, topic, 1)
