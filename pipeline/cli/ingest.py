@@ -52,6 +52,14 @@ def ingest_cmd(
             help="--once: seconds to wait for partitions other group members hold before failing.",
         ),
     ] = 60.0,
+    unassigned_warning: Annotated[
+        float,
+        typer.Option(
+            "--unassigned-warning-seconds",
+            min=0,
+            help="Continuous: warn when the group assigns this worker no partition for this long.",
+        ),
+    ] = 60.0,
     json_out: Annotated[bool, typer.Option("--json", help="Print the final summary as JSON.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
 ) -> None:
@@ -87,6 +95,7 @@ def ingest_cmd(
         object_lock_days=_pick(object_lock_days, b.object_lock_days, None),
         topic_refresh_seconds=topic_refresh_seconds,
         snapshot_timeout_seconds=snapshot_timeout,
+        unassigned_warning_seconds=unassigned_warning,
     )
     summary = ingest(opts, reporter=reporter_for_terminal(quiet or json_out))
     if json_out:
@@ -107,6 +116,8 @@ def ingest_cmd(
         typer.echo(
             f"  gap {gap['topic']}[{gap['partition']}] {gap['first_missing']}..{gap['last_missing']}: {gap['reason']}"
         )
+    for warning in summary.warnings:
+        typer.echo(f"  warning: {warning}")
 
 
 def _versions(first: int | None, last: int | None) -> str:

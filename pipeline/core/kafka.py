@@ -88,6 +88,17 @@ def cluster_metadata(conf: dict[str, str], timeout: float = CONNECT_TIMEOUT_S) -
         ) from None
 
 
+def group_members(conf: dict, group_id: str, timeout: float = 5.0) -> list[str] | None:
+    """``client_id@host`` of each member of a consumer group, or None when the admin API cannot tell."""
+    try:
+        admin = AdminClient(with_logger(conf))
+        futures = admin.describe_consumer_groups([group_id], request_timeout=timeout)
+        desc = futures[group_id].result(timeout)
+        return sorted(f"{m.client_id}@{m.host}" for m in desc.members)
+    except Exception:  # noqa: BLE001 - best effort: the caller's message stands without the names
+        return None
+
+
 def compile_patterns(patterns: Iterable[str], flag: str) -> list[re.Pattern]:
     out = []
     for p in patterns:

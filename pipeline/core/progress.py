@@ -41,8 +41,18 @@ class Reporter:
     def close(self) -> None:  # noqa: B027
         pass
 
+    def warn(self, text: str) -> None:  # noqa: B027 - the API returns warnings in its summary instead
+        pass
 
-class LogReporter(Reporter):
+
+class WarningReporter(Reporter):
+    """No progress, but warnings as ``kbak: warning: ...`` lines on stderr (``--quiet``, ``--json``)."""
+
+    def warn(self, text: str) -> None:
+        print(f"kbak: warning: {text}", file=sys.stderr, flush=True)
+
+
+class LogReporter(WarningReporter):
     """Plain lines on stderr every ``every`` seconds (for logs, CI, pipes)."""
 
     def __init__(self, every: float = 5.0) -> None:
@@ -66,7 +76,7 @@ class LogReporter(Reporter):
             self._unprinted = None
 
 
-class LiveReporter(Reporter):
+class LiveReporter(WarningReporter):
     """A rich live table on a terminal."""
 
     def __init__(self) -> None:
@@ -107,5 +117,5 @@ def plural(n: int, word: str) -> str:
 
 def reporter_for_terminal(quiet: bool = False) -> Reporter:
     if quiet:
-        return Reporter()
+        return WarningReporter()
     return LiveReporter() if sys.stderr.isatty() else LogReporter()

@@ -31,6 +31,8 @@ class IngestOptions:
     # --once: how long to wait, once this worker has nothing left to read, for the rest of the
     # snapshot (partitions other members of the group hold) before failing.
     snapshot_timeout_seconds: float = 60.0
+    # Continuous: warn when no partition has been assigned to this worker this long.
+    unassigned_warning_seconds: float = 60.0
 
 
 def default_group_id(lake: Lake) -> str:

@@ -19,7 +19,14 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartiti
 
 from pipeline import custody
 from pipeline.core.errors import KbakError
-from pipeline.core.kafka import client_config, cluster_metadata, compile_patterns, consumer_for, select_topics
+from pipeline.core.kafka import (
+    client_config,
+    cluster_metadata,
+    compile_patterns,
+    consumer_for,
+    group_members,
+    select_topics,
+)
 from pipeline.core.metrics import IngestMetrics
 from pipeline.core.progress import Reporter, Snapshot
 from pipeline.core.ranges import partition_ranges
@@ -111,6 +118,9 @@ class _Run:
         self.waiting_since: float | None = None
         self.next_check = 0.0
         self.last_lag: dict[TP, int] = {}
+        self.ever_assigned = False  # continuous: for the no-assignment warning
+        self.unassigned_since: float | None = None
+        self.warned_unassigned: float | None = None
 
     # -- the loop -------------------------------------------------------------------------
 
@@ -152,6 +162,8 @@ class _Run:
 
             own = frozenset({self.group_id})
             snapshot_groups(self.lake, self.conf, self.topics, self.cluster, self.summary.backup_id, skip=own)
+        if not self.opts.once and not self.ever_assigned:
+            self.summary.warnings.append(f"no partition was assigned to this worker (consumer group {self.group_id})")
         self.summary.duration_s = time.monotonic() - self.started
         return self.summary
 
@@ -167,9 +179,11 @@ class _Run:
             if self.opts.once:
                 if self._snapshot_complete():
                     return
-            elif time.monotonic() >= next_refresh:
-                self._refresh_topics()
-                next_refresh = time.monotonic() + self.opts.topic_refresh_seconds
+            else:
+                self._watch_assignment()
+                if time.monotonic() >= next_refresh:
+                    self._refresh_topics()
+                    next_refresh = time.monotonic() + self.opts.topic_refresh_seconds
             # Never read past --flush-records, so a flush holds at most that many records.
             room = max(self.opts.flush_records - self.buffer.rows, 1)
             msgs = self.consumer.consume(num_messages=min(5_000, room), timeout=0.2)
@@ -215,6 +229,36 @@ class _Run:
                 "(a rerun continues from what is archived)"
             )
         return False
+
+    def _watch_assignment(self) -> None:
+        """Continuous: say so when the group leaves this worker with nothing to read for too long."""
+        if self.state.assigned():
+            self.ever_assigned, self.unassigned_since = True, None
+            return
+        now = time.monotonic()
+        if self.unassigned_since is None:
+            self.unassigned_since = now
+            return
+        waited = now - self.unassigned_since
+        if waited < self.opts.unassigned_warning_seconds or self.warned_unassigned == self.unassigned_since:
+            return
+        self.warned_unassigned = self.unassigned_since
+        members = group_members(self.conf, self.group_id)
+        who = (
+            f"members: {', '.join(members)}"
+            if members
+            else "the admin API could not list its members"
+            if members is None
+            else "the admin API lists no members"
+        )
+        text = (
+            f"no partition assigned to this worker for {waited:.0f}s by consumer group {self.group_id} ({who}); "
+            "other members hold them all, or the group is stuck"
+        )
+        self.metrics.errors.labels(kind="unassigned").inc()
+        self.reporter.warn(text)
+        if text not in self.summary.warnings:
+            self.summary.warnings.append(text)
 
     def _take(self, msgs: list) -> None:
         errors = [m for m in msgs if m.error() is not None]
@@ -344,6 +388,7 @@ class _Run:
                 lag[tp[0]] += behind
                 self.metrics.lag.labels(topic=tp[0], partition=str(tp[1])).set(behind)
         self.snap.lag = dict(lag)
+        self.metrics.assigned.set(len(self.state.assigned()))
         self.reporter.update(self.snap)
 
     def _refresh_topics(self) -> None:
@@ -382,6 +427,7 @@ class _Run:
                     "reason": "deleted_before_archive",
                 }
             s.assigned = True
+        self.ever_assigned = self.ever_assigned or bool(partitions)
         consumer.assign(partitions)
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:

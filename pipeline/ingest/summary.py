@@ -19,6 +19,7 @@ class IngestSummary:
     duration_s: float = 0.0
     partitions: dict[str, dict[int, dict]] = field(default_factory=dict)
     gaps: list[dict] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict:
         return {
@@ -34,4 +35,5 @@ class IngestSummary:
             "records_per_s": round(self.records / self.duration_s, 1) if self.duration_s else None,
             "partitions": {t: {str(p): v for p, v in ps.items()} for t, ps in self.partitions.items()},
             "gaps": self.gaps,
+            "warnings": self.warnings,
         }
