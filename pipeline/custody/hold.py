@@ -16,6 +16,8 @@ from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from pipeline.core.errors import KbakError
+from pipeline.core.errors import aws_code as _code
+from pipeline.core.errors import aws_message as _msg
 from pipeline.core.storage import Lake
 from pipeline.custody.manifest import STAGED_DIR, checkpoint_path, log_path, manifest_path
 
@@ -96,9 +98,16 @@ def hold(lake: Lake, until: datetime, mode: str) -> dict:
 
 def legal_hold(lake: Lake, on: bool) -> dict:
     """Set (or clear) a legal hold on every object of the table: no expiry, removable only explicitly."""
+    lock_configuration(lake)  # a bucket without Object Lock is named before anything else
+    objects = table_objects(lake)
+    set_legal_hold(lake, objects, on)
+    return {"lake": lake.uri, "legal_hold": "ON" if on else "OFF", "objects": len(objects)}
+
+
+def set_legal_hold(lake: Lake, objects: list[str], on: bool) -> None:
+    """Set (or clear) the legal hold on these lake-relative objects (case holds use it per file)."""
     client = lake.boto3_client()
     lock_configuration(lake, client)
-    objects = table_objects(lake)
     status = "ON" if on else "OFF"
 
     def one(rel: str) -> None:
@@ -108,7 +117,6 @@ def legal_hold(lake: Lake, on: bool) -> dict:
             raise KbakError(f"cannot set legal hold {status} on {rel}: {_msg(exc)}") from None
 
     _pool(one, objects)
-    return {"lake": lake.uri, "legal_hold": status, "objects": len(objects)}
 
 
 def hold_status(lake: Lake) -> dict:
@@ -213,14 +221,3 @@ def _head(client, lake: Lake, rel: str) -> dict:
 def _pool(fn, items: list) -> list:
     with ThreadPoolExecutor(max_workers=THREADS) as pool:
         return list(pool.map(fn, items))
-
-
-def _code(exc: BaseException) -> str:
-    return getattr(exc, "response", {}).get("Error", {}).get("Code", "") if hasattr(exc, "response") else ""
-
-
-def _msg(exc: BaseException) -> str:
-    if hasattr(exc, "response"):
-        err = exc.response.get("Error", {})
-        return f"{err.get('Code', 'error')}: {err.get('Message', '')}".strip()
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]

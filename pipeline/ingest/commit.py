@@ -11,7 +11,6 @@ commit it.
 from __future__ import annotations
 
 import contextlib
-import getpass
 import os
 import signal
 import socket
@@ -31,6 +30,7 @@ from pipeline.core.ranges import partition_ranges
 from pipeline.core.schema import PARTITION_COLUMNS, RECORD_SCHEMA
 from pipeline.core.storage import Lake
 from pipeline.core.table import TABLE_CONFIGURATION, app_id, open_table
+from pipeline.custody.operation import created_by, find_committed_version
 from pipeline.ingest.batch import without_partitions
 from pipeline.ingest.writer import DataFile, write_files
 
@@ -46,10 +46,6 @@ class CommitResult:
     committed: dict[TopicPartition, int]  # last offset now in the table, per partition written
     rejected: dict[TopicPartition, int | None] = field(default_factory=dict)  # what the log says instead
     manifest_digest: str | None = None
-
-
-def created_by() -> str:
-    return f"{getpass.getuser()}@{socket.gethostname()} kbak/{__version__}"
 
 
 def ensure_table(lake: Lake) -> DeltaTable:
@@ -134,14 +130,14 @@ def commit_records(
             _fault("before-commit")
             read_version = dt.version()
             dt.create_write_transaction(
-                [_add_action(f) for f in files],
+                [add_action(f) for f in files],
                 mode="append",
                 schema=RECORD_SCHEMA,
                 partition_by=PARTITION_COLUMNS,
                 commit_properties=CommitProperties(custom_metadata=meta, app_transactions=txns, max_commit_retries=10),
             )
             _fault("after-commit")
-            version = _committed_version(lake, dt, read_version, digest)
+            version = find_committed_version(lake, dt, read_version, digest)
             custody.seal(lake, dt)
             committed = {(r["topic"], r["partition"]): r["last_offset"] for r in ranges}
             size = sum(f.size for f in files)
@@ -175,16 +171,6 @@ def _fault(point: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-def _committed_version(lake: Lake, dt: DeltaTable, read_version: int, digest: str) -> int:
-    """The version our commit got (others may have committed around it): found by its manifest digest."""
-    dt.update_incremental()
-    for version in range(read_version + 1, dt.version() + 1):
-        entry = lake.read_bytes(custody.manifest.log_path(version))
-        if digest.encode() in entry:
-            return version
-    raise KbakError(f"committed to {lake.uri} but cannot find the commit (manifest {digest}) in the log")
-
-
 def _fence(dt: DeltaTable, expected: dict[TopicPartition, int | None], cluster: str) -> dict:
     moved = {}
     for (topic, partition), want in expected.items():
@@ -194,7 +180,8 @@ def _fence(dt: DeltaTable, expected: dict[TopicPartition, int | None], cluster: 
     return moved
 
 
-def _add_action(f: DataFile) -> AddAction:
+def add_action(f: DataFile) -> AddAction:
+    """The Delta add action of a data file kbak wrote (ingest, compaction)."""
     return AddAction(f.path, f.size, f.partition_values, f.modification_time, True, f.stats)
 
 
@@ -205,16 +192,7 @@ def _manifest_body(files: list[DataFile], ranges: list[dict], gaps: list[dict], 
         "created_at": datetime.now(UTC).isoformat(timespec="milliseconds"),
         "created_by": created_by(),
         "source_cluster": cluster,
-        "files_added": [
-            {
-                "path": f.path,
-                "size": f.size,
-                "records": f.records,
-                "sha256": f.sha256,
-                "partition_values": f.partition_values,
-            }
-            for f in files
-        ],
+        "files_added": [f.manifest_entry() for f in files],
         "files_removed": [],
         "partitions": ranges,
         "gaps": gaps,
