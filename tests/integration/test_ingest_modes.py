@@ -202,6 +202,7 @@ def test_continuous_worker_without_partitions_warns_and_says_so(kafka, tmp_path,
     produce(kafka.bootstrap, [{"topic": topic, "value": b"x%d" % i} for i in range(10)])
     lake = tmp_path / "lake"
     ports = [free_port(), free_port()]
+    common = ("--topics", topic, "--lake", str(lake), "--group-id", group, "--flush-seconds", "0.5")
     workers = [
         subprocess.Popen(
             [
@@ -209,19 +210,12 @@ def test_continuous_worker_without_partitions_warns_and_says_so(kafka, tmp_path,
                 "ingest",
                 "-b",
                 kafka.bootstrap,
-                "--topics",
-                topic,
-                "--lake",
-                str(lake),
-                "--group-id",
-                group,
-                "--flush-seconds",
-                "0.5",
+                *common,
                 "--metrics-port",
                 str(port),
+                "--json",
                 "--unassigned-warning-seconds",
                 "3",
-                "--json",
             ],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

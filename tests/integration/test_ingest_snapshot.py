@@ -52,12 +52,17 @@ def _kill_a_member_holding_everything(kafka, lake, topic: str, group: str, tag: 
     produce(kafka.bootstrap, _records(topic, 40, f"{tag}-after"))  # the dead member still holds these
 
 
-def test_once_in_a_group_with_a_dead_member_fails_naming_partitions_then_waits_for_them(kafka, tmp_path, topic_name):
-    topic = topic_name("snap")
+def _group_with_a_dead_member(kafka, tmp_path, topic: str) -> tuple:
     group = f"g-{topic}"
     create_topics(kafka.bootstrap, {topic: PARTS})
     lake = tmp_path / "lake"
     _kill_a_member_holding_everything(kafka, lake, topic, group, "a")
+    return group, lake
+
+
+def test_once_in_a_group_with_a_dead_member_fails_naming_partitions_then_waits_for_them(kafka, tmp_path, topic_name):
+    topic = topic_name("snap")
+    group, lake = _group_with_a_dead_member(kafka, tmp_path, topic)
 
     # Shorter than the dead member's session (6 s): the snapshot cannot complete, and says so.
     proc = run_kbak("ingest", "-b", kafka.bootstrap, "--topics", topic, "--lake", str(lake), "--once",
@@ -76,10 +81,7 @@ def test_once_in_a_group_with_a_dead_member_fails_naming_partitions_then_waits_f
 
 def test_incomplete_snapshot_counts_as_a_failed_run(kafka, tmp_path, topic_name):
     topic = topic_name("snapm")
-    group = f"g-{topic}"
-    create_topics(kafka.bootstrap, {topic: PARTS})
-    lake = tmp_path / "lake"
-    _kill_a_member_holding_everything(kafka, lake, topic, group, "b")
+    group, lake = _group_with_a_dead_member(kafka, tmp_path, topic)
     metrics = IngestMetrics()
     opts = IngestOptions(kafka.bootstrap, Lake.at(lake), [topic], once=True, group_id=group)
     opts.snapshot_timeout_seconds = 1
