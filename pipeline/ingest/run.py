@@ -150,6 +150,10 @@ class _Run:
                 self._loop()
                 self._flush()
                 self._wait_committer()
+                if self.opts.once and self.stop.is_set():
+                    lag = behind(self.dt, self.cluster, self.ends, self.conf)
+                    if lag:  # what was read is committed; the snapshot itself is not complete
+                        raise KbakError(f"interrupted before the snapshot was complete: {describe(lag)}")
         finally:
             self.committer.jobs.put(None)
             self.committer.join(timeout=120)
