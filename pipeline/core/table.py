@@ -82,3 +82,4 @@ def committed_offsets(dt: DeltaTable, source_cluster: str, partitions: list[tupl
         if v is not None:
             out[(topic, partition)] = v
     return out
+
