@@ -138,7 +138,8 @@ class _Run:
         try:
             with stop_on_signals(self.stop):
                 if self.opts.once:
-                    self.ends = snapshot_ends(self.conf, [(t, p) for t in self.topics for p in self.partitions[t]])
+                    selected = [(t, p) for t in self.topics for p in self.partitions[t]]
+                    self.ends = snapshot_ends(self.conf, selected, self.stop)
                 if self.opts.once and not self.opts.group_id:
                     # A snapshot with no group named takes every partition itself: no group
                     # membership, so members of an earlier killed run cannot hold partitions it

@@ -13,6 +13,7 @@ between what the table holds and the end (one fetch from there tells).
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 
@@ -26,7 +27,13 @@ TP = tuple[str, int]
 PROBE_TIMEOUT_S = 15.0
 
 
-def _probe(conf: dict, starts: dict[TP, int], first_record: bool = False, timeout: float = PROBE_TIMEOUT_S) -> dict:
+def _probe(
+    conf: dict,
+    starts: dict[TP, int],
+    first_record: bool = False,
+    timeout: float = PROBE_TIMEOUT_S,
+    stop: threading.Event | None = None,
+) -> dict:
     """Fetch each partition from ``starts``: its EOF offset, or (``first_record``) the first record's.
 
     Returns ``{tp: ("record" | "eof", offset)}``; partitions that answered neither in time are absent.
@@ -47,7 +54,7 @@ def _probe(conf: dict, starts: dict[TP, int], first_record: bool = False, timeou
     try:
         consumer.assign([TopicPartition(t, p, max(o, 0)) for (t, p), o in starts.items()])
         deadline = time.monotonic() + timeout
-        while len(out) < len(starts) and time.monotonic() < deadline:
+        while len(out) < len(starts) and time.monotonic() < deadline and not (stop and stop.is_set()):
             for m in consumer.consume(num_messages=1000, timeout=0.2):
                 tp = (m.topic(), m.partition())
                 if tp in out or tp not in starts:
@@ -67,7 +74,7 @@ def _probe(conf: dict, starts: dict[TP, int], first_record: bool = False, timeou
     return out
 
 
-def snapshot_ends(conf: dict, partitions: list[TP]) -> dict[TP, tuple[int, int]]:
+def snapshot_ends(conf: dict, partitions: list[TP], stop: threading.Event | None = None) -> dict[TP, tuple[int, int]]:
     """``{tp: (low, end)}``: each partition's first offset and its end, as fetches see them now."""
     probe = Consumer({**conf, "group.id": f"kbak-probe-{uuid.uuid4().hex[:8]}"})
     try:
@@ -76,7 +83,9 @@ def snapshot_ends(conf: dict, partitions: list[TP]) -> dict[TP, tuple[int, int]]
         probe.close()
     # Start one offset before ListOffsets' "latest": the last record on Kafka, the last batch on Tansu.
     starts = {tp: max(high - 1, low) for tp, (low, high) in marks.items()}
-    seen = _probe(conf, starts)
+    seen = _probe(conf, starts, stop=stop)
+    if stop is not None and stop.is_set():
+        raise KbakError("interrupted before the snapshot started")
     missing = [tp for tp in partitions if tp not in seen]
     if missing:
         raise KbakError(f"cannot read the end of {_names(missing)} within {PROBE_TIMEOUT_S:g}s")
