@@ -159,8 +159,9 @@ class _Run:
             self.committer.jobs.put(None)
             self.committer.join(timeout=120)
             with contextlib.suppress(Exception):
+                self._report(final=True)  # the last line shows the end state, not one from a second ago
+            with contextlib.suppress(Exception):
                 consumer.close()
-            self.reporter.update(self.snap)
             self.reporter.close()
         if self.opts.snapshot_groups:
             from pipeline.ingest.groups import snapshot_groups
@@ -378,9 +379,9 @@ class _Run:
         self.consumer.resume([target])
         self.consumer.seek(target)
 
-    def _report(self) -> None:
+    def _report(self, final: bool = False) -> None:
         now = time.monotonic()
-        if now - self._last_report < 1.0:
+        if now - self._last_report < 1.0 and not final:
             return
         self._last_report = now
         lag: dict[str, int] = defaultdict(int)
