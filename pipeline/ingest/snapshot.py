@@ -108,7 +108,14 @@ def behind(dt: DeltaTable, cluster: str, ends: dict[TP, tuple[int, int]], conf: 
     if conf is None or not lag:
         return lag
     first = _probe(conf, {tp: end - lag[tp] for tp, (_low, end) in ends.items() if tp in lag}, first_record=True)
-    return {tp: n for tp, n in lag.items() if tp not in first or first[tp][1] < ends[tp][1]}
+    # Reaching EOF first means nothing a read_committed reader can see is left (only commit markers,
+    # aborted records, or on Kafka an open transaction's records past the stable offset).
+    return {tp: n for tp, n in lag.items() if _record_before(first.get(tp), ends[tp][1])}
+
+
+def _record_before(seen: tuple[str, int] | None, end: int) -> bool:
+    """Whether the probe found a record before ``end`` (or could not tell: then assume so)."""
+    return seen is None or (seen[0] == "record" and seen[1] < end)
 
 
 def _names(tps) -> str:
