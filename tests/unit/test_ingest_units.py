@@ -176,3 +176,25 @@ def test_target_file_size_caps_every_file_even_when_later_records_compress_worse
     assert all(len(data) >= target * 3 // 4 for data, _rows in files[:-1])  # filled, not tiny
     back = pa.concat_tables(pq.read_table(io.BytesIO(data)) for data, _rows in files)
     assert back["offset"].to_pylist() == list(range(n))
+
+
+def test_partition_state_reset_and_buffer_drop():
+    from pipeline.ingest.buffer import Buffer
+    from pipeline.ingest.partitions import Partitions
+
+    state = Partitions()
+    s = state[("t", 0)]
+    s.assigned, s.done, s.end, s.expected = True, True, 10, 9
+    s.reset(4)
+    assert (s.expected, s.generation, s.done, s.end) == (4, 1, False, None)
+    assert state.assigned() == {("t", 0)}
+    state.unassign([("t", 0), ("t", 9)])
+    assert state.assigned() == set() and ("t", 9) not in state
+
+    buf = Buffer()
+    assert not buf.due(1, 1, 0) and buf.take() is None
+    buf.add(pa.table({"topic": ["t", "t", "u"], "partition": pa.array([0, 1, 0], pa.int32())}))
+    assert buf.due(3, 1 << 30, 60) and not buf.due(4, 1 << 30, 60)
+    buf.drop({("t", 1)})
+    assert buf.rows == 2
+    assert buf.take()["topic"].to_pylist() == ["t", "u"] and buf.rows == 0
