@@ -27,7 +27,9 @@ def ingest_cmd(
     flush_records: Annotated[int | None, typer.Option("--flush-records", min=1)] = None,
     flush_bytes: Annotated[int | None, typer.Option("--flush-bytes", min=1)] = None,
     flush_seconds: Annotated[float | None, typer.Option("--flush-seconds", min=0.001)] = None,
-    target_file_size: Annotated[int | None, typer.Option("--target-file-size", min=1)] = None,
+    target_file_size: Annotated[
+        int | None, typer.Option("--target-file-size", help="Bytes per Parquet file, at most (>= 1 MiB).")
+    ] = None,
     s3_endpoint: S3EndpointOpt = None,
     s3_region: S3RegionOpt = None,
     kafka_setting: Annotated[
@@ -52,6 +54,22 @@ def ingest_cmd(
     maintenance_seconds: Annotated[
         float, typer.Option("--maintenance-seconds", min=0.1, help="How often --compact/--retention-apply check.")
     ] = 300.0,
+    snapshot_timeout: Annotated[
+        float,
+        typer.Option(
+            "--snapshot-timeout",
+            min=0,
+            help="--once: seconds to wait for partitions other group members hold before failing.",
+        ),
+    ] = 60.0,
+    unassigned_warning: Annotated[
+        float,
+        typer.Option(
+            "--unassigned-warning-seconds",
+            min=0,
+            help="Continuous: warn when the group assigns this worker no partition for this long.",
+        ),
+    ] = 60.0,
     json_out: Annotated[bool, typer.Option("--json", help="Print the final summary as JSON.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
 ) -> None:
@@ -59,7 +77,7 @@ def ingest_cmd(
     # Imported here so `kbak --help` and other commands do not pay for the ingest stack.
     from pipeline.core.config import BackupConfig, load_config
     from pipeline.core.kafka import parse_settings
-    from pipeline.core.progress import reporter_for_terminal
+    from pipeline.core.progress import plural, reporter_for_terminal
     from pipeline.ingest import IngestOptions, ingest
 
     cfg = load_config(config, BackupConfig) if config else BackupConfig()
@@ -86,6 +104,8 @@ def ingest_cmd(
         snapshot_groups=bool(_pick(snapshot_groups, b.snapshot_groups, False)),
         object_lock_days=_pick(object_lock_days, b.object_lock_days, None),
         topic_refresh_seconds=topic_refresh_seconds,
+        snapshot_timeout_seconds=snapshot_timeout,
+        unassigned_warning_seconds=unassigned_warning,
     )
     do_compact = bool(_pick(compact, b.compact, False))
     do_retention = bool(_pick(retention_apply, b.retention_apply, False))
@@ -104,9 +124,9 @@ def ingest_cmd(
         emit_json(summary.as_dict())
         return
     typer.echo(
-        f"archived {summary.records} records ({summary.bytes_written / 1e6:.1f} MB in Parquet) from "
-        f"{len(summary.partitions)} topics in {summary.commits} commits "
-        f"(versions {summary.first_version}..{summary.last_version}) in {summary.duration_s:.1f}s "
+        f"archived {plural(summary.records, 'record')} ({summary.bytes_written / 1e6:.1f} MB in Parquet) from "
+        f"{plural(len(summary.partitions), 'topic')} in {plural(summary.commits, 'commit')} "
+        f"({_versions(summary.first_version, summary.last_version)}) in {summary.duration_s:.1f}s "
         f"[backup_id {summary.backup_id}]"
     )
     for topic, parts in sorted(summary.partitions.items()):
@@ -118,6 +138,14 @@ def ingest_cmd(
         typer.echo(
             f"  gap {gap['topic']}[{gap['partition']}] {gap['first_missing']}..{gap['last_missing']}: {gap['reason']}"
         )
+    for warning in summary.warnings:
+        typer.echo(f"  warning: {warning}")
+
+
+def _versions(first: int | None, last: int | None) -> str:
+    if first is None:
+        return "nothing new to commit"
+    return f"version {first}" if first == last else f"versions {first}..{last}"
 
 
 def _pick(flag, from_file, default):

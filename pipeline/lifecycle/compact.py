@@ -28,11 +28,11 @@ from pipeline.core.table import open_table
 from pipeline.custody.digest import RecordDigest, combine, record_digest
 from pipeline.custody.operation import commit_operation, remove_action
 from pipeline.ingest.commit import add_action
+from pipeline.ingest.writer import MIN_TARGET_FILE_SIZE as MIN_TARGET
 from pipeline.ingest.writer import DataFile, write_files
 from pipeline.lifecycle.files import LiveFile, live_files, parse_day, read_file, topic_pattern
 
 DEFAULT_TARGET = 128 << 20
-MIN_TARGET = 1 << 20
 
 
 @dataclass
