@@ -9,26 +9,63 @@ from typing import Annotated
 import typer
 
 from pipeline.cli._app import S3EndpointOpt, S3RegionOpt, app, emit_json, friendly, lake_from
+from pipeline.core import defaults
 
 
 @app.command("ingest")
 @friendly
 def ingest_cmd(
     config: Annotated[Path | None, typer.Option("--config", help="YAML config (OSO kafka-backup shape).")] = None,
-    bootstrap_servers: Annotated[str | None, typer.Option("--bootstrap-servers", "-b")] = None,
+    bootstrap_servers: Annotated[
+        str | None, typer.Option("--bootstrap-servers", "-b", help="Source Kafka cluster, host:port[,host:port].")
+    ] = None,
     topics: Annotated[list[str] | None, typer.Option("--topics", "-t", help="Regex of topics (repeatable).")] = None,
     exclude: Annotated[list[str] | None, typer.Option("--exclude", help="Regex of topics to skip.")] = None,
     lake: Annotated[str | None, typer.Option("--lake", help="Directory or s3://bucket/prefix.")] = None,
-    once: Annotated[bool | None, typer.Option("--once/--continuous", help="Snapshot to the current end.")] = None,
-    group_id: Annotated[str | None, typer.Option("--group-id")] = None,
-    source_cluster_id: Annotated[str | None, typer.Option("--source-cluster-id")] = None,
-    backup_id: Annotated[str | None, typer.Option("--backup-id")] = None,
-    compression_level: Annotated[int | None, typer.Option("--compression-level", min=1, max=22)] = None,
-    flush_records: Annotated[int | None, typer.Option("--flush-records", min=1)] = None,
-    flush_bytes: Annotated[int | None, typer.Option("--flush-bytes", min=1)] = None,
-    flush_seconds: Annotated[float | None, typer.Option("--flush-seconds", min=0.001)] = None,
+    once: Annotated[
+        bool | None,
+        typer.Option("--once/--continuous", help="Snapshot up to the end offsets seen at start, or run until stopped."),
+    ] = None,
+    group_id: Annotated[
+        str | None, typer.Option("--group-id", help="Consumer group; default: one derived from the lake.")
+    ] = None,
+    source_cluster_id: Annotated[
+        str | None, typer.Option("--source-cluster-id", help="Name recorded for the source; default: its cluster id.")
+    ] = None,
+    backup_id: Annotated[
+        str | None,
+        typer.Option("--backup-id", help="Name of this run in the custody chain; default: ingest-<time>-<id>."),
+    ] = None,
+    compression_level: Annotated[
+        int | None,
+        typer.Option(
+            "--compression-level", min=1, max=22, help=f"zstd level.  [default: {defaults.COMPRESSION_LEVEL}]"
+        ),
+    ] = None,
+    flush_records: Annotated[
+        int | None,
+        typer.Option(
+            "--flush-records", min=1, help=f"Commit after this many records.  [default: {defaults.FLUSH_RECORDS}]"
+        ),
+    ] = None,
+    flush_bytes: Annotated[
+        int | None,
+        typer.Option(
+            "--flush-bytes", min=1, help=f"... or this many bytes of Arrow data.  [default: {defaults.FLUSH_BYTES}]"
+        ),
+    ] = None,
+    flush_seconds: Annotated[
+        float | None,
+        typer.Option(
+            "--flush-seconds", min=0.001, help=f"... or this many seconds.  [default: {defaults.FLUSH_SECONDS:g}]"
+        ),
+    ] = None,
     target_file_size: Annotated[
-        int | None, typer.Option("--target-file-size", help="Bytes per Parquet file, at most (>= 1 MiB).")
+        int | None,
+        typer.Option(
+            "--target-file-size",
+            help=f"Bytes per Parquet file, at most (>= 1 MiB).  [default: {defaults.TARGET_FILE_SIZE}]",
+        ),
     ] = None,
     s3_endpoint: S3EndpointOpt = None,
     s3_region: S3RegionOpt = None,
@@ -71,7 +108,7 @@ def ingest_cmd(
         ),
     ] = 60.0,
     json_out: Annotated[bool, typer.Option("--json", help="Print the final summary as JSON.")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
 ) -> None:
     """Archive Kafka topics into the lake, exactly once."""
     # Imported here so `kbak --help` and other commands do not pay for the ingest stack.
@@ -94,11 +131,11 @@ def ingest_cmd(
         group_id=group_id or src.group_id,
         source_cluster_id=source_cluster_id or b.source_cluster_id,
         backup_id=backup_id or cfg.backup_id,
-        compression_level=_pick(compression_level, b.compression_level, 3),
-        flush_records=_pick(flush_records, b.flush_records, 500_000),
-        flush_bytes=_pick(flush_bytes, b.flush_bytes, 16 << 20),
-        flush_seconds=_pick(flush_seconds, b.flush_seconds, 30.0),
-        target_file_size=_pick(target_file_size, b.target_file_size, 128 << 20),
+        compression_level=_pick(compression_level, b.compression_level, defaults.COMPRESSION_LEVEL),
+        flush_records=_pick(flush_records, b.flush_records, defaults.FLUSH_RECORDS),
+        flush_bytes=_pick(flush_bytes, b.flush_bytes, defaults.FLUSH_BYTES),
+        flush_seconds=_pick(flush_seconds, b.flush_seconds, defaults.FLUSH_SECONDS),
+        target_file_size=_pick(target_file_size, b.target_file_size, defaults.TARGET_FILE_SIZE),
         kafka_settings=settings,
         metrics_port=_pick(metrics_port, b.metrics_port, None),
         snapshot_groups=bool(_pick(snapshot_groups, b.snapshot_groups, False)),

@@ -25,6 +25,7 @@ from deltalake.exceptions import CommitFailedError
 from deltalake.transaction import AddAction
 
 from pipeline import __version__, custody
+from pipeline.core import defaults
 from pipeline.core.errors import KbakError, first_line
 from pipeline.core.ranges import partition_ranges
 from pipeline.core.schema import PARTITION_COLUMNS, RECORD_SCHEMA
@@ -86,8 +87,8 @@ def commit_records(
     source_cluster: str,
     backup_id: str,
     gaps: list[dict] | None = None,
-    compression_level: int = 3,
-    target_file_size: int = 128 << 20,
+    compression_level: int = defaults.COMPRESSION_LEVEL,
+    target_file_size: int = defaults.TARGET_FILE_SIZE,
     max_attempts: int = 5,
     sleep: Callable[[float], None] = time.sleep,
 ) -> CommitResult:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 
+from pipeline.core import defaults
 from pipeline.core.storage import Lake
 
 
@@ -18,11 +19,11 @@ class IngestOptions:
     group_id: str | None = None
     source_cluster_id: str | None = None
     backup_id: str | None = None
-    compression_level: int = 3
-    flush_records: int = 500_000
-    flush_bytes: int = 16 << 20
-    flush_seconds: float = 30.0
-    target_file_size: int = 128 << 20
+    compression_level: int = defaults.COMPRESSION_LEVEL
+    flush_records: int = defaults.FLUSH_RECORDS
+    flush_bytes: int = defaults.FLUSH_BYTES
+    flush_seconds: float = defaults.FLUSH_SECONDS
+    target_file_size: int = defaults.TARGET_FILE_SIZE
     kafka_settings: dict[str, str] = field(default_factory=dict)
     metrics_port: int | None = None
     topic_refresh_seconds: float = 10.0

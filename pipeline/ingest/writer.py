@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from pipeline.core import defaults
 from pipeline.core.schema import FILE_SCHEMA, PARTITION_COLUMNS
 from pipeline.core.storage import Lake
 
@@ -51,7 +52,10 @@ class DataFile:
 
 
 def write_files(
-    lake: Lake, table: pa.Table, compression_level: int = 3, target_file_size: int = 128 << 20
+    lake: Lake,
+    table: pa.Table,
+    compression_level: int = defaults.COMPRESSION_LEVEL,
+    target_file_size: int = defaults.TARGET_FILE_SIZE,
 ) -> list[DataFile]:
     """Write ``table`` (rows of the record schema) as one or more files per (topic, date) partition."""
     files: list[DataFile] = []

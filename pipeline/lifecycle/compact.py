@@ -21,6 +21,7 @@ from datetime import date
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pipeline.core import defaults
 from pipeline.core.errors import KbakError
 from pipeline.core.schema import RECORD_SCHEMA
 from pipeline.core.storage import Lake
@@ -32,7 +33,7 @@ from pipeline.ingest.writer import MIN_TARGET_FILE_SIZE as MIN_TARGET
 from pipeline.ingest.writer import DataFile, write_files
 from pipeline.lifecycle.files import LiveFile, live_files, parse_day, read_file, topic_pattern
 
-DEFAULT_TARGET = 128 << 20
+DEFAULT_TARGET = defaults.TARGET_FILE_SIZE
 
 
 @dataclass
