@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from pipeline.cli._app import LakeOpt, S3EndpointOpt, S3RegionOpt, app, emit_json, fail, friendly, lake_from
+from pipeline.core import defaults
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="JSON output.")]
 DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Say what would be done; change nothing.")]
@@ -113,7 +114,7 @@ def compact_cmd(
     to_date: Annotated[str | None, typer.Option("--to-date", help="Last date (YYYY-MM-DD).")] = None,
     target_file_size: Annotated[
         int, typer.Option("--target-file-size", help="Bytes per file to aim for (at least 1 MiB).")
-    ] = 128 << 20,
+    ] = defaults.TARGET_FILE_SIZE,
     dry_run: DryRunOpt = False,
     as_json: JsonOpt = False,
     s3_endpoint: S3EndpointOpt = None,
@@ -195,6 +196,29 @@ def lifecycle_cmd(
         emit_json(tiers.apply(target, ia_days, glacier_ir_days))
         return
     emit_json(tiers.configuration(target, rule))
+
+
+def start_maintenance(opts, stop, rules: list, compact: bool, retention_apply: bool, interval: float):
+    """``kbak ingest``'s lifecycle side: write the config's retention rules, then (continuous) a checker thread."""
+    from pipeline.ingest.commit import ensure_table
+    from pipeline.lifecycle.maintenance import Maintenance, sync_policies
+
+    if (compact or retention_apply) and opts.once:
+        fail("--compact and --retention-apply run with continuous ingest (not --once)")
+    if rules:
+        ensure_table(opts.lake)
+        sync_policies(opts.lake, [r.model_dump() for r in rules])
+    if compact or retention_apply:
+        topics = "|".join(f"(?:{t})" for t in opts.topics)
+        worker = Maintenance(opts.lake, stop, compact=compact, retention_apply=retention_apply, topics=topics,
+                             target_file_size=opts.target_file_size, interval=interval, warn=_warn)  # fmt: skip
+        worker.start()
+        return worker
+    return None
+
+
+def _warn(message: str) -> None:
+    typer.echo(f"kbak: warning: {message}", err=True)
 
 
 def _now(text: str | None) -> datetime | None:

@@ -154,8 +154,8 @@ class Check(StrEnum):
     FOREIGN_COMMIT = ("foreign-commit", "versions not written by kbak", False, True)
     ORPHAN_STAGED_BODY = (
         "orphan-staged-body",
-        "staged manifest bodies no commit points at: the body of a commit that never happened (a crash "
-        "before committing, or the loser of a race between two concurrent ingests); harmless, removed by "
+        "staged manifest bodies no commit points at: the body of a commit that never happened (a process "
+        "stopped before committing; a writer that loses a commit race removes its own); harmless, removed by "
         "`validate --repair` once older than an hour",
         False,
         True,

@@ -261,8 +261,8 @@ def _check_orphans(lake: Lake, chain: list[VersionRecord], add) -> None:
 
 
 _ORPHAN = (
-    "staged manifest body of a commit that never committed (it lost a race to a concurrent ingest, or the "
-    "process stopped before committing); harmless, `kbak validate --repair` removes it once an hour old"
+    "staged manifest body of a commit that never committed (the process stopped before committing, or it "
+    "lost a commit race to a concurrent ingest); harmless, `kbak validate --repair` removes it once an hour old"
 )
 
 
