@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import os
 import re
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -18,7 +19,7 @@ from urllib.parse import urlparse
 
 import pyarrow.fs as pafs
 
-from pipeline.core.errors import KbakError, first_line
+from pipeline.core.errors import KbakError, aws_code, aws_message, first_line
 
 
 class StorageAccessError(KbakError):
@@ -56,13 +57,12 @@ def storage_error(
     if not lake.is_s3 or isinstance(exc, (FileNotFoundError, KbakError)):
         return None
     text = " ".join(str(exc).split()) + " " + type(exc).__name__
-    code = getattr(exc, "response", {}).get("Error", {}).get("Code", "") if hasattr(exc, "response") else ""
-    text += f" {code}"
+    text += f" {aws_code(exc)}"
     if _NO_BUCKET.search(text):
         return StorageAccessError(f"bucket {lake.bucket} of lake {lake.uri} does not exist")
     if unreachable and _UNREACHABLE.search(text):
         where = lake.s3.endpoint or "AWS S3"
-        return StorageAccessError(f"cannot reach {where} for lake {lake.uri}: {_reason(exc, 'unreachable')}")
+        return StorageAccessError(f"cannot reach {where} for lake {lake.uri}: {_reason(exc)}")
     denied = _DENIED.search(text)
     generic = "Generic S3 error" in text or "INTERNAL_FAILURE" in text
     if (denied or generic) and not lake.has_credentials():
@@ -70,7 +70,7 @@ def storage_error(
             f"no AWS credentials found for {lake.uri}: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE)"
         )
     if denied:
-        return StorageAccessError(f"access denied to {lake.uri}: check AWS credentials ({_reason(exc, denied[0])})")
+        return StorageAccessError(f"access denied to {lake.uri}: check AWS credentials ({_reason(exc)})")
     if generic and probe:
         try:
             if lake.fs.get_file_info(lake.bucket).type == pafs.FileType.NotFound:
@@ -81,10 +81,10 @@ def storage_error(
     return None
 
 
-def _reason(exc: BaseException, matched: str) -> str:
-    if hasattr(exc, "response"):
-        err = exc.response.get("Error", {})
-        return f"{err.get('Code', matched)}: {err.get('Message', '')}".strip().rstrip(":")
+def _reason(exc: BaseException) -> str:
+    """What the storage said, in one short line (boto3, pyarrow and deltalake word it differently)."""
+    if getattr(exc, "response", None):
+        return aws_message(exc).rstrip(":")
     m = re.search(r"AWS Error (\w+) during (\w+) operation: ([^(]*)", str(exc))
     if m:
         return f"{m[1]} during {m[2]}: {m[3].strip()}"
@@ -254,6 +254,34 @@ class Lake:
             return
         with self.fs.open_output_stream(full) as out:
             out.write(data)
+
+    @translate_storage_errors
+    def write_new(self, relative: str, data: bytes) -> bool:
+        """Write a file only if it does not exist yet; False (nothing written) when it does.
+
+        Local lakes: atomic (a hard link of the written temporary file fails if the name exists). S3:
+        checked just before the PUT, so two writers racing within one request's time can still both
+        write; callers use it where both would write the same bytes but for details that appear late.
+        """
+        full = self.path(relative)
+        if self.is_s3:
+            if self.exists(relative):
+                return False
+            self.write_bytes(relative, data)
+            return True
+        Path(full).parent.mkdir(parents=True, exist_ok=True)
+        tmp = f"{full}.tmp-{os.getpid()}-{threading.get_ident()}"
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        try:
+            os.link(tmp, full)
+        except FileExistsError:
+            return False
+        finally:
+            os.unlink(tmp)
+        return True
 
     @translate_storage_errors
     def read_bytes(self, relative: str) -> bytes:

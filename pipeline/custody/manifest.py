@@ -16,7 +16,8 @@ leaves a version whose commit info names a staged body: ``kbak validate`` report
 next ``seal`` (every ingest start and end, and ``kbak validate --repair``) turns it into its
 manifest. Versions made by other Delta writers get a manifest built from their log entry.
 
-Sealing is deterministic, so two workers sealing the same version write identical bytes. The
+Sealing is deterministic but for a Delta checkpoint that appears meanwhile, so a manifest is never
+overwritten: the first one written for a version is the chain's (``Lake.write_new``). The
 staged body is removed only after its manifest is written, so a worker that finds the staged body
 gone re-checks for the manifest instead of building a different one from the log.
 """
@@ -307,12 +308,16 @@ def seal(lake: Lake, dt: DeltaTable | None = None, head: int | None = None, full
         if lake.exists(checkpoint_path(version)):
             manifest["checkpoint_sha256"] = sha256_hex(lake.read_bytes(checkpoint_path(version)))
         data = canonical_json(manifest)
-        lake.write_bytes(path, data)
+        # Never overwrite: a worker sealing the same version a moment earlier may have seen a checkpoint
+        # that did not exist yet for us (or the reverse); the first manifest written is the chain's.
+        if lake.write_new(path, data):
+            written.append(version)
+        else:
+            data = lake.read_bytes(path)
         if staged:
             with contextlib.suppress(FileNotFoundError):
                 lake.delete(staged)
         prev_digest = sha256_hex(data)
-        written.append(version)
     if prev_digest is not None:
         _SEALED_HEAD[lake.uri] = (head, prev_digest)
     return written
