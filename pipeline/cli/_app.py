@@ -27,8 +27,10 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def fail(message: str, code: int = 1) -> None:
-    """Print a one-line error on stderr and exit with ``code``."""
-    typer.echo(f"kbak: error: {message}", err=True)
+    """Print a one-line error on stderr (secrets masked) and exit with ``code``."""
+    from pipeline.core.secrets import redact
+
+    typer.echo(f"kbak: error: {redact(message)}", err=True)
     raise typer.Exit(code)
 
 
@@ -89,9 +91,14 @@ def _configure_logging() -> None:
     import logging
     import os
 
+    from pipeline.core.secrets import RedactingFilter, remember_environment
+
+    remember_environment()
     level = os.environ.get("KBAK_LOG")
     if level:
         logging.basicConfig(level=level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(RedactingFilter())
     else:
         logging.getLogger("kbak").addHandler(logging.NullHandler())
         logging.getLogger("kbak").propagate = False

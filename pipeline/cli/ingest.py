@@ -42,6 +42,9 @@ def ingest_cmd(
     topic_refresh_seconds: Annotated[
         float, typer.Option("--topic-refresh-seconds", help="How often to look for new matching topics.")
     ] = 10.0,
+    connect_timeout: Annotated[
+        float, typer.Option("--connect-timeout", min=0.1, help="Seconds Kafka may take to answer before the run fails.")
+    ] = 10.0,
     json_out: Annotated[bool, typer.Option("--json", help="Print the final summary as JSON.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
 ) -> None:
@@ -50,12 +53,14 @@ def ingest_cmd(
     from pipeline.core.config import BackupConfig, load_config
     from pipeline.core.kafka import parse_settings
     from pipeline.core.progress import reporter_for_terminal
+    from pipeline.core.secrets import resolve_settings
     from pipeline.ingest import IngestOptions, ingest
 
     cfg = load_config(config, BackupConfig) if config else BackupConfig()
     src, store, b = cfg.source, cfg.storage, cfg.backup
     settings = src.client_settings()
     settings.update(parse_settings(kafka_setting or []))
+    settings = resolve_settings(settings)
     lake_uri = lake or store.lake_uri()
     opts = IngestOptions(
         bootstrap_servers=bootstrap_servers or ",".join(src.bootstrap_servers),
@@ -76,6 +81,7 @@ def ingest_cmd(
         snapshot_groups=bool(_pick(snapshot_groups, b.snapshot_groups, False)),
         object_lock_days=_pick(object_lock_days, b.object_lock_days, None),
         topic_refresh_seconds=topic_refresh_seconds,
+        connect_timeout_s=connect_timeout,
     )
     summary = ingest(opts, reporter=reporter_for_terminal(quiet or json_out))
     if json_out:

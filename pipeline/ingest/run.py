@@ -56,6 +56,7 @@ class IngestOptions:
     snapshot_groups: bool = False
     object_lock_days: int | None = None
     idle_timeout_seconds: float = 60.0  # --once: give up when no partition is assigned this long
+    connect_timeout_s: float = 10.0  # Kafka must answer (TLS, SASL, metadata) within this, or the run fails
 
 
 @dataclass
@@ -179,7 +180,7 @@ class _Run:
             from pipeline.custody.hold import lock_configuration
 
             lock_configuration(self.lake)  # fail before consuming anything if the bucket cannot lock
-        md = cluster_metadata(self.conf)
+        md = cluster_metadata(self.conf, timeout=opts.connect_timeout_s)
         self.cluster = opts.source_cluster_id or md.cluster_id or opts.bootstrap_servers
         self.topics = select_topics(md.topics, self.include, self.exclude)
         self.partitions = {t: sorted(md.topics[t].partitions) for t in self.topics}
