@@ -56,13 +56,28 @@ S3EndpointOpt = Annotated[
 S3RegionOpt = Annotated[str | None, typer.Option("--s3-region", help="S3 region; default from AWS env.")]
 
 
-def lake_from(uri: str | None, endpoint: str | None = None, region: str | None = None) -> Lake:
+SseOpt = Annotated[
+    str | None,
+    typer.Option("--sse", help="Server-side encryption of every object written: aws:kms or AES256 (env KBAK_SSE)."),
+]
+SseKeyOpt = Annotated[
+    str | None, typer.Option("--sse-kms-key-id", help="KMS key id or ARN for --sse aws:kms (env KBAK_SSE_KMS_KEY_ID).")
+]
+
+
+def lake_from(
+    uri: str | None,
+    endpoint: str | None = None,
+    region: str | None = None,
+    sse: str | None = None,
+    sse_kms_key_id: str | None = None,
+) -> Lake:
     # Commands import their heavy dependencies when they run, so `kbak query` starts fast.
     from pipeline.core.storage import Lake, S3Settings
 
     if not uri:
         raise KbakError("--lake is required (a directory or s3://bucket/prefix)")
-    return Lake.at(uri, S3Settings(endpoint=endpoint, region=region))
+    return Lake.at(uri, S3Settings(endpoint=endpoint, region=region, sse=sse, sse_kms_key_id=sse_kms_key_id))
 
 
 def emit_json(obj: Any) -> None:

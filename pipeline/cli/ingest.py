@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from pipeline.cli._app import S3EndpointOpt, S3RegionOpt, app, emit_json, friendly, lake_from
+from pipeline.cli._app import S3EndpointOpt, S3RegionOpt, SseKeyOpt, SseOpt, app, emit_json, friendly, lake_from
 
 
 @app.command("ingest")
@@ -29,6 +29,8 @@ def ingest_cmd(
     target_file_size: Annotated[int | None, typer.Option("--target-file-size", min=1)] = None,
     s3_endpoint: S3EndpointOpt = None,
     s3_region: S3RegionOpt = None,
+    sse: SseOpt = None,
+    sse_kms_key_id: SseKeyOpt = None,
     kafka_setting: Annotated[
         list[str] | None, typer.Option("-X", "--kafka-setting", help="librdkafka key=value (repeatable).")
     ] = None,
@@ -64,7 +66,13 @@ def ingest_cmd(
     lake_uri = lake or store.lake_uri()
     opts = IngestOptions(
         bootstrap_servers=bootstrap_servers or ",".join(src.bootstrap_servers),
-        lake=lake_from(lake_uri, s3_endpoint or store.endpoint, s3_region or store.region),
+        lake=lake_from(
+            lake_uri,
+            s3_endpoint or store.endpoint,
+            s3_region or store.region,
+            sse or store.encryption.sse,
+            sse_kms_key_id or store.encryption.kms_key_id,
+        ),
         topics=list(topics or src.topics.include),
         exclude=list(exclude or src.topics.exclude),
         once=once if once is not None else (b.continuous is False),

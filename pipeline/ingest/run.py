@@ -189,6 +189,7 @@ class _Run:
                 f"no topic on {opts.bootstrap_servers} matches --topics {opts.topics}"
                 + (f" minus --exclude {opts.exclude}" if opts.exclude else "")
             )
+        self.lake.check_writable()  # a refused write (policy, role) stops the run before any real one
         self.dt = ensure_table(self.lake)
         custody.seal(self.lake, self.dt)  # recover manifests a killed run left unsealed
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
