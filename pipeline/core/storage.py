@@ -69,6 +69,12 @@ class S3Settings:
 WRITE_CHECK = "_kbak/write-check"
 
 
+def is_access_denied(exc: BaseException) -> bool:
+    """A 403 from S3, as boto3 (ClientError) or pyarrow (OSError text) reports it."""
+    code = (getattr(exc, "response", None) or {}).get("Error", {}).get("Code", "")
+    return code in ("AccessDenied", "403", "Forbidden") or "ACCESS_DENIED" in str(exc) or "AccessDenied" in str(exc)
+
+
 @dataclass(frozen=True)
 class Lake:
     """A lake location. ``Lake.at("s3://b/p", s3=S3Settings(endpoint=...))`` or ``Lake.at("./lake")``."""
@@ -170,8 +176,7 @@ class Lake:
         try:
             self.write_bytes(WRITE_CHECK, b"kbak write check\n")
         except Exception as exc:
-            code = getattr(exc, "response", {}).get("Error", {}).get("Code", "")
-            if code not in ("AccessDenied", "403", "Forbidden"):
+            if not is_access_denied(exc):
                 raise
             hint = (
                 "does the bucket policy require server-side encryption? pass --sse aws:kms --sse-kms-key-id KEY"

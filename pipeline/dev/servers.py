@@ -95,8 +95,10 @@ class LocalS3(_Server):
     secret_key = "testing"
     region = "us-east-1"
 
-    def __init__(self, port: int | None = None) -> None:
+    def __init__(self, port: int | None = None, env: dict[str, str] | None = None) -> None:
         self.port = port or free_port()
+        # e.g. INITIAL_NO_AUTH_ACTION_COUNT: moto checks signatures and IAM policies after that many requests
+        self.extra_env = env or {}
         self.proc: subprocess.Popen | None = None
 
     @property
@@ -108,7 +110,10 @@ class LocalS3(_Server):
         if not exe:
             raise RuntimeError("moto_server not found: install moto[server]")
         self.proc = subprocess.Popen(
-            [exe, "-H", "127.0.0.1", "-p", str(self.port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            [exe, "-H", "127.0.0.1", "-p", str(self.port)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env={**os.environ, **self.extra_env},
         )
         _wait_port(self.port, self.proc, "moto S3 server")
         return self
