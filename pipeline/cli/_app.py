@@ -59,6 +59,10 @@ S3EndpointOpt = Annotated[
 S3RegionOpt = Annotated[str | None, typer.Option("--s3-region", help="S3 region; default from AWS env.")]
 
 
+AccessLogOpt = Annotated[
+    str | None,
+    typer.Option("--access-log", help="Access log (directory or s3://bucket/prefix); env KBAK_ACCESS_LOG."),
+]
 SseOpt = Annotated[
     str | None,
     typer.Option("--sse", help="Server-side encryption of every object written: aws:kms or AES256 (env KBAK_SSE)."),

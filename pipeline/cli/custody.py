@@ -10,7 +10,17 @@ from typing import Annotated
 
 import typer
 
-from pipeline.cli._app import LakeOpt, S3EndpointOpt, S3RegionOpt, app, emit_json, fail, friendly, lake_from
+from pipeline.cli._app import (
+    AccessLogOpt,
+    LakeOpt,
+    S3EndpointOpt,
+    S3RegionOpt,
+    app,
+    emit_json,
+    fail,
+    friendly,
+    lake_from,
+)
 from pipeline.cli.cases import (
     CaseFromOpt,
     CaseJsonOpt,
@@ -109,11 +119,16 @@ def describe_cmd(
     fmt: Annotated[DescribeFormat, typer.Option("--format", "-f")] = DescribeFormat.text,
     s3_endpoint: S3EndpointOpt = None,
     s3_region: S3RegionOpt = None,
+    access_log: AccessLogOpt = None,
 ) -> None:
     """Everything a version's (or an ingest run's) custody manifest holds, checksums included."""
+    from pipeline.core.access_log import log_access
     from pipeline.custody.history import describe
 
-    data = describe(lake_from(lake, s3_endpoint, s3_region), version=version, backup_id=backup_id)
+    target = lake_from(lake, s3_endpoint, s3_region)
+    data = describe(target, version=version, backup_id=backup_id)
+    described = [v["version"] for v in data.get("versions") or [data]]
+    log_access("describe", target, access_log, table_version=max(described, default=None), backup_id=backup_id)
     if fmt is DescribeFormat.json:
         emit_json(data)
     elif fmt is DescribeFormat.yaml:
@@ -277,12 +292,13 @@ def report_cmd(
     deep: Annotated[bool, typer.Option("--deep", help="Validate deeply (hash and decode every file).")] = False,
     s3_endpoint: S3EndpointOpt = None,
     s3_region: S3RegionOpt = None,
+    access_log: AccessLogOpt = None,
 ) -> None:
-    """The monthly compliance report: coverage, gaps, validation, custody head, holds, chart."""
+    """The monthly compliance report: coverage, gaps, validation, custody head, holds, accesses, chart."""
     from pipeline.custody import report as rp
 
     rp.parse_period(period)  # bad periods fail before any work
-    data = rp.build_report(lake_from(lake, s3_endpoint, s3_region), period, deep=deep)
+    data = rp.build_report(lake_from(lake, s3_endpoint, s3_region), period, deep=deep, access_log=access_log)
     if fmt is ReportFormat.json:
         text = json.dumps(data, indent=2, default=str) + "\n"
     elif fmt is ReportFormat.html:

@@ -28,8 +28,8 @@ ENV_SETTINGS = {
     "KBAK_SASL_PASSWORD": "sasl.password",
     "KBAK_SSL_KEY_PASSWORD": "ssl.key.password",
 }
-# AWS credentials read from the environment are secrets too (the access key id is not).
-_AWS_SECRET_ENV = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
+# Secrets read from the environment: AWS credentials (not the access key id), kbak's HMAC keys.
+_AWS_SECRET_ENV = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "KBAK_ERASURE_KEY", "KBAK_ACCESS_LOG_KEY")
 
 _known: set[str] = set()
 _lock = threading.Lock()
