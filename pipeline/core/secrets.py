@@ -29,7 +29,7 @@ ENV_SETTINGS = {
     "KBAK_SSL_KEY_PASSWORD": "ssl.key.password",
 }
 # Secrets read from the environment: AWS credentials (not the access key id), kbak's HMAC keys.
-_AWS_SECRET_ENV = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "KBAK_ERASURE_KEY", "KBAK_ACCESS_LOG_KEY")
+_SECRET_ENV = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "KBAK_ERASURE_KEY", "KBAK_ACCESS_LOG_KEY")
 
 _known: set[str] = set()
 _lock = threading.Lock()
@@ -47,7 +47,7 @@ def remember(value: str | None) -> None:
 
 
 def remember_environment() -> None:
-    for name in (*_AWS_SECRET_ENV, *(k for k, v in ENV_SETTINGS.items() if is_secret_key(v))):
+    for name in (*_SECRET_ENV, *(k for k, v in ENV_SETTINGS.items() if is_secret_key(v))):
         remember(os.environ.get(name))
 
 
