@@ -7,6 +7,8 @@ snapshots and everything else under ``_kbak/``.
 
 from __future__ import annotations
 
+import json
+
 import boto3
 import yaml
 from support.kbak_testing import one_line_error, produce, run_json, run_kbak
@@ -62,6 +64,26 @@ def test_sse_kms_on_every_object(kafka, s3, bucket, topic_name):
     assert not plain, plain
     wrong_key = {k: h.get("SSEKMSKeyId") for k, h in objects.items() if key["KeyId"] not in h.get("SSEKMSKeyId", "")}
     assert not wrong_key, wrong_key
+
+    # The custody manifests (and so describe) record what S3 reported for each version's files.
+    lake = ("--lake", f"s3://{bucket}/lake", "--s3-endpoint", s3.endpoint)
+    described = json.loads(run_kbak("describe", *lake, "--backup-id", out["backup_id"], "--format", "json",
+                                    env=s3.env(), check=True).stdout)
+    for v in described["versions"]:
+        [enc] = v["encryption"]
+        assert enc["sse"] == "aws:kms" and key["KeyId"] in enc["kms_key_id"]
+        assert enc["objects"] == len(v["files_added"])
+
+    # validate, told the lake's encryption, finds every object carries it ...
+    env = {**s3.env(), "KBAK_SSE": "aws:kms", "KBAK_SSE_KMS_KEY_ID": key["KeyId"]}
+    report = json.loads(run_kbak("validate", *lake, "--format", "json", env=env).stdout)
+    assert report["valid"] and not [w for w in report["warnings"] if w["check"] == "encryption"]
+    # ... and warns about an object written without it.
+    s3.client().put_object(Bucket=bucket, Key="lake/_kbak/notes.txt", Body=b"dropped in by hand")
+    report = json.loads(run_kbak("validate", *lake, "--format", "json", env=env).stdout)
+    flagged = [w for w in report["warnings"] if w["check"] == "encryption"]
+    assert [w["subject"] for w in flagged] == ["_kbak/notes.txt"], flagged
+    assert "no server-side encryption" in flagged[0]["message"] and report["valid"]
 
 
 def test_sse_aes256_from_yaml(kafka, s3, bucket, topic_name, tmp_path):
