@@ -15,6 +15,8 @@ from pipeline.cli._app import (
     LakeOpt,
     S3EndpointOpt,
     S3RegionOpt,
+    SseKeyOpt,
+    SseOpt,
     app,
     emit_json,
     fail,
@@ -176,11 +178,13 @@ def validate_cmd(
     fmt: FormatOpt = TextJson.text,
     s3_endpoint: S3EndpointOpt = None,
     s3_region: S3RegionOpt = None,
+    sse: SseOpt = None,
+    sse_kms_key_id: SseKeyOpt = None,
 ) -> None:
     """Prove the archive is unchanged: exit 0 valid, 1 invalid, 2 usage error."""
     from pipeline.custody.validate import parse_anchor, validate
 
-    lake_obj = _usage(lambda: lake_from(lake, s3_endpoint, s3_region))
+    lake_obj = _usage(lambda: lake_from(lake, s3_endpoint, s3_region, sse, sse_kms_key_id))
     anchors = dict(_usage(lambda: [parse_anchor(a) for a in anchor or []]))
     report = validate(lake_obj, deep=deep, backup_id=backup_id, repair=repair, anchors=anchors)
     if fmt is TextJson.json:
@@ -225,6 +229,8 @@ def hold_cmd(
     fmt: FormatOpt = TextJson.text,
     s3_endpoint: S3EndpointOpt = None,
     s3_region: S3RegionOpt = None,
+    sse: SseOpt = None,
+    sse_kms_key_id: SseKeyOpt = None,
     case: CaseOpt = None,
     topics: CaseTopicsOpt = None,
     from_: CaseFromOpt = None,
@@ -239,14 +245,14 @@ def hold_cmd(
     from pipeline.custody import hold as h
 
     if case is not None or cases:
-        lake_obj = lake_from(lake, s3_endpoint, s3_region)
+        lake_obj = lake_from(lake, s3_endpoint, s3_region, sse, sse_kms_key_id)
         case_hold(lake_obj, case, topics, from_, to, key or [], reason, release, cases, as_json or fmt is TextJson.json)
         return
     if until is None and legal_hold is None and not status:
         fail("give --until DATE [--mode ...], --legal-hold on|off, or --status", 2)
     if mode is not None and until is None:
         fail("--mode applies to retention: give --until DATE with it", 2)
-    target = lake_from(lake, s3_endpoint, s3_region)
+    target = lake_from(lake, s3_endpoint, s3_region, sse, sse_kms_key_id)
     h.require_s3(target)
     results: list[dict] = []
     if until is not None:
