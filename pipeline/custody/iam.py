@@ -1,11 +1,13 @@
 """Least-privilege IAM policies for a lake: just the S3 (and KMS) actions each kind of user needs.
 
 Roles:
-- ``query``: read the table and kbak's files (``kbak query``, ``describe``, ``validate``, ``report``).
+- ``query``: read the table, kbak's files and Object Lock state (``kbak query``, ``describe``,
+  ``validate``, ``report``).
 - ``replay``: the same reads (the Kafka side is not IAM's business).
 - ``ingest``: reads, writes anywhere under the prefix, deletes only staged custody manifests
   (``_kbak/custody/staged/``: ingest removes them once sealed), Object Lock retention on what it writes.
-- ``custody``: reads, writes under ``_kbak/`` (holds, manifests), legal holds and retention.
+- ``custody``: reads, writes under ``_kbak/`` (holds, manifests; removes staged manifest bodies on
+  ``validate --repair``), legal holds and retention.
 - ``admin``: everything above, plus deletes under the prefix (vacuum, erasure, retention).
 
 With SSE configured, every ``s3:PutObject`` statement carries the encryption condition (the
@@ -52,14 +54,16 @@ def iam_policy(
     statements: list[dict[str, Any]] = [
         _statement("ListLakePrefix", _LIST, bucket_arn, _prefix_condition(lake.prefix)),
         _statement("ReadLake", _READ, objects),
+        # Reports show what is held until when; ingest checks the bucket can lock before writing.
+        _statement("ReadObjectLock", _LOCK_READ, [bucket_arn, objects]),
     ]
     if writes:
-        statements.append(_statement("ReadObjectLock", _LOCK_READ, [bucket_arn, objects]))
         put_target = f"{bucket_arn}/{under}_kbak/*" if role == "custody" else objects
         statements.append(_statement("WriteLake", ["s3:PutObject"], put_target, _sse_condition(sse, kms_key_arn)))
-    if role == "ingest":
+    if role in ("ingest", "custody"):  # sealing removes staged bodies; custody's validate --repair too
         staged = f"{bucket_arn}/{under}_kbak/custody/staged/*"
         statements.append(_statement("RemoveSealedStagedManifests", ["s3:DeleteObject"], staged))
+    if role == "ingest":
         statements.append(_statement("LockWhatItWrites", ["s3:PutObjectRetention"], objects))
     if role in ("custody", "admin"):
         statements.append(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 
 import pytest
 from botocore.exceptions import ClientError
@@ -49,6 +50,9 @@ def test_roles_on_a_lake_under_iam(kafka, iam_s3, topic_name, tmp_path):
     assert json.loads(proc.stdout)[0]["n"] == 20
     proc = run_kbak("validate", *common, env=iam_s3.env_for(auditor))
     assert proc.returncode == 0, proc.stderr
+    period = datetime.now(UTC).strftime("%Y-%m")
+    report = run_kbak("report", *common, "--period", period, "--format", "json", env=iam_s3.env_for(auditor))
+    assert report.returncode == 0 and json.loads(report.stdout)["validation"]["valid"], report.stderr
     # ... ingest fails at its start with one "access denied" line, having written nothing.
     before = iam_s3.client().list_objects_v2(Bucket=bucket)["KeyCount"]
     proc = run_kbak("ingest", "-b", kafka.bootstrap, "--topics", topic, "--once", *common, env=iam_s3.env_for(auditor))
@@ -60,7 +64,10 @@ def test_policy_shapes():
     lake = "s3://arch/lake"
     q = policy(lake, "query", "--kms-key-arn", "arn:aws:kms:eu-west-1:111122223333:key/k1")
     actions = {a for s in q["Statement"] for a in s["Action"]}
-    assert actions == {"s3:ListBucket", "s3:GetObject", "kms:Decrypt"}
+    assert actions == {
+        "s3:ListBucket", "s3:GetObject", "kms:Decrypt",
+        "s3:GetBucketObjectLockConfiguration", "s3:GetObjectRetention", "s3:GetObjectLegalHold",
+    }
     assert q["Statement"][0]["Condition"] == {"StringLike": {"s3:prefix": ["lake", "lake/*"]}}
     i = policy(lake, "ingest", "--kms-key-arn", "arn:aws:kms:eu-west-1:111122223333:key/k1")
     put = next(s for s in i["Statement"] if "s3:PutObject" in s["Action"])
