@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from confluent_kafka import Consumer, TopicPartition
 from support.kbak_testing import consume_all, one_line_error, produce, run_json, run_kbak
 from support.tls import STUNNEL_MISSING, TlsBroker, TlsKafka, other_ca, stunnel_binary
 
@@ -44,6 +45,10 @@ def test_right_ca_ingest_and_replay_over_tls(tls_kafka: TlsKafka, tmp_path: Path
     src, dst = topic_name("tls-src"), topic_name("tls-dst")
     create_topics(tls_kafka.bootstrap, {src: 2, dst: 2}, tls_kafka.settings())
     produce(tls_kafka.bootstrap, _records(src, 30), **tls_kafka.settings())
+    group = topic_name("tls-app")
+    app = Consumer({"bootstrap.servers": tls_kafka.bootstrap, "group.id": group, **tls_kafka.settings()})
+    app.commit(offsets=[TopicPartition(src, 0, 4), TopicPartition(src, 1, 7)], asynchronous=False)
+    app.close()
     lake = tmp_path / "lake"
 
     out = run_json(
@@ -62,12 +67,15 @@ def test_right_ca_ingest_and_replay_over_tls(tls_kafka: TlsKafka, tmp_path: Path
                     "bootstrap_servers": [tls_kafka.bootstrap],
                     "security": {"security_protocol": "SSL", "ssl_ca_location": str(tls_kafka.ca)},
                 },
-                "restore": {"topic_mapping": {src: dst}},
+                "restore": {"topic_mapping": {src: dst}, "consumer_groups": [group]},
             }
         )
     )
     summary = run_json("replay", "--config", str(cfg), "--lake", str(lake))
     assert summary["records"] == 30
+    # The group snapshot was taken, and the group restored, over TLS too.
+    restored = {(c["source_partition"], c["source_offset"]) for c in summary["groups"][group]["committed"]}
+    assert restored == {(0, 4), (1, 7)}
     got = consume_all(tls_kafka.bootstrap, dst, 2, **tls_kafka.settings())
     assert sorted(r.value for r in got) == sorted(r["value"] for r in _records(src, 30))
 
