@@ -7,6 +7,7 @@ the same settings, so both always point at the same place.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -66,7 +67,9 @@ class S3Settings:
         return args
 
 
-WRITE_CHECK = "_kbak/write-check"
+# Where the write check writes (and at once removes) its object: the staging area of custody
+# manifests, which the ingest role may already delete from and which holds and reports skip.
+WRITE_CHECK = "_kbak/custody/staged/write-check"
 
 
 def is_access_denied(exc: BaseException) -> bool:
@@ -166,7 +169,7 @@ class Lake:
         return self.boto3_client()
 
     def check_writable(self) -> None:
-        """Write ``_kbak/write-check`` as every object will be written; a refusal is one clear line.
+        """Write (and remove) a small object as every object will be written; a refusal is one clear line.
 
         Run before a command writes anything real, so a bucket policy that requires encryption (or a
         role without ``s3:PutObject``) stops the run at its start rather than half-way.
@@ -175,6 +178,8 @@ class Lake:
             return
         try:
             self.write_bytes(WRITE_CHECK, b"kbak write check\n")
+            with contextlib.suppress(Exception):  # left behind, it is only an orphan validate --repair removes
+                self.delete(WRITE_CHECK)
         except Exception as exc:
             if not is_access_denied(exc):
                 raise
