@@ -31,6 +31,8 @@ from pipeline.custody.manifest import (
     seal,
     sha256_hex,
 )
+from pipeline.custody.rewrites import CHECKS as REWRITE_CHECKS
+from pipeline.custody.rewrites import content_digests, removed_file_digests
 from pipeline.custody.scan import FileScan, Keys, duplicates, find_gaps, scan_file, storage_sizes
 
 # check name -> what it verifies (README lists the same)
@@ -59,6 +61,7 @@ CHECKS = {
     "foreign-commit": "(warning) versions not written by kbak",
     "orphan-staged-body": "(warning) staged manifest bodies no commit points at (a crash before committing)",
     "encryption": "(S3 with --sse/KBAK_SSE, warning) every object carries the lake's configured server-side encryption",
+    **REWRITE_CHECKS,
 }
 
 ORPHAN_AGE_S = 3600
@@ -138,12 +141,17 @@ def validate(
         raise KbakError(f"no ingest run with backup_id {backup_id!r} in {lake.uri} (see kbak list)", exit_code=2)
     add = report.findings.append
     _check_chain(lake, chain, add)
+    for check, subject, message in removed_file_digests(chain):
+        add(Finding(check, subject, message))
     _check_anchors(chain, anchors or {}, add)
     _check_orphans(lake, chain, add)
     live = _check_files(lake, chain, backup_id, deep, report)
     _check_encryption(lake, add)
     if deep and live:
         _deep(lake, chain, live, report)
+    if deep:
+        for check, subject, message in content_digests(lake, chain):
+            add(Finding(check, subject, message))
     return report
 
 
