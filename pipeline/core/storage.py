@@ -16,7 +16,7 @@ from urllib.parse import urlparse
 
 import pyarrow.fs as pafs
 
-from pipeline.core.errors import KbakError
+from pipeline.core.errors import KbakError, aws_code
 
 SSE_ALGORITHMS = ("aws:kms", "AES256")
 
@@ -74,7 +74,7 @@ WRITE_CHECK = "_kbak/custody/staged/write-check"
 
 def is_access_denied(exc: BaseException) -> bool:
     """A 403 from S3, as boto3 (ClientError) or pyarrow (OSError text) reports it."""
-    code = (getattr(exc, "response", None) or {}).get("Error", {}).get("Code", "")
+    code = aws_code(exc)
     return code in ("AccessDenied", "403", "Forbidden") or "ACCESS_DENIED" in str(exc) or "AccessDenied" in str(exc)
 
 

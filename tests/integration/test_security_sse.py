@@ -50,6 +50,11 @@ def test_sse_kms_on_every_object(kafka, s3, bucket, topic_name):
         kafka, s3, topic_name("sse"), f"s3://{bucket}/lake", "--sse", "aws:kms", "--sse-kms-key-id", key["Arn"]
     )
     assert out["records"] == 60 and out["commits"] >= 10
+    # compact rewrites the twelve commits' small files (new data files, log commits, manifests).
+    sse = ("--sse", "aws:kms", "--sse-kms-key-id", key["Arn"])
+    compacted = run_kbak("compact", "--lake", f"s3://{bucket}/lake", "--s3-endpoint", s3.endpoint, *sse, "--json",
+                         env=s3.env(), check=True)
+    assert json.loads(compacted.stdout)["groups"], compacted.stdout  # something was rewritten
     objects = heads(s3, bucket)
     kinds = {
         "data": [k for k in objects if k.endswith(".parquet") and "_delta_log" not in k],
