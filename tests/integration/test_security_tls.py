@@ -37,6 +37,11 @@ def _x(settings: dict[str, str]) -> list[str]:
     return [a for k, v in settings.items() for a in ("-X", f"{k}={v}")]
 
 
+def _yaml(path: Path, **doc) -> Path:
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
 def _records(topic: str, n: int) -> list[dict]:
     return [{"topic": topic, "partition": i % 2, "key": b"k%d" % i, "value": b"tls-%d" % i} for i in range(n)]
 
@@ -58,18 +63,14 @@ def test_right_ca_ingest_and_replay_over_tls(tls_kafka: TlsKafka, tmp_path: Path
     assert out["records"] == 30
 
     # The replay's target cluster has its own security block (the docs' YAML shape).
-    cfg = tmp_path / "restore.yaml"
-    cfg.write_text(
-        yaml.safe_dump(
-            {
-                "mode": "restore",
-                "target": {
-                    "bootstrap_servers": [tls_kafka.bootstrap],
-                    "security": {"security_protocol": "SSL", "ssl_ca_location": str(tls_kafka.ca)},
-                },
-                "restore": {"topic_mapping": {src: dst}, "consumer_groups": [group]},
-            }
-        )
+    cfg = _yaml(
+        tmp_path / "restore.yaml",
+        mode="restore",
+        target={
+            "bootstrap_servers": [tls_kafka.bootstrap],
+            "security": {"security_protocol": "SSL", "ssl_ca_location": str(tls_kafka.ca)},
+        },
+        restore={"topic_mapping": {src: dst}, "consumer_groups": [group]},
     )
     summary = run_json("replay", "--config", str(cfg), "--lake", str(lake))
     assert summary["records"] == 30
@@ -84,24 +85,17 @@ def test_mtls_with_client_certificate_from_yaml(mtls_kafka: TlsKafka, tmp_path: 
     src = topic_name("mtls")
     create_topics(mtls_kafka.bootstrap, {src: 2}, mtls_kafka.settings())
     produce(mtls_kafka.bootstrap, _records(src, 10), **mtls_kafka.settings())
-    cfg = tmp_path / "backup.yaml"
-    cfg.write_text(
-        yaml.safe_dump(
-            {
-                "mode": "backup",
-                "source": {
-                    "bootstrap_servers": [mtls_kafka.bootstrap],
-                    "topics": {"include": [src]},
-                    "security": {
-                        "security_protocol": "SSL",
-                        "ssl_ca_location": str(mtls_kafka.ca),
-                        "ssl_certificate_location": str(mtls_kafka.client_cert),
-                        "ssl_key_location": str(mtls_kafka.client_key),
-                    },
-                },
-                "storage": {"backend": "filesystem", "path": str(tmp_path / "lake")},
-            }
-        )
+    security = {
+        "security_protocol": "SSL",
+        "ssl_ca_location": str(mtls_kafka.ca),
+        "ssl_certificate_location": str(mtls_kafka.client_cert),
+        "ssl_key_location": str(mtls_kafka.client_key),
+    }
+    cfg = _yaml(
+        tmp_path / "backup.yaml",
+        mode="backup",
+        source={"bootstrap_servers": [mtls_kafka.bootstrap], "topics": {"include": [src]}, "security": security},
+        storage={"backend": "filesystem", "path": str(tmp_path / "lake")},
     )
     assert run_json("ingest", "--config", str(cfg), "--once")["records"] == 10
 
