@@ -86,3 +86,32 @@ def test_policy_shapes():
     ]:
         assert expect in one_line_error(run_kbak("iam-policy", "--lake", lake, *bad))
     assert "local path" in one_line_error(run_kbak("iam-policy", "--lake", "/tmp/x", "--role", "query"))
+
+
+def test_bucket_policy_requiring_sse_stops_ingest_at_its_start(kafka, iam_s3, topic_name):
+    """The docs' ComplianceBackupWrite statement: without --sse, ingest fails before writing anything.
+
+    moto applies the Deny but not its condition (so it would refuse an encrypted write too); the
+    encrypted writes themselves are checked object by object in test_security_sse.py.
+    """
+    bucket = "policy-lake"
+    admin = iam_s3.client()
+    admin.create_bucket(Bucket=bucket)
+    statement = {
+        "Sid": "ComplianceBackupWrite",
+        "Effect": "Deny",
+        "Principal": "*",
+        "Action": "s3:PutObject",
+        "Resource": f"arn:aws:s3:::{bucket}/*",
+        "Condition": {"StringNotEquals": {"s3:x-amz-server-side-encryption": "aws:kms"}},
+    }
+    admin.put_bucket_policy(Bucket=bucket, Policy=json.dumps({"Version": "2012-10-17", "Statement": [statement]}))
+    topic = topic_name("policy")
+    create_topics(kafka.bootstrap, {topic: 1})
+    produce(kafka.bootstrap, [{"topic": topic, "value": b"v"}])
+    lake = f"s3://{bucket}/archive"
+    proc = run_kbak("ingest", "-b", kafka.bootstrap, "--topics", topic, "--once", "--lake", lake,
+                    "--s3-endpoint", iam_s3.endpoint, env=iam_s3.env_for())
+    line = one_line_error(proc)
+    assert f"access denied writing to {lake}" in line and "pass --sse aws:kms" in line, line
+    assert admin.list_objects_v2(Bucket=bucket)["KeyCount"] == 0
