@@ -73,31 +73,50 @@ def read_secret_file(key: str, path: str) -> str:
     return lines[0]
 
 
+def _decode(key: str, value: str) -> str:
+    """A secret setting's value: ``@path`` is the file's first line, ``@@text`` is ``@text`` itself."""
+    if value.startswith("@@"):
+        return value[1:]
+    if value.startswith("@"):
+        return read_secret_file(key, value[1:])
+    return value
+
+
+def _literal(value: str) -> str:
+    """``value`` in the form ``_decode`` gives back unchanged (a leading @ doubled)."""
+    return "@" + value if value.startswith("@") else value
+
+
 def read_secret_files(conf: dict[str, str]) -> dict[str, str]:
     """Settings with each secret given as ``@/path`` replaced by the file's first line; all remembered."""
     out = dict(conf)
     for key, value in conf.items():
         if is_secret_key(key) and isinstance(value, str):
-            if value.startswith("@"):
-                out[key] = read_secret_file(key, value[1:])
+            out[key] = _decode(key, value)
             remember(out[key])
     return out
 
 
 def resolve_settings(conf: dict[str, str], env_prefix: str = "KBAK_") -> dict[str, str]:
-    """librdkafka settings with ``@file`` secret values read and unset credentials taken from the env.
+    """Settings with unset credentials taken from the environment, and ``@file`` secrets read now.
 
     ``env_prefix`` names the variables: ``KBAK_SASL_PASSWORD`` for the source cluster,
-    ``KBAK_TARGET_SASL_PASSWORD`` for a replay's target. Every secret value is remembered.
+    ``KBAK_TARGET_SASL_PASSWORD`` for a replay's target. Reading files here makes a missing file fail
+    before any work; values stay in the form ``read_secret_files`` (in ``client_config``) takes, so
+    a secret that itself starts with ``@`` is never taken for a path. Every secret is remembered.
     """
-    out = read_secret_files(conf)
+    out = dict(conf)
+    for key, value in conf.items():
+        if is_secret_key(key) and isinstance(value, str):
+            plain = _decode(key, value)
+            remember(plain)
+            out[key] = _literal(plain)
     for name, key in ENV_SETTINGS.items():
         var = env_prefix + name.removeprefix("KBAK_")
         if key not in out and os.environ.get(var):
-            out[key] = os.environ[var]
-    for key, value in out.items():
-        if is_secret_key(key) and isinstance(value, str):
-            remember(value)
+            if is_secret_key(key):
+                remember(os.environ[var])
+            out[key] = _literal(os.environ[var]) if is_secret_key(key) else os.environ[var]
     return out
 
 

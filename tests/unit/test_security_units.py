@@ -19,15 +19,29 @@ def test_at_file_values_are_read_and_remembered(tmp_path, monkeypatch):
     f.write_text("Hunter2-from-file\nignored second line\n")
     monkeypatch.setenv("KBAK_SASL_USERNAME", "bob")
     monkeypatch.setenv("KBAK_TARGET_SASL_PASSWORD", "target-Pass-99")
-    conf = secrets.resolve_settings({"sasl.password": f"@{f}", "ssl.ca.location": "@not-a-secret-key"})
+    conf = secrets.read_secret_files(
+        secrets.resolve_settings({"sasl.password": f"@{f}", "ssl.ca.location": "@not-a-secret-key"})
+    )
     assert conf == {
         "sasl.password": "Hunter2-from-file",
         "ssl.ca.location": "@not-a-secret-key",
         "sasl.username": "bob",
     }
-    target = secrets.resolve_settings({}, env_prefix="KBAK_TARGET_")
+    target = secrets.read_secret_files(secrets.resolve_settings({}, env_prefix="KBAK_TARGET_"))
     assert target == {"sasl.password": "target-Pass-99"}
     assert secrets.redact("a Hunter2-from-file b target-Pass-99") == "a *** b ***"
+
+
+def test_a_secret_starting_with_at_is_never_taken_for_a_path(tmp_path, monkeypatch):
+    f = tmp_path / "pw"
+    f.write_text("@tricky-Secret\n")
+    monkeypatch.setenv("KBAK_SASL_PASSWORD", "@from-env-Secret")
+    from_file = secrets.read_secret_files(secrets.resolve_settings({"sasl.password": f"@{f}"}))
+    from_env = secrets.read_secret_files(secrets.resolve_settings({}))
+    literal = secrets.read_secret_files(secrets.resolve_settings({"sasl.password": "@@at-the-start"}))
+    assert from_file["sasl.password"] == "@tricky-Secret"
+    assert from_env["sasl.password"] == "@from-env-Secret"
+    assert literal["sasl.password"] == "@at-the-start"
 
 
 def test_env_never_overrides_a_given_setting(monkeypatch):
@@ -94,5 +108,5 @@ def test_access_denied_is_recognised():
 
 def test_roles_without_a_prefix_cover_the_bucket():
     p = iam_policy(Lake.at("s3://whole-bucket"), "replay")
-    assert [s["Sid"] for s in p["Statement"]] == ["ListLakePrefix", "ReadLake"]
+    assert [s["Sid"] for s in p["Statement"]] == ["ListLakePrefix", "ReadLake", "ReadObjectLock"]
     assert "Condition" not in p["Statement"][0] and p["Statement"][1]["Resource"] == "arn:aws:s3:::whole-bucket/*"
