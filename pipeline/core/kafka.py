@@ -70,7 +70,7 @@ def cluster_metadata(conf: dict[str, str], timeout: float = CONNECT_TIMEOUT_S) -
     last = ""
     while True:
         try:
-            return admin.list_topics(timeout=max(min(1.0, deadline - time.monotonic()), 0.1))
+            return admin.list_topics(timeout=max(min(0.25, deadline - time.monotonic()), 0.05))
         except KafkaException as exc:
             last = exc.args[0].str() if exc.args else str(exc)
         admin.poll(0)  # serves error_cb
