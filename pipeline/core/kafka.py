@@ -94,6 +94,11 @@ def _strip_broker(message: str) -> tuple[str, str]:
     return (m["broker"], m["rest"]) if m else ("?", message)
 
 
+# OpenSSL alerts a broker sends when it refuses (or missed) the client's certificate.
+_CLIENT_CERT_REFUSED = ("alert certificate required", "alert bad certificate", "alert unknown ca",
+                        "alert certificate unknown", "alert certificate expired")
+
+
 def connection_failure(errors: list[KafkaError]) -> str | None:
     """The one-line cause when librdkafka reported a TLS or authentication failure, else None.
 
@@ -106,7 +111,7 @@ def connection_failure(errors: list[KafkaError]) -> str | None:
         if code == KafkaError._SSL or (code == KafkaError._TRANSPORT and "SSL routines" in text):
             host = broker.rsplit(":", 1)[0]
             hint = "check ssl.ca.location, that the broker's certificate names " + host
-            if "certificate required" in reason or "alert" in reason:
+            if any(m in reason for m in _CLIENT_CERT_REFUSED):
                 hint = "the broker refused the client certificate: check ssl.certificate.location and ssl.key.location"
             return f"TLS handshake with Kafka broker {broker} failed: {reason} ({hint})"
         if code == KafkaError._AUTHENTICATION:
