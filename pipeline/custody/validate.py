@@ -33,7 +33,7 @@ from pipeline.custody.manifest import (
 )
 from pipeline.custody.rewrites import CHECKS as REWRITE_CHECKS
 from pipeline.custody.rewrites import content_digests, removed_file_digests
-from pipeline.custody.scan import FileScan, Keys, duplicates, find_gaps, scan_file, storage_sizes
+from pipeline.custody.scan import FileScan, Keys, duplicates, find_gaps, recorded_gaps, scan_file, storage_sizes
 
 # check name -> what it verifies (README lists the same)
 CHECKS = {
@@ -418,7 +418,7 @@ def _deep(lake: Lake, chain: list[VersionRecord], live: list[_Live], report: Val
     rewrites = {r.version for r in chain if (r.body or {}).get("files_removed")}
     _check_version_order({v: tps for v, tps in by_version.items() if v not in rewrites}, add)
     _check_ranges(chain, by_version, unreadable_versions, live, add)
-    recorded = [g for rec in chain for g in ((rec.body or {}).get("gaps") or [])]
+    recorded = recorded_gaps(rec.body for rec in chain)
     report.gaps = find_gaps(keys, recorded)
     for g in report.gaps:
         if not g["recorded"]:

@@ -74,6 +74,7 @@ def candidates(chain: list[VersionRecord], now: datetime, keep_for: timedelta) -
                     pv = f.get("partition_values") or {}
                     expired_partitions[(pv.get("topic"), pv.get("date"))] = rec.version
         for s in body.get("files_scrubbed") or []:
+            replacements.discard(s.get("original"))  # an earlier erasure's replacement, scrubbed again
             replacements.add(s.get("replacement"))
             original = removed.get(s.get("original"))
             removed[s["original"]] = Candidate(
