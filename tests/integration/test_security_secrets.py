@@ -9,13 +9,20 @@ commit metadata, manifests, group snapshots, replay checkpoints, reports) are wh
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
+import subprocess
+import time
+import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
 
-from support.kbak_testing import one_line_error, produce, run_kbak
+from support.kbak_testing import KBAK, one_line_error, produce, run_kbak
 
 from pipeline.dev.sample import create_topics
+from pipeline.dev.servers import free_port
 
 SASL_SECRET = "sasl-Secret-7f3a9c1e"
 ENV_SECRET = "env-Secret-55d0b2aa"
@@ -98,3 +105,37 @@ def test_secret_file_errors_name_the_file_not_the_value(tmp_path):
                     "-X", f"sasl.password=@{missing}")
     assert f"cannot read sasl.password from @{missing}" in one_line_error(proc)
     assert not (tmp_path / "l").exists()
+
+
+def test_no_secret_in_prometheus_metrics(kafka, tmp_path: Path, topic_name):
+    topic = topic_name("sec-metrics")
+    create_topics(kafka.bootstrap, {topic: 1})
+    produce(kafka.bootstrap, [{"topic": topic, "value": b"v%d" % i} for i in range(5)])
+    port = free_port()
+    env = {**os.environ, "KBAK_SASL_PASSWORD": ENV_SECRET, "AWS_SECRET_ACCESS_KEY": AWS_SECRET}
+    proc = subprocess.Popen(
+        [KBAK, "ingest", "-b", kafka.bootstrap, "--topics", topic, "--lake", str(tmp_path / "lake"),
+         "--continuous", "--flush-seconds", "0.5", "--metrics-port", str(port), "-q",
+         "-X", f"sasl.password=@{_secret_file(tmp_path)}"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        text = ""
+        while time.monotonic() < deadline and "kbak_commits_total 1" not in text.replace(".0", ""):
+            time.sleep(0.5)
+            with contextlib.suppress(OSError):
+                text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read().decode()
+        assert "kbak_records_archived_total" in text, text[-2000:]
+        _assert_clean("Prometheus metrics", text)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    _assert_clean("continuous ingest output", out + err)
+
+
+def _secret_file(tmp_path: Path) -> Path:
+    f = tmp_path / "pw"
+    f.write_text(SASL_SECRET + "\n")
+    return f
