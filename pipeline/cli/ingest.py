@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from pipeline.cli._app import S3EndpointOpt, S3RegionOpt, app, emit_json, friendly, lake_from
+from pipeline.cli._app import S3EndpointOpt, S3RegionOpt, SseKeyOpt, SseOpt, app, emit_json, friendly, lake_from
 from pipeline.core import defaults
 
 
@@ -69,6 +69,8 @@ def ingest_cmd(
     ] = None,
     s3_endpoint: S3EndpointOpt = None,
     s3_region: S3RegionOpt = None,
+    sse: SseOpt = None,
+    sse_kms_key_id: SseKeyOpt = None,
     kafka_setting: Annotated[
         list[str] | None, typer.Option("-X", "--kafka-setting", help="librdkafka key=value (repeatable).")
     ] = None,
@@ -81,6 +83,9 @@ def ingest_cmd(
     ] = None,
     topic_refresh_seconds: Annotated[
         float, typer.Option("--topic-refresh-seconds", help="How often to look for new matching topics.")
+    ] = 10.0,
+    connect_timeout: Annotated[
+        float, typer.Option("--connect-timeout", min=0.1, help="Seconds Kafka may take to answer before the run fails.")
     ] = 10.0,
     compact: Annotated[
         bool | None, typer.Option("--compact", help="Continuous: compact each UTC day once it is closed.")
@@ -115,16 +120,24 @@ def ingest_cmd(
     from pipeline.core.config import BackupConfig, load_config
     from pipeline.core.kafka import parse_settings
     from pipeline.core.progress import plural, reporter_for_terminal
+    from pipeline.core.secrets import resolve_settings
     from pipeline.ingest import IngestOptions, ingest
 
     cfg = load_config(config, BackupConfig) if config else BackupConfig()
     src, store, b = cfg.source, cfg.storage, cfg.backup
     settings = src.client_settings()
     settings.update(parse_settings(kafka_setting or []))
+    settings = resolve_settings(settings)
     lake_uri = lake or store.lake_uri()
     opts = IngestOptions(
         bootstrap_servers=bootstrap_servers or ",".join(src.bootstrap_servers),
-        lake=lake_from(lake_uri, s3_endpoint or store.endpoint, s3_region or store.region),
+        lake=lake_from(
+            lake_uri,
+            s3_endpoint or store.endpoint,
+            s3_region or store.region,
+            sse or store.encryption.sse,
+            sse_kms_key_id or store.encryption.kms_key_id,
+        ),
         topics=list(topics or src.topics.include),
         exclude=list(exclude or src.topics.exclude),
         once=once if once is not None else (b.continuous is False),
@@ -143,6 +156,7 @@ def ingest_cmd(
         topic_refresh_seconds=topic_refresh_seconds,
         snapshot_timeout_seconds=snapshot_timeout,
         unassigned_warning_seconds=unassigned_warning,
+        connect_timeout_s=connect_timeout,
     )
     do_compact = bool(_pick(compact, b.compact, False))
     do_retention = bool(_pick(retention_apply, b.retention_apply, False))

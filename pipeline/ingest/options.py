@@ -34,6 +34,7 @@ class IngestOptions:
     snapshot_timeout_seconds: float = 60.0
     # Continuous: warn when no partition has been assigned to this worker this long.
     unassigned_warning_seconds: float = 60.0
+    connect_timeout_s: float = 10.0  # Kafka must answer (TLS, SASL, metadata) within this, or the run fails
 
 
 def default_group_id(lake: Lake) -> str:

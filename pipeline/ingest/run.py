@@ -75,7 +75,9 @@ class _Run:
             )
         self.conf = client_config(opts.bootstrap_servers, opts.kafka_settings)
         # Made first: librdkafka checks its settings as a whole here, before the lake is touched.
-        self.consumer = consumer_for(self.conf, self.group_id, opts.kafka_settings)
+        # -X settings override the consumer defaults, as decoded by client_config (@file secrets read).
+        overrides = {k: self.conf[k] for k in opts.kafka_settings if k in self.conf}
+        self.consumer = consumer_for(self.conf, self.group_id, overrides)
         try:
             self._prepare()
         except BaseException:
@@ -92,7 +94,7 @@ class _Run:
             from pipeline.custody.hold import lock_configuration
 
             lock_configuration(self.lake)  # fail before consuming anything if the bucket cannot lock
-        md = cluster_metadata(self.conf)
+        md = cluster_metadata(self.conf, timeout=opts.connect_timeout_s)
         self.cluster = opts.source_cluster_id or md.cluster_id or opts.bootstrap_servers
         self.topics = select_topics(md.topics, self.include, self.exclude)
         self.partitions = {t: sorted(md.topics[t].partitions) for t in self.topics}
@@ -101,6 +103,7 @@ class _Run:
                 f"no topic on {opts.bootstrap_servers} matches --topics {opts.topics}"
                 + (f" minus --exclude {opts.exclude}" if opts.exclude else "")
             )
+        self.lake.check_writable()  # a refused write (policy, role) stops the run before any real one
         self.dt = ensure_table(self.lake)
         custody.seal(self.lake, self.dt)  # recover manifests a killed run left unsealed
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
