@@ -10,7 +10,6 @@ commit it.
 
 from __future__ import annotations
 
-import getpass
 import os
 import signal
 import socket
@@ -30,6 +29,7 @@ from pipeline.core.ranges import partition_ranges
 from pipeline.core.schema import PARTITION_COLUMNS, RECORD_SCHEMA
 from pipeline.core.storage import Lake
 from pipeline.core.table import TABLE_CONFIGURATION, app_id, open_table
+from pipeline.custody.operation import created_by, find_committed_version
 from pipeline.ingest.batch import without_partitions
 from pipeline.ingest.writer import DataFile, write_files
 
@@ -45,10 +45,6 @@ class CommitResult:
     committed: dict[TopicPartition, int]  # last offset now in the table, per partition written
     rejected: dict[TopicPartition, int | None] = field(default_factory=dict)  # what the log says instead
     manifest_digest: str | None = None
-
-
-def created_by() -> str:
-    return f"{getpass.getuser()}@{socket.gethostname()} kbak/{__version__}"
 
 
 def ensure_table(lake: Lake) -> DeltaTable:
@@ -138,7 +134,7 @@ def commit_records(
                 commit_properties=CommitProperties(custom_metadata=meta, app_transactions=txns, max_commit_retries=10),
             )
             _fault("after-commit")
-            version = _committed_version(lake, dt, read_version, digest)
+            version = find_committed_version(lake, dt, read_version, digest)
             custody.seal(lake, dt)
             committed = {(r["topic"], r["partition"]): r["last_offset"] for r in ranges}
             size = sum(f.size for f in files)
@@ -160,16 +156,6 @@ def _fault(point: str) -> None:
     """Crash-test hook: ``KBAK_FAULT=<point>`` SIGKILLs the process there (the kill-and-rerun tests)."""
     if os.environ.get("KBAK_FAULT") == point:
         os.kill(os.getpid(), signal.SIGKILL)
-
-
-def _committed_version(lake: Lake, dt: DeltaTable, read_version: int, digest: str) -> int:
-    """The version our commit got (others may have committed around it): found by its manifest digest."""
-    dt.update_incremental()
-    for version in range(read_version + 1, dt.version() + 1):
-        entry = lake.read_bytes(custody.manifest.log_path(version))
-        if digest.encode() in entry:
-            return version
-    raise KbakError(f"committed to {lake.uri} but cannot find the commit (manifest {digest}) in the log")
 
 
 def _fence(dt: DeltaTable, expected: dict[TopicPartition, int | None], cluster: str) -> dict:

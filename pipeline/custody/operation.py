@@ -1,0 +1,106 @@
+"""One Delta commit for each of kbak's own table operations (erase, retention, compact, vacuum, case holds,
+policies), with its custody manifest staged before and sealed after, exactly as an ingest commit is.
+
+Ingest's exactly-once state (the per-partition application transactions) is never touched: a commit
+without ``txn`` actions leaves every application's version as it was.
+"""
+
+from __future__ import annotations
+
+import getpass
+import socket
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+
+from deltalake import CommitProperties, DeltaTable
+from deltalake.exceptions import CommitFailedError
+from deltalake.transaction import AddAction, RemoveAction
+
+from pipeline import __version__
+from pipeline.core.errors import KbakError, first_line
+from pipeline.core.schema import PARTITION_COLUMNS, RECORD_SCHEMA
+from pipeline.core.storage import Lake
+from pipeline.custody.manifest import BODY_DIGEST_KEY, log_path, seal, stage
+
+
+def created_by() -> str:
+    """Who ran the operation, as the manifests record it: user@host."""
+    return f"{getpass.getuser()}@{socket.gethostname()}"
+
+
+def remove_action(add: dict, now_ms: int | None = None) -> RemoveAction:
+    """A remove action for a file of the current version, from a ``get_add_actions(flatten=True)`` row."""
+    partition_values = {c: add[f"partition.{c}"] for c in PARTITION_COLUMNS if f"partition.{c}" in add}
+    return RemoveAction(
+        path=add["path"],
+        data_change=True,
+        deletion_timestamp=now_ms if now_ms is not None else int(time.time() * 1000),
+        size=add["size_bytes"],
+        partition_values={k: None if v is None else str(v) for k, v in partition_values.items()},
+    )
+
+
+def commit_operation(
+    lake: Lake,
+    dt: DeltaTable,
+    operation: str,
+    body: dict,
+    *,
+    add: Sequence[AddAction] = (),
+    remove: Sequence[RemoveAction] = (),
+    metadata: dict | None = None,
+    max_attempts: int = 5,
+    sleep: Callable[[float], None] = time.sleep,
+) -> int:
+    """Commit ``add``/``remove`` (possibly none: a record-only commit) with ``body`` as its manifest body.
+
+    ``body`` gets ``operation``, ``created_at`` and ``created_by``; it must never hold personal data
+    (the custody chain is kept for the archive's lifetime). Returns the committed version, sealed.
+    A conflicting concurrent commit (ingest appending meanwhile) is retried by delta-rs; a storage
+    error is retried here with backoff, then raised as one line.
+    """
+    body = {"operation": operation, "created_at": _now_iso(), "created_by": created_by(), **body}
+    digest = stage(lake, body)
+    meta = {
+        "kbak.operation": operation,
+        "kbak.version": __version__,
+        "kbak.created_by": created_by(),
+        "kbak.host": socket.gethostname(),
+        **(metadata or {}),
+        BODY_DIGEST_KEY: digest,
+    }
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            dt.update_incremental()
+            read_version = dt.version()
+            dt.create_write_transaction(
+                [*add, *remove],
+                mode="append",
+                schema=RECORD_SCHEMA,
+                partition_by=PARTITION_COLUMNS,
+                commit_properties=CommitProperties(custom_metadata=meta, max_commit_retries=10),
+            )
+            version = find_committed_version(lake, dt, read_version, digest)
+            seal(lake, dt)
+            return version
+        except (CommitFailedError, OSError) as exc:
+            if attempt >= max_attempts:
+                detail = first_line(exc)
+                raise KbakError(f"{operation} commit to {lake.uri} failed after {attempt} attempts: {detail}") from None
+            sleep(min(0.5 * 2 ** (attempt - 1), 4.0))
+
+
+def find_committed_version(lake: Lake, dt: DeltaTable, read_version: int, digest: str) -> int:
+    """The version our commit got (others may have committed around it): found by its manifest digest."""
+    dt.update_incremental()
+    for version in range(read_version + 1, dt.version() + 1):
+        if digest.encode() in lake.read_bytes(log_path(version)):
+            return version
+    raise KbakError(f"committed to {lake.uri} but cannot find the commit (manifest {digest}) in the log")
+
+
+def _now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
