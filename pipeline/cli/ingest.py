@@ -42,6 +42,29 @@ def ingest_cmd(
     topic_refresh_seconds: Annotated[
         float, typer.Option("--topic-refresh-seconds", help="How often to look for new matching topics.")
     ] = 10.0,
+    schema_registry: Annotated[
+        str | None,
+        typer.Option("--schema-registry", help="Schema Registry URL: keep the schemas of wire-format records."),
+    ] = None,
+    schema_registry_auth: Annotated[
+        str | None, typer.Option("--schema-registry-auth", help="Registry basic auth as user:password.")
+    ] = None,
+    schema_registry_ca: Annotated[
+        str | None, typer.Option("--schema-registry-ca", help="CA file (PEM) to verify the registry's TLS.")
+    ] = None,
+    schema_registry_cert: Annotated[
+        str | None, typer.Option("--schema-registry-cert", help="Client certificate (PEM) for the registry.")
+    ] = None,
+    schema_registry_key: Annotated[
+        str | None, typer.Option("--schema-registry-key", help="Client private key (PEM) for the registry.")
+    ] = None,
+    schema_registry_optional: Annotated[
+        bool | None,
+        typer.Option(
+            "--schema-registry-optional",
+            help="Archive records even when the registry cannot give their schema now (counted, not kept).",
+        ),
+    ] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the final summary as JSON.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
 ) -> None:
@@ -76,6 +99,11 @@ def ingest_cmd(
         snapshot_groups=bool(_pick(snapshot_groups, b.snapshot_groups, False)),
         object_lock_days=_pick(object_lock_days, b.object_lock_days, None),
         topic_refresh_seconds=topic_refresh_seconds,
+        schema_registry=_registry_options(
+            cfg.schema_registry, schema_registry, schema_registry_auth, schema_registry_ca,
+            schema_registry_cert, schema_registry_key,
+        ),
+        schema_registry_optional=bool(_pick(schema_registry_optional, cfg.schema_registry.optional or None, False)),
     )
     summary = ingest(opts, reporter=reporter_for_terminal(quiet or json_out))
     if json_out:
@@ -92,6 +120,12 @@ def ingest_cmd(
             typer.echo(
                 f"  {topic}[{p}]: offsets {info['first_offset']}..{info['last_offset']} ({info['records']} records)"
             )
+    if summary.schemas is not None:
+        sch = summary.schemas
+        typer.echo(f"  schemas: {len(sch['kept'])} kept this run" + "".join(
+            f"; {sum(sch[k].values())} records with {len(sch[k])} {k} schema ids {sorted(map(int, sch[k]))}"
+            for k in ("unknown", "unkept") if sch[k]
+        ))
     for gap in summary.gaps:
         typer.echo(
             f"  gap {gap['topic']}[{gap['partition']}] {gap['first_missing']}..{gap['last_missing']}: {gap['reason']}"
@@ -102,3 +136,24 @@ def _pick(flag, from_file, default):
     if flag is not None:
         return flag
     return from_file if from_file is not None else default
+
+
+def _registry_options(cfg, url, auth, ca, cert, key):
+    """Registry settings from the flags, else from ``schema_registry:`` in the config; None without a URL."""
+    from pipeline.schemas.registry import RegistryOptions
+
+    url = url or cfg.url
+    if not url:
+        if any((auth, ca, cert, key)):
+            from pipeline.core.errors import KbakError
+
+            raise KbakError("--schema-registry-auth/-ca/-cert/-key need --schema-registry URL")
+        return None
+    return RegistryOptions(
+        url=url,
+        basic_auth=auth or cfg.basic_auth_user_info,
+        ca_location=ca or cfg.ssl_ca_location,
+        certificate_location=cert or cfg.ssl_certificate_location,
+        key_location=key or cfg.ssl_key_location,
+        key_password=cfg.ssl_key_password,
+    )

@@ -112,6 +112,18 @@ class Backup(_Strict):
     metrics_port: int | None = Field(default=None, ge=0, le=65535)
 
 
+class SchemaRegistry(_Strict):
+    """``schema_registry:``: where ingest fetches the schemas it keeps (confluent-kafka client settings)."""
+
+    url: str | None = None
+    basic_auth_user_info: str | None = None  # user:password
+    ssl_ca_location: str | None = None
+    ssl_certificate_location: str | None = None
+    ssl_key_location: str | None = None
+    ssl_key_password: str | None = None
+    optional: bool = False
+
+
 class BackupConfig(_Strict):
     """``kbak ingest --config``: ``mode: backup``."""
 
@@ -120,6 +132,7 @@ class BackupConfig(_Strict):
     source: Source = Field(default_factory=Source)
     storage: Storage = Field(default_factory=Storage)
     backup: Backup = Field(default_factory=Backup)
+    schema_registry: SchemaRegistry = Field(default_factory=SchemaRegistry)
 
 
 class Restore(_Strict):

@@ -31,6 +31,7 @@ from pipeline.core.storage import Lake
 from pipeline.core.table import app_id, open_table
 from pipeline.ingest.batch import messages_to_table, only_partitions, without_partitions
 from pipeline.ingest.commit import CommitResult, commit_records, ensure_table
+from pipeline.schemas.registry import RegistryOptions
 
 TP = tuple[str, int]
 
@@ -56,6 +57,8 @@ class IngestOptions:
     snapshot_groups: bool = False
     object_lock_days: int | None = None
     idle_timeout_seconds: float = 60.0  # --once: give up when no partition is assigned this long
+    schema_registry: RegistryOptions | None = None  # keep the schemas of wire-format records
+    schema_registry_optional: bool = False  # archive records whose schema the registry cannot give now
 
 
 @dataclass
@@ -72,6 +75,7 @@ class IngestSummary:
     duration_s: float = 0.0
     partitions: dict[str, dict[int, dict]] = field(default_factory=dict)
     gaps: list[dict] = field(default_factory=list)
+    schemas: dict | None = None  # with --schema-registry: kept, unknown and unkept schema ids
 
     def as_dict(self) -> dict:
         return {
@@ -87,6 +91,7 @@ class IngestSummary:
             "records_per_s": round(self.records / self.duration_s, 1) if self.duration_s else None,
             "partitions": {t: {str(p): v for p, v in ps.items()} for t, ps in self.partitions.items()},
             "gaps": self.gaps,
+            **({"schemas": self.schemas} if self.schemas is not None else {}),
         }
 
 
@@ -120,6 +125,7 @@ class _Flush:
     expected: dict[TP, int | None]
     generation: dict[TP, int]
     gaps: list[dict]
+    schemas: list[dict] = field(default_factory=list)  # kept schema documents this commit lists
 
 
 class _Committer(threading.Thread):
@@ -151,6 +157,7 @@ class _Committer(threading.Thread):
                         source_cluster=r.cluster,
                         backup_id=r.summary.backup_id,
                         gaps=job.gaps,
+                        schemas=job.schemas,
                         compression_level=r.opts.compression_level,
                         target_file_size=r.opts.target_file_size,
                     )
@@ -189,6 +196,11 @@ class _Run:
                 + (f" minus --exclude {opts.exclude}" if opts.exclude else "")
             )
         self.dt = ensure_table(self.lake)
+        self.schemas = None
+        if opts.schema_registry is not None:
+            from pipeline.ingest.schemas import SchemaKeeper
+
+            self.schemas = SchemaKeeper(self.lake, opts.schema_registry, opts.schema_registry_optional)
         custody.seal(self.lake, self.dt)  # recover manifests a killed run left unsealed
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
         self.summary = IngestSummary(
@@ -260,6 +272,9 @@ class _Run:
             self.committer.join(timeout=120)
             with contextlib.suppress(Exception):
                 consumer.close()
+            if self.schemas is not None:
+                self.schemas.close()
+                self.summary.schemas = self.schemas.stats.as_dict()
             self.reporter.close()
         if self.opts.snapshot_groups:
             from pipeline.ingest.groups import snapshot_groups
@@ -313,6 +328,8 @@ class _Run:
         now = datetime.now(UTC)
         ingested_at = now.replace(microsecond=now.microsecond // 1000 * 1000)  # ms, like Delta stats
         table = messages_to_table(msgs, self.cluster, ingested_at)
+        if self.schemas is not None:
+            self.schemas.observe(table)  # before buffering: no record is committed ahead of its schema
         last = table.group_by(["topic", "partition"]).aggregate([("offset", "max")]).to_pylist()
         for row in last:
             tp = (row["topic"], row["partition"])
@@ -361,7 +378,8 @@ class _Run:
             self.expected[tp] = r["last_offset"]
             if tp in self.pending_gaps:
                 gaps.append(self.pending_gaps.pop(tp))
-        self.committer.jobs.put(_Flush(table, expected, generation, gaps))
+        schemas = self.schemas.take_pending() if self.schemas is not None else []
+        self.committer.jobs.put(_Flush(table, expected, generation, gaps, schemas))
 
     def _wait_committer(self) -> None:
         self.committer.jobs.join()
@@ -402,6 +420,8 @@ class _Run:
             if offsets:  # for lag monitoring only; the Delta log is the source of truth
                 with contextlib.suppress(Exception):
                     self.consumer.commit(offsets=offsets, asynchronous=True)
+        elif job.schemas and self.schemas is not None:
+            self.schemas.requeue(job.schemas)
         for tp, have in res.rejected.items():
             if job.generation.get(tp) != self.generation[tp] or tp not in self.assigned:
                 continue  # already re-positioned since this flush was cut

@@ -167,9 +167,7 @@ def _protobuf_reader(kept: KeptSchema, schemas: dict[int, KeptSchema]) -> Reader
         msg = message_class(framing.message_indexes or [0])()
         msg.ParseFromString(payload.read())
         return json.dumps(
-            json_format.MessageToDict(
-                msg, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
-            ),
+            json_format.MessageToDict(msg, preserving_proto_field_name=True, always_print_fields_with_no_presence=True),
             ensure_ascii=False,
             separators=(",", ":"),
         )
@@ -204,8 +202,19 @@ def _add_well_known(pool) -> None:
         wrappers_pb2,
     )
 
-    for module in (any_pb2, source_context_pb2, type_pb2, api_pb2, descriptor_pb2, duration_pb2, empty_pb2,
-                   field_mask_pb2, struct_pb2, timestamp_pb2, wrappers_pb2):
+    for module in (
+        any_pb2,
+        source_context_pb2,
+        type_pb2,
+        api_pb2,
+        descriptor_pb2,
+        duration_pb2,
+        empty_pb2,
+        field_mask_pb2,
+        struct_pb2,
+        timestamp_pb2,
+        wrappers_pb2,
+    ):
         pool.AddSerializedFile(module.DESCRIPTOR.serialized_pb)
 
 

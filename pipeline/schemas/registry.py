@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -98,7 +99,9 @@ class RegistryReader:
         schema_type = (schema.schema_type or "AVRO").upper()
         refs: list[Reference] = []
         for ref in schema.references or []:
-            registered = self._call(lambda r=ref: self.client.get_version(r.subject, r.version), f"reference {ref.name}")
+            registered = self._call(
+                lambda r=ref: self.client.get_version(r.subject, r.version), f"reference {ref.name}"
+            )
             refs.append(Reference(ref.name, ref.subject, ref.version, registered.schema_id))
             if registered.schema_id not in known:
                 known.add(registered.schema_id)
@@ -106,7 +109,9 @@ class RegistryReader:
         subject, version = self._first_use(schema_id)
         extra = {}
         if schema_type == "PROTOBUF" and not is_serialized_descriptor(schema.schema_str):
-            serialized = self._call(lambda: self._serialized.get_schema(schema_id, fmt="serialized"), f"schema {schema_id}")
+            serialized = self._call(
+                lambda: self._serialized.get_schema(schema_id, fmt="serialized"), f"schema {schema_id}"
+            )
             extra["serialized"] = serialized.schema_str
         known.add(schema_id)
         out.append(
@@ -157,10 +162,8 @@ class RegistryReader:
 
     def close(self) -> None:
         for c in (self.client, self._serialized):
-            try:
+            with contextlib.suppress(Exception):  # closing is best effort
                 c.close()
-            except Exception:  # closing is best effort
-                pass
 
 
 def is_serialized_descriptor(text: str | None) -> bool:

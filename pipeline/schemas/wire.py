@@ -35,10 +35,25 @@ def schema_ids(column: pa.Array | pa.ChunkedArray) -> set[int]:
     Vectorised: only the distinct 5-byte prefixes reach Python, so a flush of a million records
     costs one pass in Arrow.
     """
+    return set(schema_id_counts(column))
+
+
+def schema_id_counts(column: pa.Array | pa.ChunkedArray) -> dict[int, int]:
+    """Records per schema id framed in a binary column (nulls and other payloads ignored)."""
     if len(column) == 0:
-        return set()
-    column = column.cast(pa.binary()) if not pa.types.is_binary(column.type) else column
+        return {}
+    framed = _framed_prefixes(column)
+    counts = pc.value_counts(framed).to_pylist() if len(framed) else []
+    out: dict[int, int] = {}
+    for item in counts:
+        sid = struct.unpack_from(">I", item["values"], 1)[0]
+        out[sid] = out.get(sid, 0) + item["counts"]
+    return out
+
+
+def _framed_prefixes(column: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
+    if not pa.types.is_binary(column.type):
+        column = column.cast(pa.binary())
     prefixes = pc.binary_slice(column, 0, HEADER_SIZE)
     framed = pc.and_(pc.equal(pc.binary_length(prefixes), HEADER_SIZE), pc.starts_with(prefixes, "\x00"))
-    distinct = pc.unique(pc.filter(prefixes, pc.fill_null(framed, False)))
-    return {struct.unpack_from(">I", p, 1)[0] for p in distinct.to_pylist()}
+    return pc.filter(prefixes, pc.fill_null(framed, False))

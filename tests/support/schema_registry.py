@@ -75,14 +75,20 @@ class FixtureRegistry:
         """Answer every request with this HTTP status (None: work again)."""
         self.state.failing = status
 
-    def register(self, subject: str, schema: str, schema_type: str = "AVRO", references: list[dict] | None = None) -> int:
+    def register(
+        self, subject: str, schema: str, schema_type: str = "AVRO", references: list[dict] | None = None
+    ) -> int:
         with self.state.lock:
             return self._register(subject, schema, schema_type.upper(), references or [])
 
     def _register(self, subject: str, schema: str, schema_type: str, references: list[dict]) -> int:
         s = self.state
         found = next(
-            (e for e in s.by_id.values() if (e.schema, e.schema_type, e.references) == (schema, schema_type, references)),
+            (
+                e
+                for e in s.by_id.values()
+                if (e.schema, e.schema_type, e.references) == (schema, schema_type, references)
+            ),
             None,
         )
         entry = found or _Entry(s.next_id, schema, schema_type, references)
@@ -174,7 +180,9 @@ def get_schema_versions(reg: FixtureRegistry, schema_id: str, query, body):
     sid = int(schema_id)
     if sid not in reg.state.by_id:
         return _no_schema(schema_id)
-    pairs = [{"subject": s, "version": i + 1} for s, ids in reg.state.subjects.items() for i, x in enumerate(ids) if x == sid]
+    pairs = [
+        {"subject": s, "version": i + 1} for s, ids in reg.state.subjects.items() for i, x in enumerate(ids) if x == sid
+    ]
     return 200, pairs
 
 

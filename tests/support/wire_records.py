@@ -80,16 +80,22 @@ def payment(i: int, customer: str | None = None) -> dict:
     return {"customer_id": customer or f"customer-{i % 10:04d}", "amount_cents": 100 + i, "currency": "EUR"}
 
 
-def produce_payments(bootstrap: str, topic: str, kind: str, registry_url: str, payments: list[dict], **kw) -> None:
-    """Serialise each payment with ``kind``'s serializer and produce it (key: the customer id, plain)."""
+def produce_payments(
+    bootstrap: str, topic: str, kind: str, registry_url: str, payments: list[dict], timestamps: list[int] | None = None
+) -> list[bytes]:
+    """Serialise each payment with ``kind``'s serializer and produce it (key ``k-<amount>``, plain);
+    returns the value bytes produced, in order."""
     ser = serializer(kind, registry_url)
     ctx = SerializationContext(topic, MessageField.VALUE)
     if kind == "avro":
         payments = [{"memo": None, **p} for p in payments]
-    p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5, **kw})
+    p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5})
     errors: list = []
-    for obj in payments:
-        p.produce(topic, key=f"k-{obj['amount_cents']}".encode(), value=ser(obj, ctx),
-                  on_delivery=lambda e, m: e and errors.append(e))
+    values = [ser(obj, ctx) for obj in payments]
+    for i, (obj, value) in enumerate(zip(payments, values, strict=True)):
+        extra = {"timestamp": timestamps[i]} if timestamps else {}
+        key = f"k-{obj['amount_cents']}".encode()
+        p.produce(topic, key=key, value=value, on_delivery=lambda e, m: e and errors.append(e), **extra)
     p.flush(30)
     assert not errors, errors
+    return values
