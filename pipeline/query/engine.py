@@ -26,6 +26,7 @@ import duckdb
 from pipeline.core.errors import KbakError, first_line
 from pipeline.core.storage import Lake
 from pipeline.core.table import open_table
+from pipeline.query import decoding
 
 log = logging.getLogger("kbak.engine")
 
@@ -77,11 +78,14 @@ class TableState:
     as_of: str | None
 
 
-def connect(lake: Lake, as_of: int | str | None = None, reader: str | None = None) -> duckdb.DuckDBPyConnection:
+def connect(
+    lake: Lake, as_of: int | str | None = None, reader: str | None = None, decode: bool = False
+) -> duckdb.DuckDBPyConnection:
     """A DuckDB connection whose ``records`` view is the archive (as of a version or time).
 
     The connection also has the audit macros (``MACROS``) and a one-row ``kbak_table`` view saying
-    which lake, version and reader it uses.
+    which lake, version and reader it uses, and the decoding functions over the kept schemas
+    (``decoding.py``; ``decode`` makes the named queries print decoded payloads).
     """
     chosen = reader or os.environ.get(READER_ENV) or DEFAULT_READER
     if chosen not in READERS:
@@ -99,12 +103,13 @@ def connect(lake: Lake, as_of: int | str | None = None, reader: str | None = Non
                 raise KbakError(f"the delta_scan reader is unavailable: {first_line(exc)}") from None
             log.warning("delta_scan unavailable (%s); using deltalake's Arrow dataset", first_line(exc))
             con.close()
-            return connect(lake, as_of, reader="arrow")
+            return connect(lake, as_of, reader="arrow", decode=decode)
     else:
         con.register("_kbak_records_dataset", dt.to_pyarrow_dataset())
         con.execute("CREATE VIEW records AS SELECT * FROM _kbak_records_dataset")
     for stmt in macro_statements():
         con.execute(stmt)
+    decoding.register(con, lake, decode)
     state = TableState(lake.uri, version, chosen, None if as_of is None else str(as_of))
     con.execute(
         "CREATE VIEW kbak_table AS SELECT * FROM (VALUES ("
