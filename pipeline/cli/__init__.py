@@ -7,6 +7,7 @@ from pipeline.cli import custody as _custody  # noqa: F401
 from pipeline.cli import ingest as _ingest  # noqa: F401
 from pipeline.cli import query as _query  # noqa: F401
 from pipeline.cli import replay as _replay  # noqa: F401
+from pipeline.cli import schemas as _schemas  # noqa: F401
 from pipeline.cli._app import app
 
 __all__ = ["app"]
