@@ -33,6 +33,7 @@ class _State:
     next_id: int = 1
     failing: int | None = None
     requests: list[str] = field(default_factory=list)
+    authorization: list[str | None] = field(default_factory=list)  # each request's Authorization header
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -135,6 +136,7 @@ class _Handler(BaseHTTPRequestHandler):
         url = urlsplit(self.path)
         path, query = unquote(url.path), parse_qs(url.query)
         s.requests.append(f"{method} {path}")
+        s.authorization.append(self.headers.get("Authorization"))
         if s.failing:
             return self._send(s.failing, {"error_code": s.failing * 100, "message": "fixture failure"})
         body = None

@@ -1,0 +1,102 @@
+"""``kbak ingest --schema-registry`` when the registry misbehaves: nothing is archived without its
+schema, unless ``--schema-registry-optional`` says so; unknown ids are archived and counted."""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+
+from deltalake import DeltaTable
+from support.kbak_testing import run_kbak
+from support.schema_registry import FixtureRegistry
+from support.wire_records import payment, produce_payments
+
+from pipeline.dev.sample import create_topics
+
+
+def _one_line_error(proc) -> str:
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode != 0 and lines and lines[-1].startswith("kbak: error: "), proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert sum(line.startswith("kbak: error:") for line in lines) == 1
+    return lines[-1]
+
+
+def _records(lake: Path) -> int:
+    return DeltaTable(str(lake)).to_pyarrow_table().num_rows if (lake / "_delta_log").exists() else 0
+
+
+def _avro_topic(kafka, topic_name, registry: FixtureRegistry, n: int = 5) -> str:
+    topic = topic_name("savro-bad")
+    create_topics(kafka.bootstrap, {topic: 1})
+    produce_payments(kafka.bootstrap, topic, "avro", registry.url, [payment(i) for i in range(n)])
+    return topic
+
+
+def _ingest(kafka, topic: str, lake: Path, *extra: str):
+    return run_kbak("ingest", "-b", kafka.bootstrap, "--topics", topic, "--lake", str(lake), "--once", *extra)
+
+
+def test_registry_errors_stop_the_ingest_before_anything_is_archived(kafka, topic_name, tmp_path):
+    with FixtureRegistry() as registry:
+        topic = _avro_topic(kafka, topic_name, registry)
+        registry.fail_with(500)
+        lake = tmp_path / "lake"
+        err = _one_line_error(_ingest(kafka, topic, lake, "--schema-registry", registry.url))
+        assert "schema registry" in err and "failed to return schema 1" in err and "HTTP status code 500" in err
+        assert _records(lake) == 0
+        assert not (lake / "_kbak" / "schemas").exists()
+        # the registry back: a rerun archives everything, with the schema
+        registry.fail_with(None)
+        proc = _ingest(kafka, topic, lake, "--schema-registry", registry.url, "--json")
+        assert proc.returncode == 0, proc.stderr
+        assert json.loads(proc.stdout)["schemas"]["kept"] == [1]
+        assert _records(lake) == 5
+
+
+def test_a_stopped_registry_fails_clearly(kafka, topic_name, tmp_path):
+    registry = FixtureRegistry().start()
+    topic = _avro_topic(kafka, topic_name, registry)
+    url = registry.url
+    registry.stop()
+    lake = tmp_path / "lake"
+    err = _one_line_error(_ingest(kafka, topic, lake, "--schema-registry", url))
+    assert "Connection refused" in err or "connect" in err.lower()
+    assert _records(lake) == 0
+
+
+def test_optional_registry_archives_and_counts_what_it_could_not_keep(kafka, topic_name, tmp_path):
+    with FixtureRegistry() as registry:
+        topic = _avro_topic(kafka, topic_name, registry)
+        registry.fail_with(503)
+        lake = tmp_path / "lake"
+        proc = _ingest(kafka, topic, lake, "--schema-registry", registry.url, "--schema-registry-optional", "--json")
+        assert proc.returncode == 0, proc.stderr
+        assert json.loads(proc.stdout)["schemas"] == {"kept": [], "unknown": {}, "unkept": {"1": 5}}
+        assert _records(lake) == 5
+
+
+def test_schema_registry_from_yaml_config(kafka, topic_name, tmp_path):
+    with FixtureRegistry(first_id=40) as registry:
+        topic = _avro_topic(kafka, topic_name, registry)
+        lake = tmp_path / "lake"
+        cfg = tmp_path / "backup.yaml"
+        cfg.write_text(
+            f"mode: backup\nsource:\n  bootstrap_servers: [{kafka.bootstrap}]\n  topics: {{include: [{topic}]}}\n"
+            f"storage:\n  backend: filesystem\n  path: {lake}\nbackup:\n  continuous: false\n"
+            f"schema_registry:\n  url: {registry.url}\n  basic_auth_user_info: auditor:secret\n"
+        )
+        proc = run_kbak("ingest", "--config", str(cfg), "--json")
+        assert proc.returncode == 0, proc.stderr
+        assert json.loads(proc.stdout)["schemas"]["kept"] == [40]
+        assert (lake / "_kbak" / "schemas" / "40.json").exists()
+        basic = "Basic " + base64.b64encode(b"auditor:secret").decode()
+        assert basic in registry.state.authorization  # kbak's reads carried the configured credentials
+
+
+def test_registry_options_without_url_are_refused(tmp_path):
+    proc = run_kbak(
+        "ingest", "-b", "127.0.0.1:1", "--topics", "x", "--lake", str(tmp_path / "l"), "--schema-registry-auth", "u:p"
+    )
+    assert "need --schema-registry URL" in _one_line_error(proc)
