@@ -38,6 +38,16 @@ def replay_cmd(
     ] = None,
     checkpoint: Annotated[str | None, typer.Option("--checkpoint", help="Progress file; a rerun resumes.")] = None,
     dry_run: Annotated[bool | None, typer.Option("--dry-run", help="Show what would be produced.")] = None,
+    schema_registry_target: Annotated[
+        str | None,
+        typer.Option(
+            "--schema-registry-target",
+            help="Register the kept schemas in this registry and rewrite each record's schema id to its id.",
+        ),
+    ] = None,
+    schema_registry_target_auth: Annotated[
+        str | None, typer.Option("--schema-registry-target-auth", help="Target registry basic auth, user:password.")
+    ] = None,
     rate_limit: Annotated[str | None, typer.Option("--rate-limit", help="Records per second (e.g. 500, 2k).")] = None,
     rate_limit_bytes: Annotated[
         str | None, typer.Option("--rate-limit-bytes", help="Key+value bytes per second (e.g. 5MB).")
@@ -93,6 +103,7 @@ def replay_cmd(
         max_records=_pick(max_records, r.max_records),
         kafka_settings=settings,
         connect_timeout_s=connect_timeout,
+        schema_registry_target=_target_registry(schema_registry_target, schema_registry_target_auth),
     )
     try:
         summary = run_replay(options, reporter=reporter_for_terminal(quiet or json_out))
@@ -145,3 +156,14 @@ def _show(summary, json_out: bool) -> None:
 
 def _pick(flag, from_file):
     return flag if flag is not None else from_file
+
+
+def _target_registry(url: str | None, auth: str | None):
+    from pipeline.core.errors import KbakError
+    from pipeline.schemas.registry import RegistryOptions
+
+    if not url:
+        if auth:
+            raise KbakError("--schema-registry-target-auth needs --schema-registry-target URL")
+        return None
+    return RegistryOptions(url=url, basic_auth=auth)

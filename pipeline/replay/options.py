@@ -11,6 +11,7 @@ from datetime import UTC, date, datetime, timedelta
 
 from pipeline.core.errors import KbakError
 from pipeline.core.storage import Lake
+from pipeline.schemas.registry import RegistryOptions
 
 REPARTITION_MODES = ("murmur2", "round-robin")
 
@@ -53,6 +54,7 @@ class ReplayOptions:
     connect_timeout_s: float = 10.0  # how long the target may take to answer before the run is refused
     batch_rows: int = 50_000  # rows per Arrow batch handed to the producer loop
     chunk_rows: int = 200_000  # rows sorted at a time per source partition (bounds the sort's memory)
+    schema_registry_target: RegistryOptions | None = None  # rewrite schema ids to this registry's (schema_ids.py)
 
     def validate(self) -> None:
         if self.from_ms is not None and self.to_ms is not None and self.to_ms < self.from_ms:
