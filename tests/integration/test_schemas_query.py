@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import pytest
 from support.kbak_testing import run_kbak
@@ -160,3 +161,36 @@ def test_archive_without_schemas_finds_nothing_in_binary_formats(schema_lake):
 
 def test_kinds_cover_avro_protobuf_json_schema():
     assert KINDS == ("avro", "protobuf", "json")
+
+
+def test_notebook_finds_the_customer_in_every_format(schema_lake, tmp_path):
+    import papermill
+    import pyarrow.parquet as pq
+
+    notebook = Path(__file__).resolve().parents[2] / "notebooks" / "legal_discovery.ipynb"
+    executed = tmp_path / "run.ipynb"
+    papermill.execute_notebook(
+        str(notebook),
+        str(executed),
+        parameters={
+            "lake_uri": schema_lake.lake,
+            "out_dir": str(tmp_path / "evidence"),
+            "case_id": "CASE-S",
+            "custodians": [CUSTOMER],
+            "topics": list(schema_lake.topics.values()),
+            "start": "2024-07-01T00:00:00Z",
+            "end": "2024-10-01T00:00:00Z",
+        },
+        kernel_name="python3",
+        cwd=str(tmp_path),
+        progress_bar=False,
+    )
+    text = "\n".join(
+        "".join(o.get("text", "")) for c in json.loads(executed.read_text())["cells"] for o in c.get("outputs", [])
+    )
+    assert f"{CUSTOMER}: 8 records" in text
+    hold = pq.read_table(tmp_path / "evidence" / "CASE-S.parquet").to_pylist()
+    assert sorted((r["topic"], r["offset"]) for r in hold) == sorted(
+        (t, o) for t in schema_lake.topics.values() for o in (7, 13)
+    )
+    assert all(json.loads(r["value_decoded"])["customer_id"] == CUSTOMER for r in hold)
