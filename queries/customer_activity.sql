@@ -14,9 +14,9 @@ WHERE "timestamp" >= $start AND "timestamp" < $end
   AND (len($topics) = 0 OR list_contains($topics, topic))
   AND (key = encode($customer)
        OR (is_framed(key) AND field(key, '$') = $customer)
-       -- JSON is parsed only where it can match: the id appears in the text, or escapes could hide it.
-       -- Wire-format payloads are decoded (after the filters above): ids may be numbers in binary.
-       OR (is_framed(value) AND field(value, $field) = $customer)
+       -- Payloads are parsed only where they can match: the id's bytes appear in them, or an escape
+       -- could hide them, or the id looks like a number (binary formats store numbers encoded).
+       OR (is_framed(value) AND may_hold(value, $customer) AND field(value, $field) = $customer)
        OR (NOT is_framed(value)
            AND (contains(as_text(value), $customer) OR contains(as_text(value), '\'))
            AND json_field(value, $field) = $customer))

@@ -55,6 +55,13 @@ DECODING_MACROS: list[tuple[str, str, str]] = [
         "Like json_field, on any payload decoded() reads.",
     ),
     (
+        "may_hold(b, text)",
+        "regexp_full_match(text, '[-+0-9.eE]+') OR contains(CAST(b AS VARCHAR), CAST(encode(text) AS VARCHAR)) "
+        "OR contains(CAST(b AS VARCHAR), '\\x5C')",
+        "A cheap test before decoding: false only when the payload cannot hold text as a string value "
+        "(its bytes do not contain it and there is no escape that could hide it); numbers always pass.",
+    ),
+    (
         "undecodable_reason(b)",
         "CASE WHEN is_framed(b) THEN kbak_decode_error(b) END",
         "Why a wire-format payload does not decode (schema not kept, corrupt payload); NULL when it does.",

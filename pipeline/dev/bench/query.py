@@ -284,3 +284,7 @@ def main() -> None:
     print(f"       the Python API is {restore_s / api_s:.0f}x faster", flush=True)
     if rows != found:
         print(f"WARNING: the two routes disagree: query {rows} rows, restore scan {found} records")
+    print("decoding: schema registry payloads (Avro) vs JSON, same records", flush=True)
+    from pipeline.dev.bench import decode
+
+    decode.main()
