@@ -11,6 +11,8 @@ from pipeline.cli._app import LakeOpt, S3EndpointOpt, S3RegionOpt, app, emit_jso
 schemas_app = typer.Typer(
     help="Schemas kept with the archive, so Avro/Protobuf/JSON Schema payloads decode without a registry.",
     no_args_is_help=False,
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
 )
 app.add_typer(schemas_app, name="schemas")
 
@@ -59,7 +61,7 @@ def import_cmd(
     s3_endpoint: S3EndpointOpt = None,
     s3_region: S3RegionOpt = None,
 ) -> None:
-    """Keep the schemas of an archived ``_schemas`` topic (for archives made without --schema-registry)."""
+    """Keep the schemas of an archived _schemas topic (for archives made without --schema-registry)."""
     from pipeline.core.errors import KbakError
 
     if not from_archive:

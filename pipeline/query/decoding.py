@@ -76,6 +76,20 @@ _SHOWN_DECODED = (
 )
 
 
+# For DuckDB clients without kbak's Python (``kbak query --setup-sql``): the same macros, so the
+# named queries run there too, but wire-format payloads do not decode (NULL, with the reason).
+_FOREIGN_FUNCTIONS = [
+    ("kbak_decode(b)", "CAST(NULL AS VARCHAR)"),
+    ("kbak_decode_error(b)", "'decoding schema registry payloads needs kbak (kbak query)'"),
+]
+
+
+def setup_statements() -> list[str]:
+    """The decoding macros for any DuckDB client; only kbak's own connections actually decode."""
+    macros = [*_FOREIGN_FUNCTIONS, *[(sig, body) for sig, body, _doc in DECODING_MACROS], _SHOWN_RAW[:2]]
+    return [f"CREATE OR REPLACE MACRO {sig} AS {body}" for sig, body in macros]
+
+
 def register(con: duckdb.DuckDBPyConnection, lake: Lake, decode: bool = False) -> Decoder:
     """Create the decoding functions, macros and the ``kbak_schemas`` view on ``con``."""
     store = SchemaStore(lake)

@@ -135,7 +135,7 @@ def setup_sql(lake: Lake, as_of: int | str | None = None) -> str:
     S3 credentials are left as placeholders: they are the reader's to fill in.
     """
     version = open_table(lake, as_of).version() if as_of is not None else None
-    stmts = _delta_scan_statements(lake, version, secrets=False) + macro_statements()
+    stmts = _delta_scan_statements(lake, version, secrets=False) + macro_statements() + decoding.setup_statements()
     return ";\n".join(stmts) + ";\n"
 
 

@@ -123,7 +123,7 @@ def test_decoded_and_field_macros(schema_lake):
     rows = _query(
         schema_lake.lake,
         "--sql",
-        "SELECT topic, \"offset\", schema_id(value) AS sid, decoded(value) AS d, "
+        'SELECT topic, "offset", schema_id(value) AS sid, decoded(value) AS d, '
         "field(value, 'amount_cents') AS amount "
         'FROM records ORDER BY topic, "offset"',
     )
@@ -194,3 +194,21 @@ def test_notebook_finds_the_customer_in_every_format(schema_lake, tmp_path):
         (t, o) for t in schema_lake.topics.values() for o in (7, 13)
     )
     assert all(json.loads(r["value_decoded"])["customer_id"] == CUSTOMER for r in hold)
+
+
+def test_named_queries_still_run_in_a_plain_duckdb_client(schema_lake):
+    """``--setup-sql`` gives other DuckDB clients the macros; there wire-format payloads stay undecoded."""
+    import duckdb
+
+    from pipeline.query.engine import setup_sql
+
+    con = duckdb.connect()
+    con.execute(setup_sql(Lake.at(schema_lake.lake)))
+    sql = (Path(__file__).resolve().parents[2] / "queries" / "customer_activity.sql").read_text()
+    con.execute(f"PREPARE q AS {sql}")
+    rows = con.execute(
+        f"EXECUTE q(customer := '{CUSTOMER}', start := TIMESTAMPTZ '2024-07-01', \"end\" := TIMESTAMPTZ '2024-10-01', "
+        "topics := [], field := 'customer_id')"
+    ).fetchall()
+    assert {r[0] for r in rows} == {schema_lake.topics["plain"]}
+    assert con.execute("SELECT count(*) FROM records WHERE schema_id(value) = 100").fetchone()[0] == 21
