@@ -6,18 +6,11 @@ from __future__ import annotations
 import json
 import shutil
 
-from support.kbak_testing import produce, run_json, run_kbak
+from support.kbak_testing import one_line_error, produce, run_json, run_kbak
 from support.schema_lake import CUSTOMER, UNKNOWN_ID
 from support.wire_records import PAYMENT_AVRO
 
 from pipeline.dev.sample import create_topics
-
-
-def _one_line_error(proc) -> str:
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert proc.returncode != 0 and lines and lines[-1].startswith("kbak: error: "), proc.stderr
-    assert "Traceback" not in proc.stderr
-    return lines[-1]
 
 
 def test_list_shows_kept_schemas_with_first_and_last_use(schema_lake):
@@ -99,9 +92,7 @@ def test_invalid_schemas_records_are_reported_not_fatal(kafka, topic_name, tmp_p
 
 
 def test_import_bad_input(schema_lake, tmp_path):
-    assert "--from-archive" in _one_line_error(run_kbak("schemas", "import", "--lake", schema_lake.bare))
-    err = _one_line_error(
-        run_kbak("schemas", "import", "--from-archive", "--topic", "nope", "--lake", schema_lake.bare)
-    )
+    assert "--from-archive" in one_line_error(run_kbak("schemas", "import", "--lake", schema_lake.bare))
+    err = one_line_error(run_kbak("schemas", "import", "--from-archive", "--topic", "nope", "--lake", schema_lake.bare))
     assert "no records of topic 'nope'" in err
-    assert "no Delta table" in _one_line_error(run_kbak("schemas", "--lake", str(tmp_path / "empty")))
+    assert "no Delta table" in one_line_error(run_kbak("schemas", "--lake", str(tmp_path / "empty")))

@@ -8,19 +8,11 @@ import json
 from pathlib import Path
 
 from deltalake import DeltaTable
-from support.kbak_testing import run_kbak
+from support.kbak_testing import one_line_error, run_kbak
 from support.schema_registry import FixtureRegistry
 from support.wire_records import payment, produce_payments
 
 from pipeline.dev.sample import create_topics
-
-
-def _one_line_error(proc) -> str:
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert proc.returncode != 0 and lines and lines[-1].startswith("kbak: error: "), proc.stderr
-    assert "Traceback" not in proc.stderr
-    assert sum(line.startswith("kbak: error:") for line in lines) == 1
-    return lines[-1]
 
 
 def _records(lake: Path) -> int:
@@ -43,7 +35,7 @@ def test_registry_errors_stop_the_ingest_before_anything_is_archived(kafka, topi
         topic = _avro_topic(kafka, topic_name, registry)
         registry.fail_with(500)
         lake = tmp_path / "lake"
-        err = _one_line_error(_ingest(kafka, topic, lake, "--schema-registry", registry.url))
+        err = one_line_error(_ingest(kafka, topic, lake, "--schema-registry", registry.url))
         assert "schema registry" in err and "failed to return schema 1" in err and "HTTP status code 500" in err
         assert _records(lake) == 0
         assert not (lake / "_kbak" / "schemas").exists()
@@ -61,7 +53,7 @@ def test_a_stopped_registry_fails_clearly(kafka, topic_name, tmp_path):
     url = registry.url
     registry.stop()
     lake = tmp_path / "lake"
-    err = _one_line_error(_ingest(kafka, topic, lake, "--schema-registry", url))
+    err = one_line_error(_ingest(kafka, topic, lake, "--schema-registry", url))
     assert "Connection refused" in err or "connect" in err.lower()
     assert _records(lake) == 0
 
@@ -99,4 +91,4 @@ def test_registry_options_without_url_are_refused(tmp_path):
     proc = run_kbak(
         "ingest", "-b", "127.0.0.1:1", "--topics", "x", "--lake", str(tmp_path / "l"), "--schema-registry-auth", "u:p"
     )
-    assert "need --schema-registry URL" in _one_line_error(proc)
+    assert "need --schema-registry URL" in one_line_error(proc)

@@ -31,6 +31,7 @@ import pyarrow as pa
 from pipeline.core.schema import RECORD_SCHEMA
 from pipeline.core.storage import Lake
 from pipeline.core.table import committed_offsets
+from pipeline.dev.bench.query import MARKER, cached
 from pipeline.ingest.commit import commit_records, ensure_table
 from pipeline.schemas.store import KeptSchema, SchemaStore
 
@@ -111,14 +112,8 @@ def _table(topic: str, ts: list[int], keys: list[bytes], values: list[bytes], fi
 
 def build_lake(path: Path, records: int) -> Lake:
     lake = Lake.at(path)
-    marker = path / "_kbak_bench.json"
-    if marker.exists() and json.loads(marker.read_text()).get("records") == records:
-        print(f"reusing lake {path} ({records:,} records per topic)", flush=True)
+    if cached(path, records):
         return lake
-    if path.exists():
-        import shutil
-
-        shutil.rmtree(path)
     started = time.monotonic()
     dt = ensure_table(lake)
     SchemaStore(lake).put(
@@ -134,7 +129,7 @@ def build_lake(path: Path, records: int) -> Lake:
         have = committed_offsets(dt, CLUSTER, parts)
         commit_records(lake, dt, table, {tp: have.get(tp) for tp in parts}, source_cluster=CLUSTER, backup_id="bench")
         offset += per_day
-    marker.write_text(json.dumps({"records": records}))
+    (path / MARKER).write_text(json.dumps({"records": records}))
     print(f"built lake {path}: {offset:,} records per topic in {time.monotonic() - started:.1f}s", flush=True)
     return lake
 
