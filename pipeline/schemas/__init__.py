@@ -5,5 +5,8 @@ decodable after the Schema Registry that issued their ids is gone.
 - ``store``: the kept schemas, one JSON document per id under ``_kbak/schemas/`` in the lake.
 - ``registry``: fetching schemas (and their references) with confluent-kafka's SchemaRegistryClient.
 - ``decode``: payload bytes -> JSON text with the kept schemas, no registry needed.
-- ``archive``: schemas taken from an archived ``_schemas`` topic.
+- ``archive``: schemas taken from an archived ``_schemas`` topic; ``imports`` keeps them (custody commit).
+
+Between ``core`` and the jobs: ingest, query and replay import it; it imports only ``core`` (and
+``custody.operation`` for the import's custody commit).
 """
