@@ -139,11 +139,14 @@ def _protobuf_reader(kept: KeptSchema, schemas: dict[int, KeptSchema]) -> Reader
 
     pool = descriptor_pool.DescriptorPool()
     _add_well_known(pool)
-    names = {r.id: r.name for r in _all_references(kept, schemas)}
+    refs = _all_references(kept, schemas)
+    names = {r.id: r.name for r in refs}
+    sources = {r.name: schemas[r.id].schema for r in refs}  # for .proto source that imports them
     for ref in _references_first(kept, schemas):
-        if not ref.schema.startswith("google/protobuf/"):
-            pool.Add(_file_proto(ref, names.get(ref.id, f"ref-{ref.id}.proto")))
-    fdp = _file_proto(kept, f"kbak-schema-{kept.id}.proto")
+        name = names.get(ref.id, f"ref-{ref.id}.proto")
+        if not name.startswith("google/protobuf/"):
+            pool.Add(_file_proto(ref, name, sources))
+    fdp = _file_proto(kept, f"kbak-schema-{kept.id}.proto", sources)
     pool.Add(fdp)
     classes: dict[tuple[int, ...], type] = {}
 
@@ -175,16 +178,20 @@ def _protobuf_reader(kept: KeptSchema, schemas: dict[int, KeptSchema]) -> Reader
     return read
 
 
-def _file_proto(kept: KeptSchema, name: str):
+def _file_proto(kept: KeptSchema, name: str, sources: dict[str, str]):
+    """The kept schema's FileDescriptorProto: its serialized descriptor, or its ``.proto`` source compiled."""
     from google.protobuf import descriptor_pb2
 
     text = kept.extra.get("serialized") or kept.schema
-    if not is_serialized_descriptor(text):
-        raise ValueError("Protobuf schema kept as .proto source only (no serialized descriptor)")
-    fdp = descriptor_pb2.FileDescriptorProto()
-    fdp.ParseFromString(base64.b64decode(text))
-    fdp.name = name
-    return fdp
+    if is_serialized_descriptor(text):
+        fdp = descriptor_pb2.FileDescriptorProto()
+        fdp.ParseFromString(base64.b64decode(text))
+        fdp.name = name
+        return fdp
+    from pipeline.schemas.proto_source import compile_proto
+
+    imports = {k: v for k, v in sources.items() if k != name and not k.startswith("google/protobuf/")}
+    return compile_proto(name, text, imports)
 
 
 def _add_well_known(pool) -> None:

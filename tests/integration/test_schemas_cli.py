@@ -8,7 +8,7 @@ import shutil
 
 from support.kbak_testing import one_line_error, produce, run_json, run_kbak
 from support.schema_lake import CUSTOMER, UNKNOWN_ID
-from support.wire_records import PAYMENT_AVRO
+from support.wire_records import PAYMENT_AVRO, payment_proto_class
 
 from pipeline.dev.sample import create_topics
 
@@ -69,6 +69,11 @@ def test_invalid_schemas_records_are_reported_not_fatal(kafka, topic_name, tmp_p
         return json.dumps({"keytype": keytype, "subject": subject, "version": version, "magic": 1}).encode()
 
     good = {"subject": "p-value", "version": 1, "id": 5, "schema": PAYMENT_AVRO, "deleted": False}
+    source = (
+        'syntax = "proto3";\npackage kbak.test;\n\n'
+        "message Payment {\n  string customer_id = 1;\n  int64 amount_cents = 2;\n  string currency = 3;\n}\n"
+    )
+    proto = {"subject": "q-value", "version": 1, "id": 7, "schemaType": "PROTOBUF", "schema": source}
     produce(
         kafka.bootstrap,
         [
@@ -78,12 +83,31 @@ def test_invalid_schemas_records_are_reported_not_fatal(kafka, topic_name, tmp_p
             {"topic": topic, "key": key("x", 0, "NOOP"), "value": b"{}"},
             {"topic": topic, "key": key("p-value", 1), "value": None},  # tombstone: a hard delete
             {"topic": topic, "key": b"\xff", "value": b"x"},
+            # Protobuf as Confluent's registry stores it in _schemas: .proto source, not a descriptor
+            {"topic": topic, "key": key("q-value", 1), "value": json.dumps(proto).encode()},
         ],
     )
+    data_topic = topic_name("sproto-src")
+    create_topics(kafka.bootstrap, {data_topic: 1})
+    msg = payment_proto_class()(customer_id="customer-0042", amount_cents=7, currency="EUR")
+    produce(kafka.bootstrap, [{"topic": data_topic, "value": b"\x00\x00\x00\x00\x07\x00" + msg.SerializeToString()}])
     lake = str(tmp_path / "lake")
-    run_json("ingest", "-b", kafka.bootstrap, "--topics", topic, "--lake", lake, "--once")
+    run_json("ingest", "-b", kafka.bootstrap, "--topics", f"{topic}|{data_topic}", "--lake", lake, "--once")
     out = run_json("schemas", "import", "--from-archive", "--topic", topic, "--lake", lake)
-    assert out["kept"] == [5] and out["skipped"] == 2
+    assert out["kept"] == [5, 7] and out["skipped"] == 2
+    decoded = json.loads(
+        run_kbak(
+            "query",
+            "--lake",
+            lake,
+            "--sql",
+            f"SELECT decoded(value) AS d FROM records WHERE topic = '{data_topic}'",
+            "--format",
+            "json",
+            check=True,
+        ).stdout
+    )
+    assert json.loads(decoded[0]["d"]) == {"customer_id": "customer-0042", "amount_cents": "7", "currency": "EUR"}
     assert [(b["offset"], b["reason"]) for b in out["invalid"]] == [
         (1, "value is not JSON"),
         (2, "value lacks id, subject, version or schema"),

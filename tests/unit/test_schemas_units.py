@@ -87,3 +87,34 @@ def test_may_hold_prefilter():
     assert may(_framed(1, "\x04été".encode()), "été")  # non-ASCII compared as bytes
     assert may(_framed(1, b"\x54"), "42")  # numbers are stored encoded: always decode
     assert may(_framed(1, b'{"id": "\\u0063-1"}'), "c-1")  # a JSON escape could hide the id
+
+
+def test_protobuf_kept_as_proto_source_with_an_import_decodes():
+    from google.protobuf import descriptor_pool, message_factory, timestamp_pb2
+
+    from pipeline.schemas.proto_source import compile_proto
+
+    common = 'syntax = "proto3";\npackage t;\nmessage Money { int64 cents = 1; string currency = 2; }\n'
+    pay = (
+        'syntax = "proto3";\npackage t;\nimport "common.proto";\nimport "google/protobuf/timestamp.proto";\n'
+        "message Outer { message Payment { string customer_id = 1; t.Money amount = 2; "
+        "google.protobuf.Timestamp at = 3; } }\n"
+    )
+    kept = {
+        1: KeptSchema(1, "PROTOBUF", common),
+        2: KeptSchema(2, "PROTOBUF", pay, references=(Reference("common.proto", "common", 1, 1),)),
+    }
+    pool = descriptor_pool.DescriptorPool()
+    pool.AddSerializedFile(timestamp_pb2.DESCRIPTOR.serialized_pb)
+    pool.Add(compile_proto("common.proto", common, {}))
+    pool.Add(compile_proto("pay.proto", pay, {"common.proto": common}))
+    msg = message_factory.GetMessageClass(pool.FindMessageTypeByName("t.Outer.Payment"))(customer_id="c-1")
+    msg.amount.cents, msg.at.seconds = 5, 1_700_000_000
+    data = _framed(2, bytes([4, 0, 0]) + msg.SerializeToString())  # message indexes [0, 0]: Outer.Payment
+    assert json.loads(Decoder(kept).decode(data)) == {
+        "customer_id": "c-1",
+        "amount": {"cents": "5", "currency": ""},
+        "at": "2023-11-14T22:13:20Z",
+    }
+    bad = {3: KeptSchema(3, "PROTOBUF", "syntax = nonsense")}
+    assert Decoder(bad).why_not(_framed(3, b"\x00")).startswith("schema 3 cannot be used: protoc could not compile")
