@@ -92,3 +92,46 @@ def test_registry_options_without_url_are_refused(tmp_path):
         "ingest", "-b", "127.0.0.1:1", "--topics", "x", "--lake", str(tmp_path / "l"), "--schema-registry-auth", "u:p"
     )
     assert "need --schema-registry URL" in one_line_error(proc)
+
+
+def test_schemas_are_kept_and_used_on_an_s3_lake(kafka, s3, bucket, topic_name):
+    """The same path on S3 (moto server): kept documents, listing, decoding, with the registry gone."""
+    uri = f"s3://{bucket}/lake"
+    env = s3.env()
+    with FixtureRegistry(first_id=70) as registry:
+        topic = _avro_topic(kafka, topic_name, registry)
+        proc = run_kbak(
+            "ingest",
+            "-b",
+            kafka.bootstrap,
+            "--topics",
+            topic,
+            "--lake",
+            uri,
+            "--s3-endpoint",
+            s3.endpoint,
+            "--once",
+            "--schema-registry",
+            registry.url,
+            "--json",
+            env=env,
+        )
+        assert proc.returncode == 0, proc.stderr
+    listed = json.loads(run_kbak("schemas", "--lake", uri, "--s3-endpoint", s3.endpoint, "--json", env=env).stdout)
+    assert [(r["id"], r["type"], r["records"]) for r in listed] == [(70, "AVRO", 5)]
+    rows = json.loads(
+        run_kbak(
+            "query",
+            "--lake",
+            uri,
+            "--s3-endpoint",
+            s3.endpoint,
+            "--format",
+            "json",
+            "--sql",
+            "SELECT field(value, 'customer_id') AS c FROM records ORDER BY \"offset\"",
+            env=env,
+            check=True,
+        ).stdout
+    )
+    assert [r["c"] for r in rows] == [payment(i)["customer_id"] for i in range(5)]
