@@ -104,3 +104,15 @@ def test_rewriting_needs_kept_schemas(kafka, schema_lake, topic_name):
             target.url,
         )
     assert "keeps no schemas" in one_line_error(proc)
+
+
+def test_replay_where_can_select_by_a_decoded_field(kafka, schema_lake, topic_name):
+    dest = topic_name("restored-where")
+    summary = run_json(
+        "replay", "--lake", schema_lake.lake, "-b", kafka.bootstrap, "--topic", schema_lake.topics["protobuf"],
+        "--topic-map", f"{schema_lake.topics['protobuf']}={dest}", "--create-topics",
+        "--where", "field(value_bytes, 'customer_id') = 'customer-0042'",  # in --where, value is text
+    )  # fmt: skip
+    assert summary["records"] == 2
+    got = [r.value for r in consume_all(kafka.bootstrap, dest, 1)]
+    assert got == [schema_lake.values["protobuf"][7], schema_lake.values["protobuf"][13]]
