@@ -21,6 +21,8 @@ from pipeline.core.storage import Lake
 from pipeline.core.table import open_table
 from pipeline.custody.chain import VersionRecord, load_chain
 from pipeline.custody.history import head
+from pipeline.custody.kept_schemas import CHECKS as SCHEMA_CHECKS
+from pipeline.custody.kept_schemas import kept_schema_problems
 from pipeline.custody.manifest import (
     FORMAT,
     STAGED_DIR,
@@ -61,6 +63,7 @@ CHECKS = {
     "foreign-commit": "(warning) versions not written by kbak",
     "orphan-staged-body": "(warning) staged manifest bodies no commit points at (a crash before committing)",
     **REWRITE_CHECKS,
+    **SCHEMA_CHECKS,
 }
 
 ORPHAN_AGE_S = 3600
@@ -143,6 +146,8 @@ def validate(
     for check, subject, message in removed_file_digests(chain):
         add(Finding(check, subject, message))
     _check_anchors(chain, anchors or {}, add)
+    for check, subject, message, severity in kept_schema_problems(lake, chain):
+        add(Finding(check, subject, message, severity))
     _check_orphans(lake, chain, add)
     live = _check_files(lake, chain, backup_id, deep, report)
     if deep and live:

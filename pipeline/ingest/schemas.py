@@ -57,6 +57,7 @@ class SchemaKeeper:
         self.stats = SchemaStats()
         self._unknown_ids: set[int] = set()
         self._pending: list[dict] = []
+        self._listed: set[int] | None = None  # kept ids some manifest lists (read when first needed)
 
     def observe(self, table: pa.Table) -> None:
         """Keep the schema of every id in ``table`` not kept yet; raises KbakError if the registry is down."""
@@ -65,6 +66,7 @@ class SchemaKeeper:
             counts.update(schema_id_counts(table.column(name)))
         for sid, records in sorted(counts.items()):
             if self.store.has(sid):
+                self._list_if_unlisted(sid)
                 continue
             if sid in self._unknown_ids:
                 self.stats.unknown[sid] += records
@@ -85,6 +87,18 @@ class SchemaKeeper:
             for schema in fetched:
                 self._pending.append(self.store.put(schema))
                 self.stats.kept.append(schema.id)
+                if self._listed is not None:
+                    self._listed.add(schema.id)
+
+    def _list_if_unlisted(self, sid: int) -> None:
+        """A document kept by a run that stopped before its commit gets listed by this run's commit."""
+        if self._listed is None:
+            from pipeline.custody.kept_schemas import listed_ids
+
+            self._listed = listed_ids(self.store.lake)
+        if sid not in self._listed:
+            self._listed.add(sid)
+            self._pending.append(self.store.put(self.store.get(sid)))
 
     def take_pending(self) -> list[dict]:
         """Manifest entries of the schemas kept since the last flush (for that flush's commit)."""

@@ -31,15 +31,19 @@ class ImportSummary:
 
 
 def import_from_archive(lake: Lake, topic: str = DEFAULT_TOPIC) -> ImportSummary:
+    from pipeline.custody.kept_schemas import listed_ids
     from pipeline.custody.operation import commit_operation
 
     scan = scan_archive(lake, topic)
     store = SchemaStore(lake)
     summary = ImportSummary(lake.uri, topic, len(scan.registrations), invalid=scan.invalid, skipped=scan.skipped)
     entries = []
+    listed = listed_ids(lake)
     for schema in scan.schemas():
         if store.has(schema.id):
             summary.already_kept.append(schema.id)
+            if schema.id not in listed:  # kept by a run that stopped before its commit: list it now
+                entries.append(store.put(store.get(schema.id)))
             continue
         entries.append(store.put(schema))
         summary.kept.append(schema.id)

@@ -14,8 +14,8 @@ from dataclasses import asdict, dataclass, field
 
 from pipeline.core.errors import KbakError, first_line
 from pipeline.core.storage import Lake
+from pipeline.custody.kept_schemas import SCHEMAS_DIR
 
-SCHEMAS_DIR = "_kbak/schemas"
 TYPES = ("AVRO", "PROTOBUF", "JSON")
 
 
