@@ -135,3 +135,32 @@ def test_schemas_are_kept_and_used_on_an_s3_lake(kafka, s3, bucket, topic_name):
         ).stdout
     )
     assert [r["c"] for r in rows] == [payment(i)["customer_id"] for i in range(5)]
+
+
+def test_wire_format_keys_are_kept_and_matched(kafka, topic_name, tmp_path):
+    """Keys serialized with the registry (an Avro string key) keep their schema too, and
+    customer_activity matches the customer by key with the registry gone."""
+    from confluent_kafka import Producer
+    from confluent_kafka.schema_registry import SchemaRegistryClient
+    from confluent_kafka.schema_registry.avro import AvroSerializer
+    from confluent_kafka.serialization import MessageField, SerializationContext
+
+    topic = topic_name("savro-keys")
+    create_topics(kafka.bootstrap, {topic: 1})
+    lake = tmp_path / "lake"
+    with FixtureRegistry(first_id=80) as registry:
+        key_ser = AvroSerializer(SchemaRegistryClient({"url": registry.url}), '"string"')
+        ctx = SerializationContext(topic, MessageField.KEY)
+        p = Producer({"bootstrap.servers": kafka.bootstrap})
+        for i, who in enumerate(["customer-0042", "customer-0007", "customer-0042"]):
+            p.produce(topic, key=key_ser(who, ctx), value=b'{"n": %d}' % i, timestamp=1_719_792_000_000 + i)
+        p.flush(30)
+        proc = _ingest(kafka, topic, lake, "--schema-registry", registry.url, "--json")
+        assert json.loads(proc.stdout)["schemas"]["kept"] == [80]
+    rows = json.loads(
+        run_kbak(
+            "query", "customer_activity", "--lake", str(lake), "--decode", "--param", "customer=customer-0042",
+            "--param", "start=2024-07-01", "--param", "end=2024-07-02", "--format", "json", check=True,
+        ).stdout
+    )  # fmt: skip
+    assert [(r["offset"], r["key"]) for r in rows] == [(0, '"customer-0042"'), (2, '"customer-0042"')]
