@@ -27,9 +27,7 @@ def query_cmd(
     fmt: Annotated[str, typer.Option("--format", "-f", help="table, csv, json, jsonl or parquet.")] = "table",
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write to this file (streamed).")] = None,
     max_rows: Annotated[int, typer.Option("--max-rows", min=1, help="Rows shown by --format table.")] = 100,
-    reader: Annotated[
-        str | None, typer.Option("--reader", help="Force the table reader: delta_scan or arrow.")
-    ] = None,
+    reader: Annotated[str | None, typer.Option("--reader", help="Force the table reader: delta_scan or arrow.")] = None,
     queries: Annotated[Path | None, typer.Option("--queries", help="Directory of named queries.")] = None,
     print_setup: Annotated[
         bool, typer.Option("--setup-sql", help="Print SQL giving any DuckDB client the same views and macros.")
@@ -51,6 +49,7 @@ def query_cmd(
         _print_list(queries)
         return
     target = lake_from(lake, s3_endpoint, s3_region)
+    _note_as_of(target, as_of)
     if print_setup:
         typer.echo(setup_sql(target, as_of), nl=False)
         return
@@ -68,6 +67,15 @@ def query_cmd(
     rows = write_result(con, text, bound, fmt.lower(), output, max_rows)
     if output is not None:
         typer.echo(f"wrote {rows if rows is not None else 'the first'} rows to {output}", err=True)
+
+
+def _note_as_of(target, as_of: str | None) -> None:
+    """Say so on stderr when --as-of names a time after the newest version (the newest is read)."""
+    from pipeline.core.table import as_of_note
+
+    note = as_of_note(target, as_of)
+    if note:
+        typer.echo(f"kbak: note: {note}", err=True)
 
 
 def _print_list(directory: Path | None) -> None:

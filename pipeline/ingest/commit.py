@@ -187,4 +187,3 @@ def _manifest_body(files: list[DataFile], ranges: list[dict], gaps: list[dict], 
         "partitions": ranges,
         "gaps": gaps,
     }
-
