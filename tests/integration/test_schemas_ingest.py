@@ -26,8 +26,8 @@ def _avro_topic(kafka, topic_name, registry: FixtureRegistry, n: int = 5) -> str
     return topic
 
 
-def _ingest(kafka, topic: str, lake: Path, *extra: str):
-    return run_kbak("ingest", "-b", kafka.bootstrap, "--topics", topic, "--lake", str(lake), "--once", *extra)
+def _ingest(kafka, topic: str, lake: Path | str, *extra: str, env: dict | None = None):
+    return run_kbak("ingest", "-b", kafka.bootstrap, "--topics", topic, "--lake", str(lake), "--once", *extra, env=env)
 
 
 def test_registry_errors_stop_the_ingest_before_anything_is_archived(kafka, topic_name, tmp_path):
@@ -100,22 +100,8 @@ def test_schemas_are_kept_and_used_on_an_s3_lake(kafka, s3, bucket, topic_name):
     env = s3.env()
     with FixtureRegistry(first_id=70) as registry:
         topic = _avro_topic(kafka, topic_name, registry)
-        proc = run_kbak(
-            "ingest",
-            "-b",
-            kafka.bootstrap,
-            "--topics",
-            topic,
-            "--lake",
-            uri,
-            "--s3-endpoint",
-            s3.endpoint,
-            "--once",
-            "--schema-registry",
-            registry.url,
-            "--json",
-            env=env,
-        )
+        args = ("--s3-endpoint", s3.endpoint, "--schema-registry", registry.url, "--json")
+        proc = _ingest(kafka, topic, uri, *args, env=env)
         assert proc.returncode == 0, proc.stderr
     listed = json.loads(run_kbak("schemas", "--lake", uri, "--s3-endpoint", s3.endpoint, "--json", env=env).stdout)
     assert [(r["id"], r["type"], r["records"]) for r in listed] == [(70, "AVRO", 5)]
