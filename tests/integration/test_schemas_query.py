@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from support.kbak_testing import run_kbak
-from support.schema_lake import CUSTOMER, KINDS, UNKNOWN_ID
+from support.schema_lake import CUSTOMER, UNKNOWN_ID
 
 from pipeline.core.storage import Lake
 from pipeline.schemas.store import SchemaStore, path_of, sha256
@@ -157,10 +157,6 @@ def test_archive_without_schemas_finds_nothing_in_binary_formats(schema_lake):
     assert {r["topic"] for r in rows} == {schema_lake.topics["plain"]}
     reasons = {r["reason"] for r in _query(schema_lake.bare, "undecodable")}
     assert reasons >= {f"schema {i} is not kept" for i in (100, 101, 102)}
-
-
-def test_kinds_cover_avro_protobuf_json_schema():
-    assert KINDS == ("avro", "protobuf", "json")
 
 
 def test_notebook_finds_the_customer_in_every_format(schema_lake, tmp_path):
