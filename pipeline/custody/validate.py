@@ -19,6 +19,8 @@ import pyarrow as pa
 from pipeline.core.errors import KbakError
 from pipeline.core.storage import Lake
 from pipeline.core.table import open_table
+from pipeline.custody.cases import CHECKS as CASE_CHECKS
+from pipeline.custody.cases import case_problems
 from pipeline.custody.chain import VersionRecord, load_chain
 from pipeline.custody.history import head
 from pipeline.custody.manifest import (
@@ -64,6 +66,7 @@ CHECKS = {
     "orphan-staged-body": "(warning) staged manifest bodies no commit points at (a crash before committing)",
     **REWRITE_CHECKS,
     **SCRUB_CHECKS,
+    **CASE_CHECKS,
 }
 
 ORPHAN_AGE_S = 3600
@@ -145,7 +148,7 @@ def validate(
     _check_chain(lake, chain, add)
     for check, subject, message in removed_file_digests(chain):
         add(Finding(check, subject, message))
-    for check, subject, message, severity in scrub_problems(lake, chain, deep):
+    for check, subject, message, severity in [*scrub_problems(lake, chain, deep), *case_problems(lake, chain)]:
         add(Finding(check, subject, message, severity))
     _check_anchors(chain, anchors or {}, add)
     _check_orphans(lake, chain, add)
