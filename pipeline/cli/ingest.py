@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Annotated
 
@@ -42,6 +43,15 @@ def ingest_cmd(
     topic_refresh_seconds: Annotated[
         float, typer.Option("--topic-refresh-seconds", help="How often to look for new matching topics.")
     ] = 10.0,
+    compact: Annotated[
+        bool | None, typer.Option("--compact", help="Continuous: compact each UTC day once it is closed.")
+    ] = None,
+    retention_apply: Annotated[
+        bool | None, typer.Option("--retention-apply", help="Continuous: apply the retention policies daily.")
+    ] = None,
+    maintenance_seconds: Annotated[
+        float, typer.Option("--maintenance-seconds", min=0.1, help="How often --compact/--retention-apply check.")
+    ] = 300.0,
     json_out: Annotated[bool, typer.Option("--json", help="Print the final summary as JSON.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
 ) -> None:
@@ -77,7 +87,19 @@ def ingest_cmd(
         object_lock_days=_pick(object_lock_days, b.object_lock_days, None),
         topic_refresh_seconds=topic_refresh_seconds,
     )
-    summary = ingest(opts, reporter=reporter_for_terminal(quiet or json_out))
+    do_compact = bool(_pick(compact, b.compact, False))
+    do_retention = bool(_pick(retention_apply, b.retention_apply, False))
+    stop, maintenance = threading.Event(), None
+    if cfg.retention or do_compact or do_retention:
+        from pipeline.cli.lifecycle import start_maintenance
+
+        maintenance = start_maintenance(opts, stop, cfg.retention, do_compact, do_retention, maintenance_seconds)
+    try:
+        summary = ingest(opts, reporter=reporter_for_terminal(quiet or json_out), stop=stop)
+    finally:
+        stop.set()
+        if maintenance is not None:
+            maintenance.join(120)  # let a compaction in progress finish its commit
     if json_out:
         emit_json(summary.as_dict())
         return
