@@ -23,6 +23,8 @@ from pipeline.custody.cases import CHECKS as CASE_CHECKS
 from pipeline.custody.cases import case_problems
 from pipeline.custody.chain import VersionRecord, load_chain
 from pipeline.custody.history import head
+from pipeline.custody.kept_schemas import CHECKS as SCHEMA_CHECKS
+from pipeline.custody.kept_schemas import kept_schema_problems
 from pipeline.custody.manifest import (
     FORMAT,
     STAGED_DIR,
@@ -66,6 +68,7 @@ CHECKS = {
     "orphan-staged-body": "(warning) staged manifest bodies no commit points at (a crash before committing)",
     "encryption": "(S3 with --sse/KBAK_SSE, warning) every object carries the lake's configured server-side encryption",
     **REWRITE_CHECKS,
+    **SCHEMA_CHECKS,
     **SCRUB_CHECKS,
     **CASE_CHECKS,
 }
@@ -152,6 +155,8 @@ def validate(
     for check, subject, message, severity in [*scrub_problems(lake, chain, deep), *case_problems(lake, chain)]:
         add(Finding(check, subject, message, severity))
     _check_anchors(chain, anchors or {}, add)
+    for check, subject, message, severity in kept_schema_problems(lake, chain):
+        add(Finding(check, subject, message, severity))
     _check_orphans(lake, chain, add)
     live = _check_files(lake, chain, backup_id, deep, report)
     _check_encryption(lake, add)

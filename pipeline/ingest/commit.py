@@ -87,6 +87,7 @@ def commit_records(
     source_cluster: str,
     backup_id: str,
     gaps: list[dict] | None = None,
+    schemas: list[dict] | None = None,
     compression_level: int = defaults.COMPRESSION_LEVEL,
     target_file_size: int = defaults.TARGET_FILE_SIZE,
     max_attempts: int = 5,
@@ -114,6 +115,8 @@ def commit_records(
                 _fault("after-write")
             ranges = partition_ranges(table)
             body = _manifest_body(files, ranges, gaps or [], source_cluster, backup_id)
+            if schemas:  # kept schema documents these records are the first to need (see ingest/schemas.py)
+                body["schemas"] = schemas
             digest = custody.stage(lake, body)
             txns = [Transaction(app_id(source_cluster, r["topic"], r["partition"]), r["last_offset"]) for r in ranges]
             meta = {

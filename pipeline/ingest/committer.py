@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pyarrow as pa
 
@@ -27,6 +27,7 @@ class Flush:
     expected: dict[TP, int | None]
     generation: dict[TP, int]
     gaps: list[dict]
+    schemas: list[dict] = field(default_factory=list)  # kept schema documents this commit lists
 
 
 class Committer(threading.Thread):
@@ -79,6 +80,7 @@ class Committer(threading.Thread):
             source_cluster=self.source_cluster,
             backup_id=self.backup_id,
             gaps=job.gaps,
+            schemas=job.schemas,
             compression_level=self.compression_level,
             target_file_size=self.target_file_size,
         )

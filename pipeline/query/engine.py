@@ -28,6 +28,7 @@ from pipeline.core.errors import KbakError, first_line
 from pipeline.core.readset import version_files
 from pipeline.core.storage import Lake
 from pipeline.core.table import open_table
+from pipeline.query import decoding
 
 log = logging.getLogger("kbak.engine")
 
@@ -80,13 +81,20 @@ class TableState:
 
 
 def connect(
-    lake: Lake, as_of: int | str | None = None, reader: str | None = None, *, audit: bool = True
+    lake: Lake,
+    as_of: int | str | None = None,
+    reader: str | None = None,
+    *,
+    audit: bool = True,
+    decode: bool = False,
 ) -> duckdb.DuckDBPyConnection:
     """A DuckDB connection whose ``records`` view is the archive (as of a version or time).
 
-    The connection also has the audit macros (``MACROS``) and a one-row ``kbak_table`` view saying
-    which lake, version and reader it uses. With an access log configured (``KBAK_ACCESS_LOG``),
-    the connection is recorded there; ``audit=False`` is for callers that record a richer entry.
+    The connection also has the audit macros (``MACROS``), a one-row ``kbak_table`` view saying
+    which lake, version and reader it uses, and the decoding functions over the kept schemas
+    (``decoding.py``; ``decode`` makes the named queries print decoded payloads). With an access log
+    configured (``KBAK_ACCESS_LOG``), the connection is recorded there; ``audit=False`` is for
+    callers that record a richer entry.
     """
     chosen = reader or os.environ.get(READER_ENV) or DEFAULT_READER
     if chosen not in READERS:
@@ -109,7 +117,7 @@ def connect(
                 raise KbakError(f"the delta_scan reader is unavailable: {first_line(exc)}") from None
             log.warning("delta_scan unavailable (%s); using deltalake's Arrow dataset", first_line(exc))
             con.close()
-            return connect(lake, as_of, reader="arrow", audit=audit)
+            return connect(lake, as_of, reader="arrow", audit=audit, decode=decode)
     else:
         dataset = dt.to_pyarrow_dataset() if files is None else files_dataset(lake, files.files)
         con.register("_kbak_records_dataset", dataset)
@@ -118,6 +126,7 @@ def connect(
     for stmt in macro_statements():
         con.execute(stmt)
     _create_recorded_gaps(con, lake, version, chosen)
+    decoding.register(con, lake, decode)
     state = TableState(lake.uri, version, chosen, None if as_of is None else str(as_of))
     con.execute(
         "CREATE VIEW kbak_table AS SELECT * FROM (VALUES ("
@@ -198,7 +207,7 @@ def setup_sql(lake: Lake, as_of: int | str | None = None) -> str:
     S3 credentials are left as placeholders: they are the reader's to fill in.
     """
     version = open_table(lake, as_of).version() if as_of is not None else None
-    stmts = _delta_scan_statements(lake, version, secrets=False) + macro_statements()
+    stmts = _delta_scan_statements(lake, version, secrets=False) + macro_statements() + decoding.setup_statements()
     return ";\n".join(stmts) + ";\n"
 
 
