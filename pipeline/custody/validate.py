@@ -19,6 +19,8 @@ import pyarrow as pa
 from pipeline.core.errors import KbakError
 from pipeline.core.storage import Lake
 from pipeline.core.table import open_table
+from pipeline.custody.cases import CHECKS as CASE_CHECKS
+from pipeline.custody.cases import case_problems
 from pipeline.custody.chain import VersionRecord, load_chain
 from pipeline.custody.history import head
 from pipeline.custody.kept_schemas import CHECKS as SCHEMA_CHECKS
@@ -68,6 +70,7 @@ CHECKS = {
     **REWRITE_CHECKS,
     **SCHEMA_CHECKS,
     **SCRUB_CHECKS,
+    **CASE_CHECKS,
 }
 
 ORPHAN_AGE_S = 3600
@@ -149,7 +152,7 @@ def validate(
     _check_chain(lake, chain, add)
     for check, subject, message in removed_file_digests(chain):
         add(Finding(check, subject, message))
-    for check, subject, message, severity in scrub_problems(lake, chain, deep):
+    for check, subject, message, severity in [*scrub_problems(lake, chain, deep), *case_problems(lake, chain)]:
         add(Finding(check, subject, message, severity))
     _check_anchors(chain, anchors or {}, add)
     for check, subject, message, severity in kept_schema_problems(lake, chain):
