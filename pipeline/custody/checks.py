@@ -118,10 +118,11 @@ class Check(StrEnum):
     )
     OFFSET_GAP = (
         "offset-gap",
-        "offset holes (from offset 0) ingest did not record: transaction markers and compaction legitimately "
-        "make them, so they are listed, not failures; holes ingest recorded as `deleted_before_archive` are "
-        "listed as recorded; the offsets a missing data file held (per its commit's manifest) are listed as `lost`, "
-        "as errors",
+        "offset holes (from offset 0) no commit recorded: transaction markers and compaction legitimately make "
+        "them, so they are listed, not failures; holes ingest recorded as `deleted_before_archive`, and those "
+        "erasure and retention recorded (`removed_offsets`, reasons `erased` / `retention`), are listed as "
+        "recorded with their reason; the offsets a missing data file held (per its commit's manifest) are "
+        "listed as `lost`, as errors",
         True,
         True,
     )
@@ -143,11 +144,35 @@ class Check(StrEnum):
     # -- erasure --
     READSET_INDEX = (
         "readset-index",
-        "the erasure readset index maps every original to the replacement its erase manifest names",
+        "the erasure readset index maps every original to the replacement its erase manifest names (see "
+        "[erasure.md](erasure.md))",
     )
     SCRUBBED_REPLACEMENT = (
         "scrubbed-replacement",
         "each scrubbed replacement readers use exists and hashes to its manifest's SHA-256",
+        True,
+    )
+    # -- kept schemas, case holds, encryption --
+    SCHEMA_SHA256 = (
+        "schema-sha256",
+        "each kept schema document (`_kbak/schemas/<id>.json`, [schemas.md](schemas.md)) a manifest lists "
+        "exists and hashes to the SHA-256 it recorded",
+    )
+    SCHEMA_LISTED = (
+        "schema-listed",
+        "each kept schema document is listed by a manifest (one written by a run killed before its commit is "
+        "listed by the next run that needs it)",
+        False,
+        True,
+    )
+    CASE_STATE = (
+        "case-state",
+        "each case document under _kbak/cases/ says what the chain's latest case-hold/-release recorded",
+    )
+    ENCRYPTION = (
+        "encryption",
+        "(S3 with --sse/KBAK_SSE) every object carries the lake's configured server-side encryption",
+        False,
         True,
     )
     # -- warnings --

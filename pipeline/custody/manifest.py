@@ -223,8 +223,16 @@ def staged_path(digest: str) -> str:
 
 
 def stage(lake: Lake, body: ManifestBody | dict) -> str:
-    """Stage a manifest body before its commit; returns the digest to put in the commit info."""
-    data = canonical_json(body.to_dict() if isinstance(body, ManifestBody) else body)
+    """Stage a manifest body before its commit; returns the digest to put in the commit info.
+
+    On S3 the body records the encryption S3 applied to the files it adds (``encryption``).
+    """
+    body = body.to_dict() if isinstance(body, ManifestBody) else body
+    if lake.is_s3 and body.get("files_added"):
+        from pipeline.custody.encryption import observed
+
+        body["encryption"] = observed(lake, [f["path"] for f in body["files_added"]])
+    data = canonical_json(body)
     digest = sha256_hex(data)
     lake.write_bytes(staged_path(digest), data)
     return digest

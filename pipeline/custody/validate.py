@@ -20,9 +20,11 @@ import pyarrow as pa
 from pipeline.core.errors import KbakError
 from pipeline.core.storage import Lake, StorageAccessError
 from pipeline.core.table import open_table
+from pipeline.custody.cases import case_problems
 from pipeline.custody.chain import VersionRecord, load_chain
 from pipeline.custody.checks import Check
 from pipeline.custody.history import head
+from pipeline.custody.kept_schemas import kept_schema_problems
 from pipeline.custody.manifest import (
     FORMAT,
     STAGED_DIR,
@@ -122,11 +124,14 @@ def validate(
     _check_chain(lake, chain, add)
     for check, subject, message in removed_file_digests(chain):
         add(Finding(check, subject, message))
-    for check, subject, message, severity in scrub_problems(lake, chain, deep):
+    for check, subject, message, severity in [*scrub_problems(lake, chain, deep), *case_problems(lake, chain)]:
         add(Finding(check, subject, message, severity))
     _check_anchors(chain, anchors or {}, add)
+    for check, subject, message, severity in kept_schema_problems(lake, chain):
+        add(Finding(check, subject, message, severity))
     _check_orphans(lake, chain, add)
     live = _check_files(lake, chain, backup_id, deep, report)
+    _check_encryption(lake, add)
     if deep and live:
         _deep(lake, chain, live, report)
     if deep:
@@ -134,6 +139,17 @@ def validate(
         for check, subject, message in [*content_digests(lake, chain), *gone]:
             add(Finding(check, subject, message))
     return report
+
+
+def _check_encryption(lake: Lake, add) -> None:
+    if not (lake.is_s3 and lake.s3.sse):
+        return
+    from pipeline.custody.encryption import unencrypted
+
+    want = lake.s3.sse + (f" with key {lake.s3.sse_kms_key_id}" if lake.s3.sse_kms_key_id else "")
+    for path, sse, key in unencrypted(lake, lake.s3.sse, lake.s3.sse_kms_key_id):
+        has = f"{sse} with key {key}" if key else (sse or "no server-side encryption")
+        add(Finding(Check.ENCRYPTION, path, f"object has {has}, not the lake's {want}"))
 
 
 # -- the chain --------------------------------------------------------------------------------

@@ -135,3 +135,13 @@ def archive_rows(lake: str, storage_options: dict | None = None, topic: str | No
     t = DeltaTable(lake, storage_options=storage_options).to_pyarrow_table()
     rows = [Rec.from_row(r) for r in t.to_pylist() if topic is None or r["topic"] == topic]
     return sorted(rows, key=lambda r: (r.topic, r.partition, r.offset))
+
+
+def one_line_error(proc) -> str:
+    """The failure is one line, the last on stderr (progress lines may precede it), and no traceback."""
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode != 0, proc.stdout
+    assert lines and lines[-1].startswith("kbak: error: "), proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert sum(line.startswith("kbak: error:") for line in lines) == 1, proc.stderr
+    return lines[-1]
