@@ -95,6 +95,17 @@ def _reason(exc: BaseException) -> str:
     return " ".join(chain[-1].split())[:200] if len(chain) > 1 else first_line(exc, 200)
 
 
+def _synced_tmp(full: str, data: bytes) -> str:
+    """``data`` written and fsynced to a temporary file next to ``full`` (for an atomic rename or link)."""
+    Path(full).parent.mkdir(parents=True, exist_ok=True)
+    tmp = f"{full}.tmp-{os.getpid()}-{threading.get_ident()}"
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    return tmp
+
+
 def translate_storage_errors(fn: Callable) -> Callable:
     """Lake file helpers: credential/permission/bucket failures become ``StorageAccessError``.
 
@@ -317,13 +328,7 @@ class Lake:
     def write_bytes(self, relative: str, data: bytes) -> None:
         full = self.path(relative)
         if not self.is_s3:
-            Path(full).parent.mkdir(parents=True, exist_ok=True)
-            tmp = f"{full}.tmp-{os.getpid()}"
-            with open(tmp, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, full)
+            os.replace(_synced_tmp(full, data), full)
             return
         if self.s3.sse:  # pyarrow cannot ask for SSE-KMS: boto3 sends the encryption headers
             key = self.key(relative)
@@ -346,12 +351,7 @@ class Lake:
                 return False
             self.write_bytes(relative, data)
             return True
-        Path(full).parent.mkdir(parents=True, exist_ok=True)
-        tmp = f"{full}.tmp-{os.getpid()}-{threading.get_ident()}"
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
+        tmp = _synced_tmp(full, data)
         try:
             os.link(tmp, full)
         except FileExistsError:
