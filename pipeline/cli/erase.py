@@ -6,7 +6,18 @@ from typing import Annotated
 
 import typer
 
-from pipeline.cli._app import LakeOpt, S3EndpointOpt, S3RegionOpt, app, emit_json, fail, friendly, lake_from
+from pipeline.cli._app import (
+    LakeOpt,
+    S3EndpointOpt,
+    S3RegionOpt,
+    SseKeyOpt,
+    SseOpt,
+    app,
+    emit_json,
+    fail,
+    friendly,
+    lake_from,
+)
 
 
 @app.command("erase")
@@ -33,11 +44,13 @@ def erase_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="JSON output.")] = False,
     s3_endpoint: S3EndpointOpt = None,
     s3_region: S3RegionOpt = None,
+    sse: SseOpt = None,
+    sse_kms_key_id: SseKeyOpt = None,
 ) -> None:
     """Erase a data subject's records from every version of the archive, provably (GDPR Art. 17)."""
     from pipeline.erasure.selectors import parse_selectors
 
-    target = lake_from(lake, s3_endpoint, s3_region)
+    target = lake_from(lake, s3_endpoint, s3_region, sse, sse_kms_key_id)
     selectors = parse_selectors(key or [], json_field or [], header or [])
     if status:
         from pipeline.erasure.status import erase_status

@@ -82,6 +82,13 @@ class Source(KafkaEndpoint):
     group_id: str | None = None
 
 
+class Encryption(_Strict):
+    """``storage.encryption``: server-side encryption of every object kbak writes to S3."""
+
+    sse: Literal["aws:kms", "AES256"] | None = None
+    kms_key_id: str | None = None
+
+
 class Storage(_Strict):
     backend: Literal["filesystem", "s3"] = "filesystem"
     path: str | None = None
@@ -89,6 +96,7 @@ class Storage(_Strict):
     prefix: str | None = None
     region: str | None = None
     endpoint: str | None = None
+    encryption: Encryption = Field(default_factory=Encryption)
 
     def lake_uri(self) -> str | None:
         if self.backend == "s3":

@@ -228,6 +228,7 @@ def describe_version(rec: VersionRecord) -> dict:
         "partitions": body.get("partitions") or [],
         "gaps": body.get("gaps") or [],
         "sealed_from_log": bool(body.get("sealed_from_log")),
+        "encryption": body.get("encryption"),  # as S3 reported it for the files added (None: local lake)
         "body_sha256": m.get("body_sha256") or rec.body_digest,
         "manifest_sha256": rec.manifest_sha256,
         "previous_manifest_sha256": m.get("previous_manifest_sha256"),

@@ -63,6 +63,7 @@ CHECKS = {
     "anchor": "each --anchor VERSION=SHA256 recorded outside the lake still names that version's manifest",
     "foreign-commit": "(warning) versions not written by kbak",
     "orphan-staged-body": "(warning) staged manifest bodies no commit points at (a crash before committing)",
+    "encryption": "(S3 with --sse/KBAK_SSE, warning) every object carries the lake's configured server-side encryption",
     **REWRITE_CHECKS,
     **SCRUB_CHECKS,
 }
@@ -163,6 +164,7 @@ def validate(
     _check_anchors(chain, anchors or {}, add)
     _check_orphans(lake, chain, add)
     live = _check_files(lake, chain, backup_id, deep, report, by_manifest)
+    _check_encryption(lake, add)
     if deep and live:
         _deep(lake, chain, live, report)
     if deep:
@@ -192,6 +194,17 @@ def _advance_point(lake: Lake, point: verified.VerifiedPoint | None, new: list[V
             verified_at=datetime.now(UTC).isoformat(timespec="seconds"),
         ),
     )
+
+
+def _check_encryption(lake: Lake, add) -> None:
+    if not (lake.is_s3 and lake.s3.sse):
+        return
+    from pipeline.custody.encryption import unencrypted
+
+    want = lake.s3.sse + (f" with key {lake.s3.sse_kms_key_id}" if lake.s3.sse_kms_key_id else "")
+    for path, sse, key in unencrypted(lake, lake.s3.sse, lake.s3.sse_kms_key_id):
+        has = f"{sse} with key {key}" if key else (sse or "no server-side encryption")
+        add(Finding("encryption", path, f"object has {has}, not the lake's {want}", "warning"))
 
 
 # -- the chain --------------------------------------------------------------------------------

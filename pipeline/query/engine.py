@@ -23,6 +23,7 @@ from urllib.parse import urlparse
 
 import duckdb
 
+from pipeline.core.access_log import log_access
 from pipeline.core.errors import KbakError, first_line
 from pipeline.core.readset import version_files
 from pipeline.core.storage import Lake
@@ -78,11 +79,14 @@ class TableState:
     as_of: str | None
 
 
-def connect(lake: Lake, as_of: int | str | None = None, reader: str | None = None) -> duckdb.DuckDBPyConnection:
+def connect(
+    lake: Lake, as_of: int | str | None = None, reader: str | None = None, *, audit: bool = True
+) -> duckdb.DuckDBPyConnection:
     """A DuckDB connection whose ``records`` view is the archive (as of a version or time).
 
     The connection also has the audit macros (``MACROS``) and a one-row ``kbak_table`` view saying
-    which lake, version and reader it uses.
+    which lake, version and reader it uses. With an access log configured (``KBAK_ACCESS_LOG``),
+    the connection is recorded there; ``audit=False`` is for callers that record a richer entry.
     """
     chosen = reader or os.environ.get(READER_ENV) or DEFAULT_READER
     if chosen not in READERS:
@@ -105,7 +109,7 @@ def connect(lake: Lake, as_of: int | str | None = None, reader: str | None = Non
                 raise KbakError(f"the delta_scan reader is unavailable: {first_line(exc)}") from None
             log.warning("delta_scan unavailable (%s); using deltalake's Arrow dataset", first_line(exc))
             con.close()
-            return connect(lake, as_of, reader="arrow")
+            return connect(lake, as_of, reader="arrow", audit=audit)
     else:
         dataset = dt.to_pyarrow_dataset() if files is None else files_dataset(lake, files.files)
         con.register("_kbak_records_dataset", dataset)
@@ -120,6 +124,8 @@ def connect(lake: Lake, as_of: int | str | None = None, reader: str | None = Non
         + ", ".join(_literal(v) for v in (state.lake, state.version, state.reader, state.as_of))
         + ")) AS t(lake, version, reader, as_of)"
     )
+    if audit:
+        log_access("connect", lake, table_version=version, as_of=state.as_of)
     return con
 
 

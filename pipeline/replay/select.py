@@ -71,7 +71,7 @@ class Selection:
         self._files = pa.table(dt.get_add_actions(flatten=True))
         self.archived = _archived_partitions(self._files)  # topic -> partition count the archive implies
         self.topics = self._choose_topics()
-        self.con = connect(options.lake, as_of=self.version)
+        self.con = connect(options.lake, as_of=self.version, audit=False)  # replay logs its own access
         self._tmp = tempfile.TemporaryDirectory(prefix="kbak-replay-")
         self.con.execute(f"SET memory_limit = '{MEMORY_LIMIT}'")
         self.con.execute(f"SET temp_directory = {_text(self._tmp.name)}")

@@ -155,3 +155,13 @@ def table_rows(lake) -> int:
         return DeltaTable(str(lake)).count()
     except Exception:
         return 0
+
+
+def one_line_error(proc) -> str:
+    """The failure is one line, the last on stderr (progress lines may precede it), and no traceback."""
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode != 0, proc.stdout
+    assert lines and lines[-1].startswith("kbak: error: "), proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert sum(line.startswith("kbak: error:") for line in lines) == 1, proc.stderr
+    return lines[-1]
