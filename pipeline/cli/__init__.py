@@ -9,6 +9,7 @@ from pipeline.cli import ingest as _ingest  # noqa: F401
 from pipeline.cli import lifecycle as _lifecycle  # noqa: F401
 from pipeline.cli import query as _query  # noqa: F401
 from pipeline.cli import replay as _replay  # noqa: F401
+from pipeline.cli import schemas as _schemas  # noqa: F401
 from pipeline.cli import security as _security  # noqa: F401
 from pipeline.cli._app import app
 

@@ -104,7 +104,8 @@ def list_cmd(
         )
         for p in t["partitions"]:
             typer.echo(
-                f"    [{p['partition']}] offsets {p['first_offset']}..{p['last_offset']} ({p['records']} records)"
+                f"    [{p['partition']}] offsets {p['first_offset']}..{p['last_offset']} ({p['records']} records"
+                + (f", {p['removed']} removed by erasure/retention)" if p.get("removed") else ")")
             )
     if data["head"]:
         typer.echo(

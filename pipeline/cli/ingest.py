@@ -87,6 +87,29 @@ def ingest_cmd(
     connect_timeout: Annotated[
         float, typer.Option("--connect-timeout", min=0.1, help="Seconds Kafka may take to answer before the run fails.")
     ] = 10.0,
+    schema_registry: Annotated[
+        str | None,
+        typer.Option("--schema-registry", help="Schema Registry URL: keep the schemas of wire-format records."),
+    ] = None,
+    schema_registry_auth: Annotated[
+        str | None, typer.Option("--schema-registry-auth", help="Registry basic auth as user:password.")
+    ] = None,
+    schema_registry_ca: Annotated[
+        str | None, typer.Option("--schema-registry-ca", help="CA file (PEM) to verify the registry's TLS.")
+    ] = None,
+    schema_registry_cert: Annotated[
+        str | None, typer.Option("--schema-registry-cert", help="Client certificate (PEM) for the registry.")
+    ] = None,
+    schema_registry_key: Annotated[
+        str | None, typer.Option("--schema-registry-key", help="Client private key (PEM) for the registry.")
+    ] = None,
+    schema_registry_optional: Annotated[
+        bool | None,
+        typer.Option(
+            "--schema-registry-optional",
+            help="Archive records even when the registry cannot give their schema now (counted, not kept).",
+        ),
+    ] = None,
     compact: Annotated[
         bool | None, typer.Option("--compact", help="Continuous: compact each UTC day once it is closed.")
     ] = None,
@@ -157,6 +180,11 @@ def ingest_cmd(
         snapshot_timeout_seconds=snapshot_timeout,
         unassigned_warning_seconds=unassigned_warning,
         connect_timeout_s=connect_timeout,
+        schema_registry=_registry_options(
+            cfg.schema_registry, schema_registry, schema_registry_auth, schema_registry_ca,
+            schema_registry_cert, schema_registry_key,
+        ),
+        schema_registry_optional=bool(_pick(schema_registry_optional, cfg.schema_registry.optional or None, False)),
     )
     do_compact = bool(_pick(compact, b.compact, False))
     do_retention = bool(_pick(retention_apply, b.retention_apply, False))
@@ -185,6 +213,12 @@ def ingest_cmd(
             typer.echo(
                 f"  {topic}[{p}]: offsets {info['first_offset']}..{info['last_offset']} ({info['records']} records)"
             )
+    if summary.schemas is not None:
+        sch = summary.schemas
+        typer.echo(f"  schemas: {len(sch['kept'])} kept this run" + "".join(
+            f"; {sum(sch[k].values())} records with {len(sch[k])} {k} schema ids {sorted(map(int, sch[k]))}"
+            for k in ("unknown", "unkept") if sch[k]
+        ))
     for gap in summary.gaps:
         typer.echo(
             f"  gap {gap['topic']}[{gap['partition']}] {gap['first_missing']}..{gap['last_missing']}: {gap['reason']}"
@@ -203,3 +237,24 @@ def _pick(flag, from_file, default):
     if flag is not None:
         return flag
     return from_file if from_file is not None else default
+
+
+def _registry_options(cfg, url, auth, ca, cert, key):
+    """Registry settings from the flags, else from ``schema_registry:`` in the config; None without a URL."""
+    from pipeline.schemas.registry import RegistryOptions
+
+    url = url or cfg.url
+    if not url:
+        if any((auth, ca, cert, key)):
+            from pipeline.core.errors import KbakError
+
+            raise KbakError("--schema-registry-auth/-ca/-cert/-key need --schema-registry URL")
+        return None
+    return RegistryOptions(
+        url=url,
+        basic_auth=auth or cfg.basic_auth_user_info,
+        ca_location=ca or cfg.ssl_ca_location,
+        certificate_location=cert or cfg.ssl_certificate_location,
+        key_location=key or cfg.ssl_key_location,
+        key_password=cfg.ssl_key_password,
+    )

@@ -32,6 +32,10 @@ def query_cmd(
     print_setup: Annotated[
         bool, typer.Option("--setup-sql", help="Print SQL giving any DuckDB client the same views and macros.")
     ] = False,
+    decode: Annotated[
+        bool,
+        typer.Option("--decode", help="Show schema registry payloads (Avro, Protobuf, JSON Schema) decoded as JSON."),
+    ] = False,
     s3_endpoint: S3EndpointOpt = None,
     s3_region: S3RegionOpt = None,
     access_log: AccessLogOpt = None,
@@ -56,11 +60,11 @@ def query_cmd(
     values = parse_assignments(param or [])
     if name is not None:
         query = get_query(name, queries)  # before opening the lake: a typo fails fast
-        con = connect(target, as_of, reader, audit=False)
+        con = connect(target, as_of, reader, audit=False, decode=decode)
         text, bound = query.sql, bind(con, query, values)
     else:
         check_sql_params(sql, values)
-        con = connect(target, as_of, reader, audit=False)
+        con = connect(target, as_of, reader, audit=False, decode=decode)
         text, bound = sql, values
     rows = write_result(con, text, bound, fmt.lower(), output, max_rows)
     version = table_state(con).version

@@ -47,6 +47,16 @@ def replay_cmd(
         bool, typer.Option("--again", help="Deliver again what this replay already delivered (a fresh copy).")
     ] = False,
     dry_run: Annotated[bool | None, typer.Option("--dry-run", help="Show what would be produced.")] = None,
+    schema_registry_target: Annotated[
+        str | None,
+        typer.Option(
+            "--schema-registry-target",
+            help="Register the kept schemas in this registry and rewrite each record's schema id to its id.",
+        ),
+    ] = None,
+    schema_registry_target_auth: Annotated[
+        str | None, typer.Option("--schema-registry-target-auth", help="Target registry basic auth, user:password.")
+    ] = None,
     rate_limit: Annotated[str | None, typer.Option("--rate-limit", help="Records per second (e.g. 500, 2k).")] = None,
     rate_limit_bytes: Annotated[
         str | None, typer.Option("--rate-limit-bytes", help="Key+value bytes per second (e.g. 5MB).")
@@ -111,6 +121,7 @@ def replay_cmd(
         kafka_settings=settings,
         connect_timeout_s=connect_timeout,
         delivery_timeout_s=delivery_timeout,
+        schema_registry_target=_target_registry(schema_registry_target, schema_registry_target_auth),
     )
     note = as_of_note(options.lake, options.as_of)  # a time after the newest version: say which is read
     if note:
@@ -196,3 +207,14 @@ def _show(summary, json_out: bool) -> None:
 
 def _pick(flag, from_file):
     return flag if flag is not None else from_file
+
+
+def _target_registry(url: str | None, auth: str | None):
+    from pipeline.core.errors import KbakError
+    from pipeline.schemas.registry import RegistryOptions
+
+    if not url:
+        if auth:
+            raise KbakError("--schema-registry-target-auth needs --schema-registry-target URL")
+        return None
+    return RegistryOptions(url=url, basic_auth=auth)

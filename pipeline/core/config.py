@@ -130,6 +130,18 @@ class RetentionRule(_Strict):
     reason: str | None = None
 
 
+class SchemaRegistry(_Strict):
+    """``schema_registry:``: where ingest fetches the schemas it keeps (confluent-kafka client settings)."""
+
+    url: str | None = None
+    basic_auth_user_info: str | None = None  # user:password
+    ssl_ca_location: str | None = None
+    ssl_certificate_location: str | None = None
+    ssl_key_location: str | None = None
+    ssl_key_password: str | None = None
+    optional: bool = False
+
+
 class BackupConfig(_Strict):
     """``kbak ingest --config``: ``mode: backup``."""
 
@@ -138,6 +150,7 @@ class BackupConfig(_Strict):
     source: Source = Field(default_factory=Source)
     storage: Storage = Field(default_factory=Storage)
     backup: Backup = Field(default_factory=Backup)
+    schema_registry: SchemaRegistry = Field(default_factory=SchemaRegistry)
     retention: list[RetentionRule] = Field(default_factory=list)
 
 

@@ -85,7 +85,9 @@ def list_runs(chain: list[VersionRecord]) -> list[dict]:
 
 def coverage_parts(chain: list[VersionRecord], base: list[dict] | None = None) -> list[dict]:
     """Per (topic, partition): records, offset and time ranges archived (``base``: the same, from before)."""
-    parts: dict[tuple[str, int], dict] = {(p["topic"], p["partition"]): dict(p) for p in base or []}
+    parts: dict[tuple[str, int], dict] = {
+        (p["topic"], p["partition"]): {k: p[k] for k in _RANGE_KEYS} for p in base or []
+    }
     for rec in chain:
         for r in (rec.body or {}).get("partitions") or []:
             key = (r["topic"], r["partition"])
@@ -98,14 +100,25 @@ def coverage_parts(chain: list[VersionRecord], base: list[dict] | None = None) -
                 cur[k] = min(cur[k], r[k])
             for k in ("last_offset", "last_timestamp_ms"):
                 cur[k] = max(cur[k], r[k])
-    return [{**r, "topic": topic, "partition": partition} for (topic, partition), r in sorted(parts.items())]
+    return [{"topic": t, "partition": p, **r} for (t, p), r in sorted(parts.items())]
 
 
-def coverage(chain: list[VersionRecord], parts: list[dict] | None = None) -> list[dict]:
-    """Per topic and partition: the offsets and record times archived, from the manifests' ranges."""
+def coverage(chain: list[VersionRecord], base: list[dict] | None = None) -> list[dict]:
+    """Per topic and partition: the offsets and record times archived, from the manifests' ranges.
+
+    ``records`` is what the archive holds now: archived minus what erasure and retention removed
+    (``removed``, from their ``removed_offsets``). ``base``: the ranges archived before ``chain``
+    (a verified point's), whose removals ``chain`` must then include.
+    """
+    runs: dict[tuple[str, int], list[tuple[int, int]]] = defaultdict(list)
+    for rec in chain:
+        for r in (rec.body or {}).get("removed_offsets") or []:
+            runs[(r["topic"], r["partition"])].append((r["first_offset"], r["last_offset"]))
+    parts = {(p["topic"], p["partition"]): {k: p[k] for k in _RANGE_KEYS} for p in coverage_parts(chain, base)}
     topics: dict[str, list[dict]] = defaultdict(list)
-    for p in coverage_parts(chain) if parts is None else parts:
-        topics[p["topic"]].append({"partition": p["partition"], **{k: p[k] for k in _RANGE_KEYS}})
+    for (topic, partition), r in sorted(parts.items()):
+        gone = _union_size(runs.get((topic, partition), []))
+        topics[topic].append({"partition": partition, **r, "records": r["records"] - gone, "removed": gone})
     return [
         {
             "topic": topic,
@@ -116,6 +129,18 @@ def coverage(chain: list[VersionRecord], parts: list[dict] | None = None) -> lis
         }
         for topic, ps in topics.items()
     ]
+
+
+def _union_size(ranges: list[tuple[int, int]]) -> int:
+    """Offsets covered by these inclusive ranges, each once (erasure may re-list what retention removed)."""
+    total, end = 0, None
+    for lo, hi in sorted(ranges):
+        if end is not None and lo <= end:
+            lo = end + 1
+        if lo <= hi:
+            total += hi - lo + 1
+        end = hi if end is None else max(end, hi)
+    return total
 
 
 _RANGE_KEYS = ("records", "first_offset", "last_offset", "first_timestamp_ms", "last_timestamp_ms")
@@ -168,12 +193,11 @@ def history(lake: Lake) -> dict:
         chain = load_chain(lake)
         return {"lake": lake.uri, "head": head(chain), "runs": list_runs(chain), "topics": coverage(chain)}
     new = [r for r in since if r.version > point.version]
-    parts = coverage_parts(new, point.coverage_parts)
     return {
         "lake": lake.uri,
         "head": head(since),
         "runs": merge_runs(point.runs, list_runs(new)),
-        "topics": coverage([], parts),
+        "topics": coverage(point.prefix_records() + new, point.coverage_parts),
         "verified_point": point.version,
     }
 

@@ -20,8 +20,12 @@ from pipeline.core.errors import KbakError
 from pipeline.core.storage import Lake
 from pipeline.core.table import open_table
 from pipeline.custody import verified
+from pipeline.custody.cases import CHECKS as CASE_CHECKS
+from pipeline.custody.cases import case_problems
 from pipeline.custody.chain import VersionRecord, load_chain
 from pipeline.custody.history import coverage_parts, head, list_runs, merge_runs
+from pipeline.custody.kept_schemas import CHECKS as SCHEMA_CHECKS
+from pipeline.custody.kept_schemas import kept_schema_problems
 from pipeline.custody.manifest import (
     FORMAT,
     STAGED_DIR,
@@ -65,7 +69,9 @@ CHECKS = {
     "orphan-staged-body": "(warning) staged manifest bodies no commit points at (a crash before committing)",
     "encryption": "(S3 with --sse/KBAK_SSE, warning) every object carries the lake's configured server-side encryption",
     **REWRITE_CHECKS,
+    **SCHEMA_CHECKS,
     **SCRUB_CHECKS,
+    **CASE_CHECKS,
 }
 
 ORPHAN_AGE_S = 3600
@@ -158,10 +164,12 @@ def validate(
     _check_chain(lake, chain, add)
     for check, subject, message in removed_file_digests(chain, live_before):
         add(Finding(check, subject, message))
-    scrub_chain = (point.prefix_records() if point else []) + new
-    for check, subject, message, severity in scrub_problems(lake, scrub_chain, deep):
+    whole = (point.prefix_records() if point else []) + new  # what chain-wide checks need of the past
+    for check, subject, message, severity in [*scrub_problems(lake, whole, deep), *case_problems(lake, whole)]:
         add(Finding(check, subject, message, severity))
     _check_anchors(chain, anchors or {}, add)
+    for check, subject, message, severity in kept_schema_problems(lake, whole):
+        add(Finding(check, subject, message, severity))
     _check_orphans(lake, chain, add)
     live = _check_files(lake, chain, backup_id, deep, report, by_manifest)
     _check_encryption(lake, add)
@@ -188,7 +196,7 @@ def _advance_point(lake: Lake, point: verified.VerifiedPoint | None, new: list[V
             version=at["version"],
             manifest_sha256=at["manifest_sha256"],
             live={p: list(v) for p, v in _manifest_live(upto, live_before).items()},
-            erase_bodies=(point.erase_bodies if point else []) + verified.erase_bodies(upto),
+            bodies=(point.bodies if point else []) + verified.sparse_bodies(upto),
             runs=merge_runs(point.runs if point else [], list_runs(upto)),
             coverage_parts=coverage_parts(upto, point.coverage_parts if point else None),
             verified_at=datetime.now(UTC).isoformat(timespec="seconds"),

@@ -4,7 +4,8 @@ Continuous ingest adds a version every few seconds; reading two objects per vers
 manifest) for every ``kbak list`` and ``kbak validate`` grows without bound. After a validation that
 found no error over the whole chain, validate writes ``_kbak/verified.json``: the version it reached,
 that version's manifest SHA-256, and the state later checks need from everything before (files live
-per the manifests, erase manifests' scrubbed files, ``kbak list``'s runs and coverage). The next
+per the manifests, the rare manifest keys chain-wide checks read (erasure's scrubbed files, case states, removed
+offsets, kept schemas), ``kbak list``'s runs and coverage). The next
 ``kbak validate`` (not ``--deep``, ``--full``, ``--repair``, ``--anchor`` or ``--backup-id``, which
 check everything) and ``kbak list`` then read only the versions from there on.
 
@@ -25,6 +26,7 @@ from pipeline.custody.manifest import canonical_json, manifest_path, sealed_vers
 
 POINT = "_kbak/verified.json"
 FORMAT = "kbak-verified/1"
+SPARSE_KEYS = ("files_scrubbed", "case", "removed_offsets", "schemas")
 
 
 @dataclass
@@ -32,14 +34,14 @@ class VerifiedPoint:
     version: int
     manifest_sha256: str
     live: dict[str, list] = field(default_factory=dict)  # path -> [version that added it, manifest entry]
-    erase_bodies: list[list] = field(default_factory=list)  # [version, {"operation", "files_scrubbed"}]
+    bodies: list[list] = field(default_factory=list)  # [version, body trimmed to SPARSE_KEYS], where present
     runs: list[dict] = field(default_factory=list)  # kbak list's runs up to ``version``
     coverage_parts: list[dict] = field(default_factory=list)  # per (topic, partition) ranges
     verified_at: str | None = None
 
     def prefix_records(self) -> list[VersionRecord]:
-        """Stand-ins for the erase manifests before the point (what the scrub checks need of them)."""
-        return [VersionRecord(v, manifest={"body": body}) for v, body in self.erase_bodies]
+        """Stand-ins for the manifests before the point that chain-wide checks read (erase, cases, ...)."""
+        return [VersionRecord(v, manifest={"body": body}) for v, body in self.bodies]
 
 
 def load(lake: Lake) -> VerifiedPoint | None:
@@ -80,10 +82,13 @@ def chain_since(lake: Lake, point: VerifiedPoint) -> list[VersionRecord] | None:
     return load_chain(lake, list(range(point.version, newest + 1)))
 
 
-def erase_bodies(chain: list[VersionRecord]) -> list[list]:
+def sparse_bodies(chain: list[VersionRecord]) -> list[list]:
+    """What checks over the whole chain need of each manifest beyond the point's derived state: the
+    rare keys (erasure's scrubbed files, case states, removed offsets, kept schemas), with the operation."""
     out = []
     for rec in chain:
         body = rec.body or {}
-        if body.get("operation") == "erase":
-            out.append([rec.version, {"operation": "erase", "files_scrubbed": body.get("files_scrubbed") or []}])
+        kept = {k: body[k] for k in SPARSE_KEYS if body.get(k)}
+        if kept:
+            out.append([rec.version, {"operation": body.get("operation"), **kept}])
     return out
