@@ -36,8 +36,16 @@ def test_validate_and_list_start_at_the_verified_point(kafka, two_run_lake, tmp_
     assert later["head"]["version"] > first["head"]["version"]
     assert later["records"] == first["records"] + 12 and later["files"] > first["files"]
 
+    # A retention and a case hold after the point: coverage subtracts the removal, cases are checked.
+    L = ("--lake", str(lake))
+    assert run_kbak("retention", "set", *L, "--topics", two_run_lake.topic, "--days", "3").returncode == 0
+    assert run_kbak("hold", *L, "--case", "C-1", "--topics", two_run_lake.topic, "--from", "2024-11-02",
+                    "--to", "2024-11-02").returncode == 0  # fmt: skip
+    assert run_kbak("retention", "apply", *L, "--now", "2024-11-08T00:00:00Z").returncode == 0
+    again = _validate(lake)
+    assert again["exit"] == 0 and again["verified_from"] == later["head"]["version"], again["errors"]
     from_point = json.loads(run_kbak("list", "--lake", str(lake), "--format", "json").stdout)
-    assert from_point["verified_point"] == later["head"]["version"]
+    assert from_point["verified_point"] == again["head"]["version"]
     from_point.pop("verified_point")
     (lake / "_kbak" / "verified.json").unlink()
     assert from_point == _list(lake)  # the same history as from the whole chain
