@@ -182,6 +182,9 @@ def validate_cmd(
         list[str] | None,
         typer.Option("--anchor", help="VERSION=SHA256 of a manifest recorded outside the lake (repeatable)."),
     ] = None,
+    full: Annotated[
+        bool, typer.Option("--full", help="Re-check the whole chain, not only what is new since the verified point.")
+    ] = False,
     fmt: FormatOpt = TextJson.text,
     s3_endpoint: S3EndpointOpt = None,
     s3_region: S3RegionOpt = None,
@@ -195,7 +198,7 @@ def validate_cmd(
     lake_obj = _usage(lambda: lake_from(lake, s3_endpoint, s3_region, sse, sse_kms_key_id))
     anchors = dict(_usage(lambda: [parse_anchor(a) for a in anchor or []]))
     try:
-        report = validate(lake_obj, deep=deep, backup_id=backup_id, repair=repair, anchors=anchors)
+        report = validate(lake_obj, deep=deep, backup_id=backup_id, repair=repair, anchors=anchors, full=full)
     except CorruptLogError as exc:  # --repair refused: the archive is damaged, which is a failed check
         fail(str(exc), INVALID)
     except KbakError as exc:  # exit 1 means INVALID: anything else that stops the check is 2 or 3
@@ -215,6 +218,8 @@ def validate_cmd(
             typer.echo(
                 f"head of custody chain: version {report.head['version']} sha256:{report.head['manifest_sha256']}"
             )
+        if report.verified_from is not None:
+            typer.echo(f"checked from the verified point at version {report.verified_from} on (--full: everything)")
         if report.repaired:
             typer.echo(f"sealed versions {report.repaired}")
         for f in report.findings:

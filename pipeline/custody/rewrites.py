@@ -23,8 +23,9 @@ REMOVED_FILE_GONE = Check.REMOVED_FILE_GONE
 Problem = tuple[Check, str, str]  # check, subject, message
 
 
-def removed_file_digests(chain: list[VersionRecord]) -> Iterator[Problem]:
-    added: dict[str, tuple[int, str]] = {}
+def removed_file_digests(chain: list[VersionRecord], live_before: dict | None = None) -> Iterator[Problem]:
+    """``live_before``: path -> (version, entry) of the files live before ``chain`` (a verified point's)."""
+    added: dict[str, tuple[int, str]] = {p: (v, e.get("sha256") or "") for p, (v, e) in (live_before or {}).items()}
     for rec in chain:
         body = rec.manifest_body
         for f in body.files_removed:
