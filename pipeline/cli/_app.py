@@ -5,13 +5,13 @@ from __future__ import annotations
 import functools
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
-from pipeline.core.errors import KbakError
+from pipeline.core.errors import Interrupted, KbakError, UsageError
 
 if TYPE_CHECKING:
     from pipeline.core.storage import Lake
@@ -38,19 +38,40 @@ def fail(message: str, code: int = 1) -> None:
     raise typer.Exit(code)
 
 
-def friendly(fn: F) -> F:
-    """Turn KbakError (and KeyboardInterrupt) into a one-line message and a non-zero exit."""
+# Exit codes by error kind, most specific first; a command may add its own (``friendly(codes=...)``).
+EXIT_CODES: dict[type[KbakError], int] = {Interrupted: 130, UsageError: 2}
 
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except KbakError as exc:
-            fail(str(exc), exc.exit_code)
-        except KeyboardInterrupt:
-            fail("interrupted", 130)
 
-    return wrapper  # type: ignore[return-value]
+def exit_code(exc: KbakError, codes: Mapping[type[KbakError], int] | None = None) -> int:
+    """The exit code for a library error: the command's own mapping, then ``EXIT_CODES``, else 1."""
+    if exc.exit_code is not None:  # legacy: set by the raiser
+        return exc.exit_code
+    for kind, code in (*(codes or {}).items(), *EXIT_CODES.items()):
+        if isinstance(exc, kind):
+            return code
+    return 1
+
+
+def friendly(fn: F | None = None, *, codes: Mapping[type[KbakError], int] | None = None) -> Any:
+    """Turn KbakError (and KeyboardInterrupt) into a one-line message and an exit code.
+
+    Use as ``@friendly``, or ``@friendly(codes={NotAnArchiveError: 2})`` where a command documents
+    other codes for some kinds of error.
+    """
+
+    def decorate(fn: F) -> F:
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            try:
+                return fn(*args, **kwargs)
+            except KbakError as exc:
+                fail(str(exc), exit_code(exc, codes))
+            except KeyboardInterrupt:
+                fail("interrupted", 130)
+
+        return wrapper  # type: ignore[return-value]
+
+    return decorate(fn) if fn is not None else decorate
 
 
 LakeOpt = Annotated[str, typer.Option("--lake", help="Lake location: a directory or s3://bucket/prefix.")]

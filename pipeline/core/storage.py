@@ -20,12 +20,12 @@ from urllib.parse import urlparse
 
 import pyarrow.fs as pafs
 
-from pipeline.core.errors import KbakError, aws_code, aws_message, first_line
+from pipeline.core.errors import KbakError, StorageError, aws_code, aws_message, first_line
 
 SSE_ALGORITHMS = ("aws:kms", "AES256")
 
 
-class StorageAccessError(KbakError):
+class StorageAccessError(StorageError):
     """The lake's storage refused us or is not there: no credentials, access denied, no such bucket.
 
     Raised in one form whichever library hit it (pyarrow, deltalake, boto3), so every command prints

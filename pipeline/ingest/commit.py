@@ -25,7 +25,7 @@ from deltalake.transaction import AddAction
 
 from pipeline import __version__, custody
 from pipeline.core import defaults
-from pipeline.core.errors import KbakError, first_line
+from pipeline.core.errors import CommitConflictError, KbakError, first_line
 from pipeline.core.ranges import partition_ranges
 from pipeline.core.schema import PARTITION_COLUMNS, RECORD_SCHEMA, TP
 from pipeline.core.storage import Lake
@@ -149,7 +149,7 @@ def commit_records(
             # the body staged for it names nothing; remove it, then loop to re-fence.
             _unstage(lake, digest)
             if attempt >= max_attempts:
-                raise KbakError(f"commit to {lake.uri} kept conflicting: {first_line(exc)}") from None
+                raise CommitConflictError(f"commit to {lake.uri} kept conflicting: {first_line(exc)}") from None
         except KbakError:
             raise
         except OSError as exc:

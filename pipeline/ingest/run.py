@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
 from pipeline import custody
-from pipeline.core.errors import KbakError
+from pipeline.core.errors import KbakError, UsageError
 from pipeline.core.kafka import (
     client_config,
     cluster_metadata,
@@ -70,9 +70,8 @@ class _Run:
         self.started = time.monotonic()
         self.group_id = opts.group_id or default_group_id(self.lake)
         if opts.target_file_size < MIN_TARGET_FILE_SIZE:
-            raise KbakError(
+            raise UsageError(
                 f"--target-file-size {opts.target_file_size} is too small: at least {MIN_TARGET_FILE_SIZE} (1 MiB)",
-                exit_code=2,
             )
         self.conf = client_config(opts.bootstrap_servers, opts.kafka_settings)
         # Made first: librdkafka checks its settings as a whole here, before the lake is touched.
