@@ -40,13 +40,13 @@ from pipeline.core.subject import lake_secret
 from pipeline.core.table import open_table
 from pipeline.custody.cases import CARRIED, carry_legal_holds, held_rows, record_carried
 from pipeline.custody.chain import load_chain
-from pipeline.custody.manifest import sha256_hex
+from pipeline.custody.manifest import Operation, sha256_hex
 from pipeline.erasure.selectors import Selector
 
 if TYPE_CHECKING:
     from pipeline.ingest.writer import DataFile
 
-OPERATION = "erase"
+OPERATION = Operation.ERASE.value
 NO_SPLIT = 1 << 62  # a replacement is one file, however large its original was
 
 
