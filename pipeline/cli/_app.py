@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
 
-from pipeline.core.errors import KbakError
+from pipeline.core.errors import KbakError, environment_errors, first_line
 
 if TYPE_CHECKING:
     from pipeline.core.storage import Lake
@@ -53,6 +53,9 @@ def fail(message: str, code: int = 1) -> None:
 def friendly(fn: F) -> F:
     """Turn KbakError (and KeyboardInterrupt) into a one-line message and a non-zero exit.
 
+    Storage, network and Delta library failures that nothing closer explained are one line too
+    (exit 1), not a traceback.
+
     SIGINT/SIGTERM anywhere in a command end it as "interrupted" (exit 130), even where a library
     turns the interrupt into an error of its own (DuckDB: "RuntimeError: Query interrupted").
     Jobs that stop cleanly on a signal (ingest, replay) install their own handlers inside.
@@ -69,6 +72,8 @@ def friendly(fn: F) -> F:
             fail(str(exc), exc.exit_code)
         except KeyboardInterrupt:
             interrupted()
+        except environment_errors() as exc:  # evaluated only when something is raised
+            fail(first_line(exc, 500))
 
     return wrapper  # type: ignore[return-value]
 

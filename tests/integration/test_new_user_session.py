@@ -13,9 +13,10 @@ import time
 from pathlib import Path
 
 import pytest
-from support.kbak_testing import KBAK, produce, run_kbak
+from support.kbak_testing import KBAK, one_line_error, produce, run_kbak
 
 from pipeline.dev.sample import create_topics
+from pipeline.dev.servers import LocalS3
 
 
 @pytest.fixture()
@@ -53,3 +54,30 @@ def test_ctrl_c_during_a_query_is_interrupted_not_a_traceback(small_lake):
     assert err.strip().splitlines() == ["kbak: error: interrupted"], err
     assert proc.returncode == 130
     assert out == ""
+
+
+def test_an_s3_server_that_went_away_is_one_line_for_every_command(kafka, topic_name, tmp_path):
+    """The S3 server dies after the archive was made: each command says so in one line, exit 1."""
+    topic = topic_name("gone")
+    create_topics(kafka.bootstrap, {topic: 1})
+    produce(kafka.bootstrap, [{"topic": topic, "value": b"v%d" % i} for i in range(3)])
+    server = LocalS3().start()
+    try:
+        server.create_bucket("gone-lake")
+        env = server.env()
+        lake = "s3://gone-lake/archive"
+        run_kbak("ingest", "-b", kafka.bootstrap, "--topics", topic, "--lake", lake, "--once", env=env, check=True)
+    finally:
+        server.stop()
+    for command in (
+        ["list"],
+        ["describe"],
+        ["report", "--period", "2024-07"],
+        ["retention", "show"],
+        ["query", "topic_inventory"],
+        ["ingest", "-b", kafka.bootstrap, "--topics", topic, "--once"],
+    ):
+        proc = run_kbak(*command, "--lake", lake, env=env, timeout=120)
+        line = one_line_error(proc)
+        assert proc.returncode == 1, (command, proc.stderr)
+        assert "gone-lake" in line or "archive" in line, (command, line)
