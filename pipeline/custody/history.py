@@ -11,37 +11,38 @@ from collections import defaultdict
 from pipeline.core.errors import KbakError
 from pipeline.core.storage import Lake
 from pipeline.custody.chain import VersionRecord, load_chain
+from pipeline.custody.manifest import FileEntry, InfoKey
 
 
 def version_summary(rec: VersionRecord) -> dict:
     """Records, bytes and topics a version added, from its manifest body (or its commit info)."""
-    body = rec.body or {}
-    added = body.get("files_added") or []
-    records = sum(f.get("records") or 0 for f in added) if added else int(rec.info.get("kbak.records") or 0)
+    body = rec.manifest_body
+    added = body.files_added
+    records = sum(f.records or 0 for f in added) if added else int(rec.info.get(InfoKey.RECORDS) or 0)
     topics = sorted({file_topic(f) for f in added} - {None})
-    ranges = body.get("partitions") or []
+    ranges = body.partitions
     return {
         "version": rec.version,
-        "operation": body.get("operation") or rec.info.get("kbak.operation") or rec.info.get("operation") or "unknown",
-        "backup_id": body.get("backup_id") or rec.info.get("kbak.backup_id"),
-        "created_at": body.get("created_at"),
+        "operation": body.operation or rec.info.get(InfoKey.OPERATION) or rec.info.get("operation") or "unknown",
+        "backup_id": body.backup_id or rec.info.get(InfoKey.BACKUP_ID),
+        "created_at": body.created_at,
         "records": records,
-        "bytes": sum(f.get("size") or 0 for f in added),
+        "bytes": sum(f.size or 0 for f in added),
         "files_added": len(added),
-        "files_removed": len(body.get("files_removed") or []),
+        "files_removed": len(body.files_removed),
         "topics": topics,
-        "gaps": len(body.get("gaps") or []),
+        "gaps": len(body.gaps),
         "status": rec.status,
         "first_timestamp_ms": min((p["first_timestamp_ms"] for p in ranges), default=None),
         "last_timestamp_ms": max((p["last_timestamp_ms"] for p in ranges), default=None),
     }
 
 
-def file_topic(f: dict) -> str | None:
-    pv = f.get("partition_values") or {}
+def file_topic(f: FileEntry) -> str | None:
+    pv = f.partition_values or {}
     if pv.get("topic"):
         return pv["topic"]
-    for part in str(f.get("path", "")).split("/"):
+    for part in str(f.path).split("/"):
         if part.startswith("topic="):
             return part[len("topic=") :]
     return None
@@ -57,7 +58,7 @@ def list_runs(chain: list[VersionRecord]) -> list[dict]:
     runs = []
     for items in groups.values():
         statuses = {v["status"] for v in items}
-        outcome = "manifest-missing" if "missing" in statuses else "unsealed" if "unsealed" in statuses else "sealed"
+        outcome = next((o for s, o in _OUTCOMES if s in statuses), "sealed")
         versions = [v["version"] for v in items]
         runs.append(
             {
@@ -83,9 +84,15 @@ def list_runs(chain: list[VersionRecord]) -> list[dict]:
     return sorted(runs, key=lambda r: r["last_version"])
 
 
-def coverage(chain: list[VersionRecord]) -> list[dict]:
-    """Per topic and partition: the offsets and record times archived, from the manifests' ranges."""
-    parts: dict[tuple[str, int], dict] = {}
+# A run's outcome is its worst version's status.
+_OUTCOMES = (("log-corrupt", "log-corrupt"), ("missing", "manifest-missing"), ("unsealed", "unsealed"))
+
+
+def coverage_parts(chain: list[VersionRecord], base: list[dict] | None = None) -> list[dict]:
+    """Per (topic, partition): records, offset and time ranges archived (``base``: the same, from before)."""
+    parts: dict[tuple[str, int], dict] = {
+        (p["topic"], p["partition"]): {k: p[k] for k in _RANGE_KEYS} for p in base or []
+    }
     for rec in chain:
         for r in (rec.body or {}).get("partitions") or []:
             key = (r["topic"], r["partition"])
@@ -98,9 +105,25 @@ def coverage(chain: list[VersionRecord]) -> list[dict]:
                 cur[k] = min(cur[k], r[k])
             for k in ("last_offset", "last_timestamp_ms"):
                 cur[k] = max(cur[k], r[k])
+    return [{"topic": t, "partition": p, **r} for (t, p), r in sorted(parts.items())]
+
+
+def coverage(chain: list[VersionRecord], base: list[dict] | None = None) -> list[dict]:
+    """Per topic and partition: the offsets and record times archived, from the manifests' ranges.
+
+    ``records`` is what the archive holds now: archived minus what erasure and retention removed
+    (``removed``, from their ``removed_offsets``). ``base``: the ranges archived before ``chain``
+    (a verified point's), whose removals ``chain`` must then include.
+    """
+    runs: dict[tuple[str, int], list[tuple[int, int]]] = defaultdict(list)
+    for rec in chain:
+        for r in (rec.body or {}).get("removed_offsets") or []:
+            runs[(r["topic"], r["partition"])].append((r["first_offset"], r["last_offset"]))
+    parts = {(p["topic"], p["partition"]): {k: p[k] for k in _RANGE_KEYS} for p in coverage_parts(chain, base)}
     topics: dict[str, list[dict]] = defaultdict(list)
     for (topic, partition), r in sorted(parts.items()):
-        topics[topic].append({"partition": partition, **r})
+        gone = _union_size(runs.get((topic, partition), []))
+        topics[topic].append({"partition": partition, **r, "records": r["records"] - gone, "removed": gone})
     return [
         {
             "topic": topic,
@@ -111,6 +134,18 @@ def coverage(chain: list[VersionRecord]) -> list[dict]:
         }
         for topic, ps in topics.items()
     ]
+
+
+def _union_size(ranges: list[tuple[int, int]]) -> int:
+    """Offsets covered by these inclusive ranges, each once (erasure may re-list what retention removed)."""
+    total, end = 0, None
+    for lo, hi in sorted(ranges):
+        if end is not None and lo <= end:
+            lo = end + 1
+        if lo <= hi:
+            total += hi - lo + 1
+        end = hi if end is None else max(end, hi)
+    return total
 
 
 _RANGE_KEYS = ("records", "first_offset", "last_offset", "first_timestamp_ms", "last_timestamp_ms")
@@ -124,9 +159,52 @@ def head(chain: list[VersionRecord]) -> dict | None:
     return None
 
 
+def merge_runs(before: list[dict], after: list[dict]) -> list[dict]:
+    """Runs listed up to a version, extended by the runs of the versions after it (a run may span both)."""
+    out = {_run_key(r): dict(r) for r in before}
+    for r in after:
+        cur = out.get(_run_key(r))
+        if cur is None:
+            out[_run_key(r)] = dict(r)
+            continue
+        cur["last_version"] = max(cur["last_version"], r["last_version"])
+        for k in ("commits", "records", "bytes", "gaps"):
+            cur[k] += r[k]
+        cur["topics"] = sorted(set(cur["topics"]) | set(r["topics"]))
+        cur["created_at"] = (
+            min(x for x in (cur["created_at"], r["created_at"]) if x)
+            if (cur["created_at"] or r["created_at"])
+            else None
+        )
+        for k, pick in (("first_timestamp_ms", min), ("last_timestamp_ms", max)):
+            values = [x for x in (cur[k], r[k]) if x]
+            cur[k] = pick(values) if values else None
+        order = ("manifest-missing", "unsealed", "sealed")
+        cur["outcome"] = min(cur["outcome"], r["outcome"], key=order.index)
+    return sorted(out.values(), key=lambda r: r["last_version"])
+
+
+def _run_key(run: dict) -> str:
+    return f"run:{run['backup_id']}" if run["backup_id"] else f"version:{run['first_version']}"
+
+
 def history(lake: Lake) -> dict:
-    chain = load_chain(lake)
-    return {"lake": lake.uri, "head": head(chain), "runs": list_runs(chain), "topics": coverage(chain)}
+    """``kbak list``: from the verified point on when there is one (see ``verified``), else the whole chain."""
+    from pipeline.custody import verified
+
+    point = verified.load(lake)
+    since = verified.chain_since(lake, point) if point else None
+    if point is None or since is None:
+        chain = load_chain(lake)
+        return {"lake": lake.uri, "head": head(chain), "runs": list_runs(chain), "topics": coverage(chain)}
+    new = [r for r in since if r.version > point.version]
+    return {
+        "lake": lake.uri,
+        "head": head(since),
+        "runs": merge_runs(point.runs, list_runs(new)),
+        "topics": coverage(point.prefix_records() + new, point.coverage_parts),
+        "verified_point": point.version,
+    }
 
 
 def describe(lake: Lake, version: int | None = None, backup_id: str | None = None) -> dict:
@@ -137,7 +215,7 @@ def describe(lake: Lake, version: int | None = None, backup_id: str | None = Non
     if not chain:
         raise KbakError(f"{lake.uri} has no versions yet", exit_code=2)
     if backup_id is not None:
-        recs = [r for r in chain if (r.body or {}).get("backup_id") == backup_id]
+        recs = [r for r in chain if r.manifest_body.backup_id == backup_id]
         if not recs:
             raise KbakError(f"no ingest run with backup_id {backup_id!r} in {lake.uri} (see kbak list)", exit_code=2)
         described = [describe_version(r) for r in recs]
@@ -163,23 +241,24 @@ def describe(lake: Lake, version: int | None = None, backup_id: str | None = Non
 
 
 def describe_version(rec: VersionRecord) -> dict:
-    body = rec.body or {}
+    body = rec.manifest_body
     m = rec.manifest or {}
-    added = body.get("files_added") or []
+    added = [f.to_dict() for f in body.files_added]
     return {
         "version": rec.version,
         "status": rec.status,
-        "operation": body.get("operation"),
-        "backup_id": body.get("backup_id"),
-        "created_at": body.get("created_at"),
-        "created_by": body.get("created_by"),
-        "source_cluster": body.get("source_cluster"),
+        "log_error": rec.log_error,
+        "operation": body.operation or None,
+        "backup_id": body.backup_id,
+        "created_at": body.created_at,
+        "created_by": body.created_by,
+        "source_cluster": body.source_cluster,
         "files_added": added,
-        "files_removed": body.get("files_removed") or [],
-        "partitions": body.get("partitions") or [],
-        "gaps": body.get("gaps") or [],
-        "sealed_from_log": bool(body.get("sealed_from_log")),
-        "encryption": body.get("encryption"),  # as S3 reported it for the files added (None: local lake)
+        "files_removed": [f.to_dict() for f in body.files_removed],
+        "partitions": body.partitions,
+        "gaps": body.gaps,
+        "sealed_from_log": body.sealed_from_log,
+        "encryption": body.extra.get("encryption"),  # as S3 reported it for the files added (None: local lake)
         "body_sha256": m.get("body_sha256") or rec.body_digest,
         "manifest_sha256": rec.manifest_sha256,
         "previous_manifest_sha256": m.get("previous_manifest_sha256"),

@@ -18,8 +18,9 @@ from typing import TYPE_CHECKING
 from pipeline.core.errors import KbakError
 from pipeline.core.errors import aws_code as _code
 from pipeline.core.errors import aws_message as _msg
-from pipeline.core.storage import Lake
+from pipeline.core.storage import Lake, storage_error
 from pipeline.custody.manifest import STAGED_DIR, checkpoint_path, log_path, manifest_path
+from pipeline.custody.verified import POINT
 
 if TYPE_CHECKING:
     from pipeline.ingest.commit import CommitResult
@@ -51,6 +52,9 @@ def lock_configuration(lake: Lake, client=None) -> dict:
         if code in ("ObjectLockConfigurationNotFoundError", "InvalidRequest"):
             conf = {}
         else:
+            err = storage_error(lake, exc)
+            if err is not None:
+                raise err from None
             raise KbakError(f"cannot read the Object Lock configuration of bucket {lake.bucket}: {_msg(exc)}") from None
     if conf.get("ObjectLockEnabled") != "Enabled":
         raise KbakError(
@@ -67,8 +71,11 @@ def _key(lake: Lake, rel: str) -> str:
 
 
 def table_objects(lake: Lake) -> list[str]:
-    """Every object of the table (data files, Delta log and checkpoints, manifests), lake-relative."""
-    objects = [p for p in lake.list_files() if not p.startswith(f"{STAGED_DIR}/")]
+    """Every object of the table (data files, Delta log and checkpoints, manifests), lake-relative.
+
+    Staged bodies and the verified point (a cache ``kbak validate`` rewrites) are not records: left out.
+    """
+    objects = [p for p in lake.list_files() if not p.startswith(f"{STAGED_DIR}/") and p != POINT]
     if not any(p.startswith("_delta_log/") for p in objects):
         raise KbakError(f"no kbak archive at {lake.uri} (no Delta log there)")
     return objects

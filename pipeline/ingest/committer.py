@@ -12,11 +12,10 @@ from dataclasses import dataclass, field
 
 import pyarrow as pa
 
+from pipeline.core.schema import TP
 from pipeline.core.storage import Lake
 from pipeline.core.table import open_table
 from pipeline.ingest.commit import CommitResult, commit_records
-
-TP = tuple[str, int]
 
 
 @dataclass

@@ -30,6 +30,7 @@ from pipeline.core.kafka import (
 from pipeline.core.metrics import IngestMetrics
 from pipeline.core.progress import Reporter, Snapshot
 from pipeline.core.ranges import partition_ranges
+from pipeline.core.schema import TP
 from pipeline.core.signals import stop_on_signals
 from pipeline.core.table import app_id
 from pipeline.ingest.batch import messages_to_table, only_partitions
@@ -37,7 +38,7 @@ from pipeline.ingest.buffer import Buffer
 from pipeline.ingest.commit import CommitResult, ensure_table
 from pipeline.ingest.committer import Committer, Flush
 from pipeline.ingest.options import IngestOptions, default_group_id
-from pipeline.ingest.partitions import TP, Partitions
+from pipeline.ingest.partitions import Partitions
 from pipeline.ingest.snapshot import behind, describe, snapshot_ends
 from pipeline.ingest.summary import IngestSummary
 from pipeline.ingest.writer import MIN_TARGET_FILE_SIZE

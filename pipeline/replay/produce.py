@@ -18,6 +18,7 @@ from collections.abc import Callable
 import pyarrow as pa
 from confluent_kafka import KafkaError, KafkaException, Producer
 
+from pipeline.core.schema import TP
 from pipeline.replay.checkpoint import Progress
 from pipeline.replay.offsets import GroupMapper
 from pipeline.replay.partitioner import Partitioner
@@ -39,7 +40,6 @@ OFFSET_HEADER_PREFIX = "kbak.source."
 PURGED = (KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT)  # dropped by kbak on a stop: not delivered
 STOP_FLUSH_S = 3.0  # after a stop request (or a dead target), how long outstanding deliveries may still land
 _BROKER_TROUBLE = (KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT, KafkaError._RESOLVE)
-TP = tuple[str, int]
 
 
 class _Slot:

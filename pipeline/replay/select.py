@@ -26,7 +26,7 @@ import pyarrow.compute as pc
 from pipeline.core.errors import KbakError, first_line
 from pipeline.core.table import open_table
 from pipeline.core.timefmt import EPOCH
-from pipeline.query.engine import connect
+from pipeline.query.engine import connect, sql_literal
 from pipeline.replay.options import ReplayOptions
 from pipeline.replay.summary import with_iso_times
 
@@ -74,7 +74,7 @@ class Selection:
         self.con = connect(options.lake, as_of=self.version, audit=False)  # replay logs its own access
         self._tmp = tempfile.TemporaryDirectory(prefix="kbak-replay-")
         self.con.execute(f"SET memory_limit = '{MEMORY_LIMIT}'")
-        self.con.execute(f"SET temp_directory = {_text(self._tmp.name)}")
+        self.con.execute(f"SET temp_directory = {sql_literal(self._tmp.name)}")
         self.con.execute(f"CREATE TEMP VIEW {_ROWS} AS SELECT * FROM records WHERE {self._filter(resume or {})}")
         self.where = options.where
         if self.where:
@@ -112,7 +112,7 @@ class Selection:
 
     def _filter(self, resume: dict) -> str:
         o = self.options
-        parts = [f"topic IN ({', '.join(_text(t) for t in self.topics)})"]
+        parts = [f"topic IN ({', '.join(sql_literal(t) for t in self.topics)})"]
         if o.from_ms is not None:
             parts.append(f"\"date\" >= DATE '{_day(o.from_ms)}'")
             parts.append(f'"timestamp" >= {_timestamp(o.from_ms)}')
@@ -135,7 +135,7 @@ class Selection:
                 done.append(f'"offset" IN ({", ".join(str(int(x)) for x in extra)})')
             if done:
                 parts.append(
-                    f'NOT (topic = {_text(topic)} AND "partition" = {int(partition)} AND ({" OR ".join(done)}))'
+                    f'NOT (topic = {sql_literal(topic)} AND "partition" = {int(partition)} AND ({" OR ".join(done)}))'
                 )
         return " AND ".join(parts)
 
@@ -204,7 +204,7 @@ class Selection:
             while low <= part.last_offset:
                 high = low + span - 1
                 where = [
-                    f"topic = {_text(part.topic)}",
+                    f"topic = {sql_literal(part.topic)}",
                     f'"partition" = {int(part.partition)}',
                     f'"offset" BETWEEN {int(low)} AND {int(high)}',
                     *conds,
@@ -216,7 +216,7 @@ class Selection:
     def rows_after(self, source: tuple[str, int], limit: int) -> list[dict]:
         """The next ``limit`` selected rows of one source partition, in offset order, as Python values."""
         scope, conds, k, v = self._source()
-        where = [f"topic = {_text(source[0])}", f'"partition" = {int(source[1])}', *conds]
+        where = [f"topic = {sql_literal(source[0])}", f'"partition" = {int(source[1])}', *conds]
         sql = (
             f'SELECT topic, "partition", "offset", epoch_ms("timestamp") AS ts_ms, {k} AS "key", {v} AS "value", '
             f'headers, source_cluster FROM {scope} WHERE {" AND ".join(where)} ORDER BY "offset" LIMIT {int(limit)}'
@@ -288,10 +288,6 @@ def _day(ms: int):
 def _timestamp(ms: int) -> str:
     stamp = EPOCH + timedelta(milliseconds=ms)
     return f"TIMESTAMPTZ '{stamp.strftime('%Y-%m-%d %H:%M:%S.%f')}+00'"
-
-
-def _text(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
 
 
 def _blob(value: bytes) -> str:
