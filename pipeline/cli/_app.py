@@ -2,21 +2,34 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
+import os
 import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
 
-from pipeline.core.errors import Interrupted, KbakError, UsageError
+from pipeline.core.errors import Interrupted, KbakError, UsageError, environment_errors, first_line
 
 if TYPE_CHECKING:
     from pipeline.core.storage import Lake
 
-app = typer.Typer(
+
+class _KbakApp(typer.Typer):
+    """The typer app, with Ctrl-C while typer builds the command line (before any command runs) handled too."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().__call__(*args, **kwargs)
+        except KeyboardInterrupt:
+            interrupted()
+
+
+app = _KbakApp(
     name="kbak",
     help="A Parquet/Delta Lake archive for Kafka: ingest, replay, query, and prove custody.",
     no_args_is_help=True,
@@ -56,22 +69,47 @@ def friendly(fn: F | None = None, *, codes: Mapping[type[KbakError], int] | None
     """Turn KbakError (and KeyboardInterrupt) into a one-line message and an exit code.
 
     Use as ``@friendly``, or ``@friendly(codes={NotAnArchiveError: 2})`` where a command documents
-    other codes for some kinds of error.
+    other codes for some kinds of error. Storage, network and Delta library failures that nothing
+    closer explained are one line too (exit 1), not a traceback.
+
+    SIGINT/SIGTERM anywhere in a command end it as "interrupted" (exit 130), even where a library
+    turns the interrupt into an error of its own (DuckDB: "RuntimeError: Query interrupted").
+    Jobs that stop cleanly on a signal (ingest, replay) install their own handlers inside.
     """
 
     def decorate(fn: F) -> F:
         @functools.wraps(fn)
         def wrapper(*args, **kwargs):
+            from pipeline.core.signals import interrupt_on_signals
+
             try:
-                return fn(*args, **kwargs)
+                with interrupt_on_signals():
+                    return fn(*args, **kwargs)
             except KbakError as exc:
                 fail(str(exc), exit_code(exc, codes))
             except KeyboardInterrupt:
-                fail("interrupted", 130)
+                interrupted()
+            except environment_errors() as exc:  # evaluated only when something is raised
+                fail(first_line(exc, 500))
 
         return wrapper  # type: ignore[return-value]
 
     return decorate(fn) if fn is not None else decorate
+
+
+def interrupted() -> NoReturn:
+    """SIGINT/SIGTERM: one line, exit 130, and leave at once.
+
+    Jobs that must record where they stopped (ingest, replay) have done so before this. Leaving with
+    ``os._exit`` (after flushing what was printed) keeps a library that still finishes interrupted
+    work in its own threads (DuckDB, deltalake's runtime) from holding the exit.
+    """
+    with contextlib.suppress(Exception):
+        sys.stdout.flush()
+    typer.echo("kbak: error: interrupted", err=True)
+    with contextlib.suppress(Exception):
+        sys.stderr.flush()
+    os._exit(130)
 
 
 LakeOpt = Annotated[str, typer.Option("--lake", help="Lake location: a directory or s3://bucket/prefix.")]

@@ -53,3 +53,16 @@ def aws_message(exc: BaseException) -> str:
         err = response.get("Error", {})
         return f"{err.get('Code', 'error')}: {err.get('Message', '')}".strip()
     return first_line(exc, 200)
+
+
+def environment_errors() -> tuple[type[BaseException], ...]:
+    """Failures of what kbak talks to (storage, network, the S3 API, the Delta log), not of kbak.
+
+    The CLI reports these as one line when nothing closer turned them into a ``KbakError``: an S3
+    endpoint that went away mid-run is the user's to fix, not a traceback to read. Imported only
+    when a failure is being reported.
+    """
+    from botocore.exceptions import BotoCoreError, ClientError
+    from deltalake.exceptions import DeltaError
+
+    return (OSError, BotoCoreError, ClientError, DeltaError)

@@ -7,12 +7,14 @@ without ``txn`` actions leaves every application's version as it was.
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import socket
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
+import pyarrow as pa
 from deltalake import CommitProperties, DeltaTable
 from deltalake.exceptions import CommitFailedError
 from deltalake.transaction import AddAction, RemoveAction
@@ -21,7 +23,7 @@ from pipeline import __version__
 from pipeline.core.errors import CommitConflictError, KbakError, StorageError, first_line
 from pipeline.core.schema import PARTITION_COLUMNS, RECORD_SCHEMA
 from pipeline.core.storage import Lake
-from pipeline.custody.manifest import BODY_DIGEST_KEY, InfoKey, log_path, seal, stage
+from pipeline.custody.manifest import BODY_DIGEST_KEY, InfoKey, log_path, seal, stage, staged_path
 
 
 def created_by() -> str:
@@ -76,6 +78,12 @@ def commit_operation(
         try:
             dt.update_incremental()
             read_version = dt.version()
+            try:
+                _check_still_live(dt, remove, operation)
+            except ConcurrentRemoval:
+                with contextlib.suppress(OSError):
+                    lake.delete(staged_path(digest))  # never committed: no orphan body either
+                raise
             dt.create_write_transaction(
                 [*add, *remove],
                 mode="append",
@@ -92,6 +100,28 @@ def commit_operation(
                 detail = first_line(exc)
                 raise kind(f"{operation} commit to {lake.uri} failed after {attempt} attempts: {detail}") from None
             sleep(min(0.5 * 2 ** (attempt - 1), 4.0))
+
+
+class ConcurrentRemoval(KbakError):
+    """Nothing was committed: files this operation removes were removed by another commit first."""
+
+
+def _check_still_live(dt: DeltaTable, remove: Sequence[RemoveAction], operation: str) -> None:
+    """Refuse to remove a file another commit removed meanwhile (two compactions of the same day).
+
+    delta-rs rejects a concurrent removal made after the version read here; this covers the ones made
+    before it, since the caller chose its files: without it, both rewrites would land and every
+    record of those files would be archived twice.
+    """
+    if not remove:
+        return
+    live = set(pa.table(dt.get_add_actions(flatten=True)).column("path").to_pylist())
+    gone = [r.path for r in remove if r.path not in live]
+    if gone:
+        raise ConcurrentRemoval(
+            f"{operation}: {len(gone)} of the files it removes were removed by another commit meanwhile "
+            f"(e.g. {gone[0]}): nothing committed; run it again"
+        )
 
 
 def find_committed_version(lake: Lake, dt: DeltaTable, read_version: int, digest: str) -> int:

@@ -27,7 +27,7 @@ from pipeline.core.schema import RECORD_SCHEMA
 from pipeline.core.storage import Lake
 from pipeline.core.table import open_table
 from pipeline.custody.digest import RecordDigest, combine, record_digest
-from pipeline.custody.operation import commit_operation, remove_action
+from pipeline.custody.operation import ConcurrentRemoval, commit_operation, remove_action
 from pipeline.ingest.commit import add_action
 from pipeline.ingest.writer import MIN_TARGET_FILE_SIZE as MIN_TARGET
 from pipeline.ingest.writer import DataFile, write_files
@@ -152,15 +152,22 @@ def compact_group(lake: Lake, group: GroupPlan, target_file_size: int) -> dict:
             with contextlib.suppress(OSError):
                 lake.delete(f.path)
         raise
-    # From here a failure may come after the commit landed: the new files are never deleted.
-    version = commit_operation(
-        lake,
-        open_table(lake),
-        "compact",
-        body,
-        add=[add_action(f) for f in written],
-        remove=[remove_action(f.add) for f in group.files],
-    )
+    # From here a failure may come after the commit landed: the new files are deleted only when
+    # nothing was committed for sure (another commit removed these files first).
+    try:
+        version = commit_operation(
+            lake,
+            open_table(lake),
+            "compact",
+            body,
+            add=[add_action(f) for f in written],
+            remove=[remove_action(f.add) for f in group.files],
+        )
+    except ConcurrentRemoval:
+        for f in written:
+            with contextlib.suppress(OSError):
+                lake.delete(f.path)
+        raise
     return {
         "topic": group.topic,
         "date": group.day.isoformat(),
