@@ -89,19 +89,30 @@ def _split_partitions(table: pa.Table):
         yield key, table.slice(start, end - start)
 
 
+# Parquet statistics only where readers prune with them (DuckDB skips row groups by partition, offset
+# and time); min/max of 1 KiB keys, values and headers cost time and bytes and prune nothing.
+STATISTICS_COLUMNS = ["partition", "offset", "timestamp", "timestamp_type", "source_cluster", "ingested_at"]
+# Dictionary encoding only for the columns with a handful of distinct values; on unique binary
+# columns pyarrow would build a dictionary, find it too large and fall back, for nothing.
+DICTIONARY_COLUMNS = ["timestamp_type", "source_cluster"]
+
+
+def parquet_options(level: int) -> dict:
+    """pyarrow ``ParquetWriter`` options of kbak's data files (the benchmark writes with the same)."""
+    return {
+        "compression": "zstd",
+        "compression_level": level,
+        "write_statistics": STATISTICS_COLUMNS,
+        "use_dictionary": DICTIONARY_COLUMNS,
+    }
+
+
 def _encode(table: pa.Table, level: int, target_size: int):
     """Yield (parquet bytes, rows) chunks, closing a file once it reaches ``target_size``."""
     start = 0
     while start < table.num_rows:
         buf = io.BytesIO()
-        writer = pq.ParquetWriter(
-            buf,
-            FILE_SCHEMA,
-            compression="zstd",
-            compression_level=level,
-            write_statistics=True,
-            use_dictionary=["timestamp_type", "source_cluster"],
-        )
+        writer = pq.ParquetWriter(buf, FILE_SCHEMA, **parquet_options(level))
         end = start
         while end < table.num_rows and buf.tell() < target_size:
             chunk = table.slice(end, ROW_GROUP_ROWS)
