@@ -47,6 +47,7 @@ def ingest_cmd(
 ) -> None:
     """Archive Kafka topics into the lake, exactly once."""
     # Imported here so `kbak --help` and other commands do not pay for the ingest stack.
+    from pipeline.core import profile
     from pipeline.core.config import BackupConfig, load_config
     from pipeline.core.kafka import parse_settings
     from pipeline.core.progress import reporter_for_terminal
@@ -78,6 +79,8 @@ def ingest_cmd(
         topic_refresh_seconds=topic_refresh_seconds,
     )
     summary = ingest(opts, reporter=reporter_for_terminal(quiet or json_out))
+    if profile.ENABLED:  # KBAK_PROFILE=1: where the time went, per stage (stderr)
+        typer.echo(profile.report(summary.records), err=True)
     if json_out:
         emit_json(summary.as_dict())
         return

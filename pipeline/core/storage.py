@@ -133,7 +133,7 @@ class Lake:
 
     # -- small file helpers over ``fs`` ------------------------------------------------------
 
-    def write_bytes(self, relative: str, data: bytes) -> None:
+    def write_bytes(self, relative: str, data: bytes | memoryview) -> None:
         full = self.path(relative)
         if not self.is_s3:
             Path(full).parent.mkdir(parents=True, exist_ok=True)

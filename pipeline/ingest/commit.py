@@ -24,6 +24,7 @@ from deltalake.exceptions import CommitFailedError
 from deltalake.transaction import AddAction
 
 from pipeline import __version__, custody
+from pipeline.core import profile
 from pipeline.core.errors import KbakError, first_line
 from pipeline.core.ranges import partition_ranges
 from pipeline.core.schema import PARTITION_COLUMNS, RECORD_SCHEMA
@@ -97,8 +98,9 @@ def commit_records(
     while True:
         attempt += 1
         try:
-            dt.update_incremental()
-            moved = _fence(dt, expected, source_cluster)
+            with profile.stage("fence"):
+                dt.update_incremental()
+                moved = _fence(dt, expected, source_cluster)
             rejected.update(moved)
             if moved:
                 table = without_partitions(table, moved)
@@ -108,9 +110,10 @@ def commit_records(
             if not files:
                 files = write_files(lake, table, compression_level, target_file_size)
                 _fault("after-write")
-            ranges = partition_ranges(table)
-            body = _manifest_body(files, ranges, gaps or [], source_cluster, backup_id)
-            digest = custody.stage(lake, body)
+            with profile.stage("manifest"):
+                ranges = partition_ranges(table)
+                body = _manifest_body(files, ranges, gaps or [], source_cluster, backup_id)
+                digest = custody.stage(lake, body)
             txns = [Transaction(app_id(source_cluster, r["topic"], r["partition"]), r["last_offset"]) for r in ranges]
             meta = {
                 "kbak.operation": "ingest",
@@ -126,16 +129,20 @@ def commit_records(
             }
             _fault("before-commit")
             read_version = dt.version()
-            dt.create_write_transaction(
-                [_add_action(f) for f in files],
-                mode="append",
-                schema=RECORD_SCHEMA,
-                partition_by=PARTITION_COLUMNS,
-                commit_properties=CommitProperties(custom_metadata=meta, app_transactions=txns, max_commit_retries=10),
-            )
+            with profile.stage("delta commit"):
+                dt.create_write_transaction(
+                    [_add_action(f) for f in files],
+                    mode="append",
+                    schema=RECORD_SCHEMA,
+                    partition_by=PARTITION_COLUMNS,
+                    commit_properties=CommitProperties(
+                        custom_metadata=meta, app_transactions=txns, max_commit_retries=10
+                    ),
+                )
             _fault("after-commit")
-            version = find_committed_version(lake, dt, read_version, digest)
-            custody.seal(lake, dt)
+            with profile.stage("seal"):
+                version = find_committed_version(lake, dt, read_version, digest)
+                custody.seal(lake, dt)
             committed = {(r["topic"], r["partition"]): r["last_offset"] for r in ranges}
             size = sum(f.size for f in files)
             return CommitResult(version, files, table.num_rows, size, committed, rejected, digest)
@@ -192,4 +199,3 @@ def _manifest_body(files: list[DataFile], ranges: list[dict], gaps: list[dict], 
         "partitions": ranges,
         "gaps": gaps,
     }
-
