@@ -11,6 +11,18 @@ from typing import Annotated
 import typer
 
 from pipeline.cli._app import LakeOpt, S3EndpointOpt, S3RegionOpt, app, emit_json, fail, friendly, lake_from
+from pipeline.cli.cases import (
+    CaseFromOpt,
+    CaseJsonOpt,
+    CaseKeyOpt,
+    CaseOpt,
+    CaseReasonOpt,
+    CaseReleaseOpt,
+    CasesOpt,
+    CaseToOpt,
+    CaseTopicsOpt,
+    case_hold,
+)
 from pipeline.core.errors import KbakError
 
 
@@ -198,10 +210,23 @@ def hold_cmd(
     fmt: FormatOpt = TextJson.text,
     s3_endpoint: S3EndpointOpt = None,
     s3_region: S3RegionOpt = None,
+    case: CaseOpt = None,
+    topics: CaseTopicsOpt = None,
+    from_: CaseFromOpt = None,
+    to: CaseToOpt = None,
+    key: CaseKeyOpt = None,
+    reason: CaseReasonOpt = None,
+    release: CaseReleaseOpt = False,
+    cases: CasesOpt = False,
+    as_json: CaseJsonOpt = False,
 ) -> None:
-    """Write-once storage: S3 Object Lock retention and legal holds on every object of the table."""
+    """Write-once storage: S3 Object Lock on every object; or case holds on records (--case, --cases)."""
     from pipeline.custody import hold as h
 
+    if case is not None or cases:
+        lake_obj = lake_from(lake, s3_endpoint, s3_region)
+        case_hold(lake_obj, case, topics, from_, to, key or [], reason, release, cases, as_json or fmt is TextJson.json)
+        return
     if until is None and legal_hold is None and not status:
         fail("give --until DATE [--mode ...], --legal-hold on|off, or --status", 2)
     if mode is not None and until is None:

@@ -96,9 +96,15 @@ def hold(lake: Lake, until: datetime, mode: str) -> dict:
 
 def legal_hold(lake: Lake, on: bool) -> dict:
     """Set (or clear) a legal hold on every object of the table: no expiry, removable only explicitly."""
+    objects = table_objects(lake)
+    set_legal_hold(lake, objects, on)
+    return {"lake": lake.uri, "legal_hold": "ON" if on else "OFF", "objects": len(objects)}
+
+
+def set_legal_hold(lake: Lake, objects: list[str], on: bool) -> None:
+    """Set (or clear) the legal hold on these lake-relative objects (case holds use it per file)."""
     client = lake.boto3_client()
     lock_configuration(lake, client)
-    objects = table_objects(lake)
     status = "ON" if on else "OFF"
 
     def one(rel: str) -> None:
@@ -108,7 +114,6 @@ def legal_hold(lake: Lake, on: bool) -> dict:
             raise KbakError(f"cannot set legal hold {status} on {rel}: {_msg(exc)}") from None
 
     _pool(one, objects)
-    return {"lake": lake.uri, "legal_hold": status, "objects": len(objects)}
 
 
 def hold_status(lake: Lake) -> dict:

@@ -25,8 +25,8 @@ from pipeline.custody.manifest import BODY_DIGEST_KEY, log_path, seal, stage
 
 
 def created_by() -> str:
-    """Who ran the operation, as the manifests record it: user@host."""
-    return f"{getpass.getuser()}@{socket.gethostname()}"
+    """Who ran the operation, and with what, as the manifests record it: ``user@host kbak/<version>``."""
+    return f"{getpass.getuser()}@{socket.gethostname()} kbak/{__version__}"
 
 
 def remove_action(add: dict, now_ms: int | None = None) -> RemoveAction:

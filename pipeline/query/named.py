@@ -176,7 +176,7 @@ def _convert(con: duckdb.DuckDBPyConnection, p: Param, raw: Any, query: str) -> 
         ) from None
 
 
-def run(
+def run_query(
     con: duckdb.DuckDBPyConnection,
     query: NamedQuery | str,
     params: Mapping[str, Any] | None = None,

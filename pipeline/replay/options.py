@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime
 
 from pipeline.core.errors import KbakError
+from pipeline.core.parsing import parse_key, parse_time  # noqa: F401 (re-exported: replay's API)
 from pipeline.core.storage import Lake
 
 REPARTITION_MODES = ("murmur2", "round-robin")
@@ -79,49 +80,6 @@ class ReplayOptions:
 
     def target_topic(self, source_topic: str) -> str:
         return self.topic_map.get(source_topic, source_topic)
-
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-
-
-def parse_time(text: str | int | None, flag: str, end: bool = False) -> int | None:
-    """Epoch milliseconds or ISO-8601 (naive means UTC) to epoch ms.
-
-    A date alone means the start of that day, or its last millisecond when it ends a window
-    (``end``), so ``--from 2024-07-01 --to 2024-09-30`` is the whole third quarter.
-    """
-    if text is None or text == "":
-        return None
-    if isinstance(text, int):
-        return text
-    s = str(text).strip()
-    if re.fullmatch(r"-?\d+", s):
-        return int(s)
-    try:
-        if _ISO_DATE.match(s):
-            day = date.fromisoformat(s)
-            start = datetime(day.year, day.month, day.day, tzinfo=UTC)
-            stamp = start + timedelta(days=1) - timedelta(milliseconds=1) if end else start
-        else:
-            stamp = datetime.fromisoformat(s.replace("z", "Z"))
-            if stamp.tzinfo is None:
-                stamp = stamp.replace(tzinfo=UTC)
-    except ValueError:
-        raise KbakError(f"{flag} {s!r} is neither epoch milliseconds nor an ISO-8601 time") from None
-    return (stamp - _EPOCH) // timedelta(milliseconds=1)
-
-
-def parse_key(text: str | None) -> bytes | None:
-    """``--key``: UTF-8 text, or ``hex:`` followed by the key's bytes in hex."""
-    if text is None:
-        return None
-    if text.startswith("hex:"):
-        try:
-            return bytes.fromhex(text[4:])
-        except ValueError:
-            raise KbakError(f"--key {text!r} is not valid hex after 'hex:'") from None
-    return text.encode()
 
 
 _OFFSETS = re.compile(r"^(\d+):(\d+)-(\d*)$")

@@ -131,7 +131,7 @@ def test_bucket_without_object_lock(s3, bucket):
 
 
 def test_ingest_with_object_lock_days_on_a_bucket_without_lock_fails_clearly(kafka, s3, bucket, topic_name):
-    from kbak_testing import produce
+    from support.kbak_testing import produce
 
     from pipeline.dev.sample import create_topics
 

@@ -20,7 +20,7 @@ from support.kbak_testing import run_kbak
 
 from pipeline.core.storage import Lake
 from pipeline.query.engine import connect
-from pipeline.query.named import check_sql_params, load_queries, run
+from pipeline.query.named import check_sql_params, load_queries, run_query
 
 
 @pytest.fixture()
@@ -233,7 +233,7 @@ def test_daily_volume_exact(audit):
 
 def test_python_api_runs_the_same_queries(audit):
     con = connect(Lake.at(audit.uri))
-    table = run(
+    table = run_query(
         con,
         "customer_activity",
         {"customer": "customer-1", "start": "2024-07-01", "end": "2024-10-01", "topics": [audit.pay]},
@@ -246,7 +246,8 @@ def test_both_readers_return_the_same_rows(audit):
     results = []
     for reader in ("delta_scan", "arrow"):
         con = connect(lake, reader=reader)
-        results.append(run(con, "legal_hold_export", {"start": "2024-01-01", "end": "2025-01-01"}).to_arrow_table())
+        params = {"start": "2024-01-01", "end": "2025-01-01"}
+        results.append(run_query(con, "legal_hold_export", params).to_arrow_table())
     assert results[0].num_rows == len(audit.records) + 1
     assert results[0].to_pylist() == results[1].to_pylist()
 

@@ -163,13 +163,13 @@ def time_query(lake: Lake, out: Path, runs: int = 5) -> tuple[list[float], int]:
 def time_python_api(lake: Lake, runs: int = 3) -> list[float]:
     """The same query through the Python API (what notebooks use): connect + run + fetch, no process start."""
     from pipeline.query.engine import connect
-    from pipeline.query.named import run
+    from pipeline.query.named import run_query
 
     params = {"customer": CUSTOMER, "start": "2024-07-01", "end": "2024-10-01", "topics": ["payments"]}
     times = []
     for _ in range(runs):
         t0 = time.perf_counter()
-        run(connect(lake), "customer_activity", params).fetchall()
+        run_query(connect(lake), "customer_activity", params).fetchall()
         times.append(time.perf_counter() - t0)
     return times
 
