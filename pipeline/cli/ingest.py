@@ -42,6 +42,10 @@ def ingest_cmd(
     topic_refresh_seconds: Annotated[
         float, typer.Option("--topic-refresh-seconds", help="How often to look for new matching topics.")
     ] = 10.0,
+    workers: Annotated[
+        str | None,
+        typer.Option("--workers", help="Ingest processes on this host, in one consumer group: N, or auto (CPUs)."),
+    ] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the final summary as JSON.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
 ) -> None:
@@ -52,6 +56,7 @@ def ingest_cmd(
     from pipeline.core.kafka import parse_settings
     from pipeline.core.progress import reporter_for_terminal
     from pipeline.ingest import IngestOptions, ingest
+    from pipeline.ingest.workers import ingest_workers, worker_count
 
     cfg = load_config(config, BackupConfig) if config else BackupConfig()
     src, store, b = cfg.source, cfg.storage, cfg.backup
@@ -78,7 +83,11 @@ def ingest_cmd(
         object_lock_days=_pick(object_lock_days, b.object_lock_days, None),
         topic_refresh_seconds=topic_refresh_seconds,
     )
-    summary = ingest(opts, reporter=reporter_for_terminal(quiet or json_out))
+    count = worker_count(workers if workers is not None else b.workers)
+    if count > 1:
+        summary = ingest_workers(opts, count, reporter=reporter_for_terminal(quiet or json_out))
+    else:
+        summary = ingest(opts, reporter=reporter_for_terminal(quiet or json_out))
     if profile.ENABLED:  # KBAK_PROFILE=1: where the time went, per stage (stderr)
         typer.echo(profile.report(summary.records), err=True)
     if json_out:

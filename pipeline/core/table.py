@@ -82,4 +82,3 @@ def committed_offsets(dt: DeltaTable, source_cluster: str, partitions: list[tupl
         if v is not None:
             out[(topic, partition)] = v
     return out
-
