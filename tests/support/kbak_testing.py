@@ -127,3 +127,23 @@ def archive_rows(lake: str, storage_options: dict | None = None, topic: str | No
     t = DeltaTable(lake, storage_options=storage_options).to_pyarrow_table()
     rows = [Rec.from_row(r) for r in t.to_pylist() if topic is None or r["topic"] == topic]
     return sorted(rows, key=lambda r: (r.topic, r.partition, r.offset))
+
+
+def table_count(lake) -> int:
+    """Rows in the Delta table at ``lake`` (0 while it does not exist yet)."""
+    from deltalake import DeltaTable
+
+    try:
+        return DeltaTable(str(lake)).count()
+    except Exception:
+        return 0
+
+
+def wait_until(cond, timeout: float = 60, what: str = "condition") -> None:
+    """Poll ``cond()`` until true; fail the test after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return
+        time.sleep(0.3)
+    raise AssertionError(f"{what} not met within {timeout:g}s")
