@@ -21,6 +21,9 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    # Plain help (no rich boxes): at 80 columns rich cut option names ("--bootstrap-serve…").
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
 )
 
 F = TypeVar("F", bound=Callable[..., Any])

@@ -45,6 +45,7 @@ def query_cmd(
         _print_list(queries)
         return
     target = lake_from(lake, s3_endpoint, s3_region)
+    _note_as_of(target, as_of)
     if print_setup:
         typer.echo(setup_sql(target, as_of), nl=False)
         return
@@ -62,6 +63,15 @@ def query_cmd(
     rows = write_result(con, text, bound, fmt.lower(), output, max_rows)
     if output is not None:
         typer.echo(f"wrote {rows if rows is not None else 'the first'} rows to {output}", err=True)
+
+
+def _note_as_of(target, as_of: str | None) -> None:
+    """Say so on stderr when --as-of names a time after the newest version (the newest is read)."""
+    from pipeline.core.table import as_of_note
+
+    note = as_of_note(target, as_of)
+    if note:
+        typer.echo(f"kbak: note: {note}", err=True)
 
 
 def _print_list(directory: Path | None) -> None:

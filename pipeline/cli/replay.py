@@ -36,7 +36,12 @@ def replay_cmd(
     offset_headers: Annotated[
         bool | None, typer.Option("--offset-headers", help="Add kbak.source.* provenance headers.")
     ] = None,
-    checkpoint: Annotated[str | None, typer.Option("--checkpoint", help="Progress file; a rerun resumes.")] = None,
+    checkpoint: Annotated[
+        str | None, typer.Option("--checkpoint", help="Progress file (default: one in the lake); a rerun resumes.")
+    ] = None,
+    again: Annotated[
+        bool, typer.Option("--again", help="Deliver again what this replay already delivered (a fresh copy).")
+    ] = False,
     dry_run: Annotated[bool | None, typer.Option("--dry-run", help="Show what would be produced.")] = None,
     rate_limit: Annotated[str | None, typer.Option("--rate-limit", help="Records per second (e.g. 500, 2k).")] = None,
     rate_limit_bytes: Annotated[
@@ -50,6 +55,9 @@ def replay_cmd(
     connect_timeout: Annotated[
         float, typer.Option("--connect-timeout", help="Seconds the target may take to answer.")
     ] = 10.0,
+    delivery_timeout: Annotated[
+        float, typer.Option("--delivery-timeout", help="Seconds a record may wait for the target's ack.")
+    ] = 30.0,
     s3_endpoint: S3EndpointOpt = None,
     s3_region: S3RegionOpt = None,
     kafka_setting: Annotated[Many, typer.Option("-X", "--kafka-setting", help="librdkafka key=value.")] = None,
@@ -60,6 +68,7 @@ def replay_cmd(
     from pipeline.core.config import RestoreConfig, load_config
     from pipeline.core.kafka import parse_settings
     from pipeline.core.progress import reporter_for_terminal
+    from pipeline.core.table import as_of_note
     from pipeline.replay import ReplayFailed, ReplayOptions, parse_key, parse_offsets, parse_time, parse_topic_map
     from pipeline.replay import replay as run_replay
     from pipeline.replay.options import parse_rate
@@ -85,6 +94,7 @@ def replay_cmd(
         create_topics=bool(_pick(create_topics, r.create_topics)),
         offset_headers=bool(_pick(offset_headers, r.include_offset_headers)),
         checkpoint=_pick(checkpoint, r.checkpoint),
+        again=again,
         dry_run=bool(_pick(dry_run, r.dry_run)),
         rate_records=parse_rate(_pick(rate_limit, r.rate_limit_records), "--rate-limit"),
         rate_bytes=parse_rate(_pick(rate_limit_bytes, r.rate_limit_bytes), "--rate-limit-bytes"),
@@ -93,7 +103,11 @@ def replay_cmd(
         max_records=_pick(max_records, r.max_records),
         kafka_settings=settings,
         connect_timeout_s=connect_timeout,
+        delivery_timeout_s=delivery_timeout,
     )
+    note = as_of_note(options.lake, options.as_of)  # a time after the newest version: say which is read
+    if note:
+        typer.echo(f"kbak: note: {note}", err=True)
     try:
         summary = run_replay(options, reporter=reporter_for_terminal(quiet or json_out))
     except ReplayFailed as exc:
@@ -104,13 +118,21 @@ def replay_cmd(
 
 def _show(summary, json_out: bool) -> None:
     """Print a ReplaySummary: JSON, or lines for a person."""
-    from pipeline.replay.summary import iso_ms
+    from pipeline.core.timefmt import iso_ms
 
     if json_out:
         emit_json(summary.as_dict())
         return
     d = summary.as_dict()
     mb = summary.bytes / 1e6
+    if summary.already_delivered_at is not None:
+        typer.echo(
+            f"nothing to do: already delivered by replay at {summary.already_delivered_at} "
+            f"({summary.skipped_by_checkpoint} records of table version {summary.table_version} to "
+            f"{summary.target}); use --again for a fresh copy "
+            f"[checkpoint {summary.checkpoint}]"
+        )
+        return
     if summary.dry_run:
         typer.echo(
             f"dry run: would replay {summary.records} records ({mb:.1f} MB key+value) from table version "
@@ -130,8 +152,11 @@ def _show(summary, json_out: bool) -> None:
     )
     if summary.skipped_by_checkpoint:
         typer.echo(
-            f"  {summary.skipped_by_checkpoint} records were delivered earlier (checkpoint {summary.checkpoint})"
+            f"  resumed: {summary.skipped_by_checkpoint} records were delivered earlier and not again "
+            f"(checkpoint {summary.checkpoint}; --again for a fresh copy)"
         )
+    if summary.checkpoint_note:
+        typer.echo(f"  note: {summary.checkpoint_note}")
     for topic, parts in d["topics"].items():
         for p, s in parts.items():
             typer.echo(

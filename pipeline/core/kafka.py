@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from collections.abc import Iterable
 
 from confluent_kafka import KafkaException
@@ -47,13 +48,19 @@ def cluster_metadata(conf: dict[str, str], timeout: float = CONNECT_TIMEOUT_S) -
         admin = AdminClient(with_logger({**conf, "socket.connection.setup.timeout.ms": str(int(timeout * 1000))}))
     except KafkaException as exc:
         raise KbakError(f"bad Kafka client setting: {exc.args[0].str() if exc.args else exc}") from None
-    try:
-        return admin.list_topics(timeout=timeout)
-    except KafkaException as exc:
-        detail = exc.args[0].str() if exc.args else str(exc)
-        raise KbakError(
-            f"cannot reach Kafka at {conf.get('bootstrap.servers')} within {timeout:g}s: {detail}"
-        ) from None
+    # Asked in short steps: librdkafka blocks in C, and a signal must not wait for the whole timeout.
+    deadline = time.monotonic() + timeout
+    while True:
+        left = deadline - time.monotonic()
+        try:
+            return admin.list_topics(timeout=max(min(left, 0.5), 0.01))
+        except KafkaException as exc:
+            if left > 0.5:
+                continue
+            detail = exc.args[0].str() if exc.args else str(exc)
+            raise KbakError(
+                f"cannot reach Kafka at {conf.get('bootstrap.servers')} within {timeout:g}s: {detail}"
+            ) from None
 
 
 def compile_patterns(patterns: Iterable[str], flag: str) -> list[re.Pattern]:

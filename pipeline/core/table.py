@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import json
+from datetime import timedelta
+
 import pyarrow as pa
 from deltalake import DeltaTable
 from deltalake.exceptions import TableNotFoundError
 
 from pipeline.core.errors import KbakError, first_line
+from pipeline.core.parsing import parse_time
 from pipeline.core.schema import check_table_schema
 from pipeline.core.storage import Lake
+from pipeline.core.timefmt import EPOCH, iso_ms
 
 SEVEN_YEARS = "interval 2557 days"
 
@@ -43,35 +48,50 @@ def open_table(lake: Lake, version: int | str | None = None) -> DeltaTable:
 
 
 def _load_as_of(dt: DeltaTable, version: int | str, lake: Lake) -> None:
-    text = str(version)
-    try:
-        if text.isdigit():
+    """A version number, or a time in any form ``parse_time`` takes (the newest version at that time)."""
+    text = str(version).strip()
+    if text.isdigit():
+        try:
             dt.load_as_version(int(text))
-        else:
-            dt.load_as_version(text)
-    except Exception as exc:  # deltalake raises several types for "no such version"
-        raise KbakError(f"{lake.uri} has no version {text!r}: {first_line(exc)}") from None
-    if not text.isdigit():
-        _check_not_before_creation(dt, text, lake)
-
-
-def _check_not_before_creation(dt: DeltaTable, text: str, lake: Lake) -> None:
-    """deltalake loads version 0 for a time before the table existed; that is no version at all."""
-    import json
-    from datetime import UTC, datetime
-
+        except Exception as exc:  # deltalake raises several types for "no such version"
+            raise KbakError(f"{lake.uri} has no version {text!r}: {first_line(exc)}") from None
+        return
+    wanted = parse_time(text, "--as-of")
+    if wanted < (commit_ms(dt, lake, 0) or wanted):
+        raise KbakError(f"{lake.uri} has no version {text!r}: the table was created after that time")
     try:
-        wanted = datetime.fromisoformat(text)
-    except ValueError:
-        return  # deltalake accepted a format Python does not parse: trust it
-    wanted = wanted if wanted.tzinfo else wanted.replace(tzinfo=UTC)
-    entry = f"_delta_log/{dt.version():020d}.json"
+        dt.load_as_version(EPOCH + timedelta(milliseconds=wanted))
+    except Exception as exc:
+        raise KbakError(f"{lake.uri} has no version {text!r}: {first_line(exc)}") from None
+
+
+def commit_ms(dt: DeltaTable, lake: Lake, version: int) -> int | None:
+    """When ``version`` was committed (its commitInfo timestamp), or None when its log entry is gone."""
+    entry = f"_delta_log/{version:020d}.json"
     if not lake.exists(entry):
-        return  # that log entry is past retention (behind a checkpoint): nothing to compare with
+        return None  # past log retention (behind a checkpoint)
     for line in lake.read_bytes(entry).decode().splitlines():
         info = json.loads(line).get("commitInfo") if line.strip() else None
-        if info and "timestamp" in info and wanted.timestamp() * 1000 < info["timestamp"]:
-            raise KbakError(f"{lake.uri} has no version {text!r}: the table was created after that time")
+        if info and "timestamp" in info:
+            return int(info["timestamp"])
+    return None
+
+
+def as_of_note(lake: Lake, as_of: int | str | None) -> str | None:
+    """For a time after the newest version: a line saying so and which version is read (else None).
+
+    That is a valid as-of (the table as it stands), but a user may have meant an earlier state.
+    """
+    text = "" if as_of is None else str(as_of).strip()
+    if not text or text.isdigit():
+        return None
+    wanted = parse_time(text, "--as-of")
+    dt = open_table(lake)
+    newest = dt.version()
+    at = commit_ms(dt, lake, newest)
+    if at is None or wanted <= at:
+        return None
+    return f"--as-of {text} is after the newest version ({newest}, committed {iso_ms(at)}): reading version {newest}"
 
 
 def committed_offsets(dt: DeltaTable, source_cluster: str, partitions: list[tuple[str, int]]) -> dict:

@@ -16,6 +16,8 @@ from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from pipeline.core.errors import KbakError
+from pipeline.core.errors import aws_code as _code
+from pipeline.core.errors import aws_message as _msg
 from pipeline.core.storage import Lake
 from pipeline.custody.manifest import STAGED_DIR, checkpoint_path, log_path, manifest_path
 
@@ -96,6 +98,7 @@ def hold(lake: Lake, until: datetime, mode: str) -> dict:
 
 def legal_hold(lake: Lake, on: bool) -> dict:
     """Set (or clear) a legal hold on every object of the table: no expiry, removable only explicitly."""
+    lock_configuration(lake)  # a bucket without Object Lock is named before anything else
     objects = table_objects(lake)
     set_legal_hold(lake, objects, on)
     return {"lake": lake.uri, "legal_hold": "ON" if on else "OFF", "objects": len(objects)}
@@ -218,14 +221,3 @@ def _head(client, lake: Lake, rel: str) -> dict:
 def _pool(fn, items: list) -> list:
     with ThreadPoolExecutor(max_workers=THREADS) as pool:
         return list(pool.map(fn, items))
-
-
-def _code(exc: BaseException) -> str:
-    return getattr(exc, "response", {}).get("Error", {}).get("Code", "") if hasattr(exc, "response") else ""
-
-
-def _msg(exc: BaseException) -> str:
-    if hasattr(exc, "response"):
-        err = exc.response.get("Error", {})
-        return f"{err.get('Code', 'error')}: {err.get('Message', '')}".strip()
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]

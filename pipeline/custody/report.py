@@ -22,7 +22,7 @@ from pipeline.core.storage import Lake
 from pipeline.core.table import open_table
 from pipeline.custody.chain import load_chain
 from pipeline.custody.history import head, list_runs
-from pipeline.custody.scan import Keys, find_gaps
+from pipeline.custody.scan import Keys, find_gaps, recorded_gaps
 from pipeline.custody.validate import validate
 
 
@@ -140,7 +140,7 @@ def _period_gaps(lake: Lake, rows: list[dict], chain, start: date, end: date, sk
         tables = list(pool.map(read, window))
     found = [(r, t) for r, t in zip(window, tables, strict=True) if t is not None]
     keys = Keys.build([(r["topic"], r["path"], t) for r, t in found], with_day=[r["date"] for r, _t in found])
-    recorded = [g for rec in chain for g in ((rec.body or {}).get("gaps") or [])]
+    recorded = recorded_gaps(rec.body for rec in chain)
     out = []
     for g in find_gaps(keys, recorded, leading=False):
         if any(d is not None and start <= d < end for d in g.pop("days")):

@@ -182,6 +182,28 @@ def find_gaps(keys: Keys, recorded: list[dict], leading: bool = True) -> list[di
     return sorted(out, key=lambda g: (g["topic"], g["partition"], g["first_missing"]))
 
 
+def recorded_gaps(bodies) -> list[dict]:
+    """Every offset hole the chain explains, as ``{topic, partition, first_missing, last_missing, reason}``.
+
+    Ingest records what the source had already deleted (``gaps``, ``deleted_before_archive``); erasure
+    and retention record what they removed (``removed_offsets``, reason ``erased`` / ``retention``).
+    """
+    out = []
+    for body in bodies:
+        out.extend((body or {}).get("gaps") or [])
+        for r in (body or {}).get("removed_offsets") or []:
+            out.append(
+                {
+                    "topic": r["topic"],
+                    "partition": r["partition"],
+                    "first_missing": r["first_offset"],
+                    "last_missing": r["last_offset"],
+                    "reason": r.get("reason", "removed"),
+                }
+            )
+    return out
+
+
 def explain_gap(first: int, last: int, recorded: list[dict]) -> dict:
     """A hole is recorded when ingest's recorded gaps cover every offset of it."""
     covered = first

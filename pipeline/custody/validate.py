@@ -31,7 +31,9 @@ from pipeline.custody.manifest import (
     seal,
     sha256_hex,
 )
-from pipeline.custody.scan import FileScan, Keys, duplicates, find_gaps, scan_file, storage_sizes
+from pipeline.custody.rewrites import CHECKS as REWRITE_CHECKS
+from pipeline.custody.rewrites import content_digests, removed_file_digests
+from pipeline.custody.scan import FileScan, Keys, duplicates, find_gaps, recorded_gaps, scan_file, storage_sizes
 
 # check name -> what it verifies (README lists the same)
 CHECKS = {
@@ -58,6 +60,7 @@ CHECKS = {
     "anchor": "each --anchor VERSION=SHA256 recorded outside the lake still names that version's manifest",
     "foreign-commit": "(warning) versions not written by kbak",
     "orphan-staged-body": "(warning) staged manifest bodies no commit points at (a crash before committing)",
+    **REWRITE_CHECKS,
 }
 
 ORPHAN_AGE_S = 3600
@@ -137,11 +140,16 @@ def validate(
         raise KbakError(f"no ingest run with backup_id {backup_id!r} in {lake.uri} (see kbak list)", exit_code=2)
     add = report.findings.append
     _check_chain(lake, chain, add)
+    for check, subject, message in removed_file_digests(chain):
+        add(Finding(check, subject, message))
     _check_anchors(chain, anchors or {}, add)
     _check_orphans(lake, chain, add)
     live = _check_files(lake, chain, backup_id, deep, report)
     if deep and live:
         _deep(lake, chain, live, report)
+    if deep:
+        for check, subject, message in content_digests(lake, chain):
+            add(Finding(check, subject, message))
     return report
 
 
@@ -397,7 +405,7 @@ def _deep(lake: Lake, chain: list[VersionRecord], live: list[_Live], report: Val
     rewrites = {r.version for r in chain if (r.body or {}).get("files_removed")}
     _check_version_order({v: tps for v, tps in by_version.items() if v not in rewrites}, add)
     _check_ranges(chain, by_version, unreadable_versions, live, add)
-    recorded = [g for rec in chain for g in ((rec.body or {}).get("gaps") or [])]
+    recorded = recorded_gaps(rec.body for rec in chain)
     report.gaps = find_gaps(keys, recorded)
     for g in report.gaps:
         if not g["recorded"]:

@@ -131,7 +131,7 @@ def commit_records(
             read_version = dt.version()
             with profile.stage("delta commit"):
                 dt.create_write_transaction(
-                    [_add_action(f) for f in files],
+                    [add_action(f) for f in files],
                     mode="append",
                     schema=RECORD_SCHEMA,
                     partition_by=PARTITION_COLUMNS,
@@ -174,7 +174,8 @@ def _fence(dt: DeltaTable, expected: dict[TopicPartition, int | None], cluster: 
     return moved
 
 
-def _add_action(f: DataFile) -> AddAction:
+def add_action(f: DataFile) -> AddAction:
+    """The Delta add action of a data file kbak wrote (ingest, compaction)."""
     return AddAction(f.path, f.size, f.partition_values, f.modification_time, True, f.stats)
 
 
@@ -185,16 +186,7 @@ def _manifest_body(files: list[DataFile], ranges: list[dict], gaps: list[dict], 
         "created_at": datetime.now(UTC).isoformat(timespec="milliseconds"),
         "created_by": created_by(),
         "source_cluster": cluster,
-        "files_added": [
-            {
-                "path": f.path,
-                "size": f.size,
-                "records": f.records,
-                "sha256": f.sha256,
-                "partition_values": f.partition_values,
-            }
-            for f in files
-        ],
+        "files_added": [f.manifest_entry() for f in files],
         "files_removed": [],
         "partitions": ranges,
         "gaps": gaps,

@@ -37,6 +37,16 @@ class DataFile:
     stats: str  # Delta statistics JSON
     modification_time: int
 
+    def manifest_entry(self) -> dict:
+        """The file as a custody manifest lists it (files_added, files_removed)."""
+        return {
+            "path": self.path,
+            "size": self.size,
+            "records": self.records,
+            "sha256": self.sha256,
+            "partition_values": self.partition_values,
+        }
+
 
 def write_files(
     lake: Lake, table: pa.Table, compression_level: int = 3, target_file_size: int = 128 << 20

@@ -24,6 +24,7 @@ from urllib.parse import urlparse
 import duckdb
 
 from pipeline.core.errors import KbakError, first_line
+from pipeline.core.readset import version_files
 from pipeline.core.storage import Lake
 from pipeline.core.table import open_table
 
@@ -88,11 +89,16 @@ def connect(lake: Lake, as_of: int | str | None = None, reader: str | None = Non
         raise KbakError(f"unknown SQL reader {chosen!r}: use one of {', '.join(READERS)}")
     dt = open_table(lake, as_of)
     version = dt.version()
+    # An older version after erasure or vacuum: read its files as kbak's readset says (core/readset.py).
+    files = version_files(lake, dt) if as_of is not None else None
     con = duckdb.connect(config={"autoinstall_known_extensions": False, "autoload_known_extensions": False})
     con.execute("SET TimeZone = 'UTC'")
     if chosen == "delta_scan":
         try:
-            for stmt in _delta_scan_statements(lake, version, secrets=True):
+            stmts = _delta_scan_statements(lake, version, secrets=True)
+            if files is not None:
+                stmts[-1] = files_view_statement(lake, files.files)
+            for stmt in stmts:
                 con.execute(stmt)
         except (duckdb.Error, KbakError) as exc:
             if reader:  # asked for explicitly: say why it cannot be used
@@ -101,10 +107,13 @@ def connect(lake: Lake, as_of: int | str | None = None, reader: str | None = Non
             con.close()
             return connect(lake, as_of, reader="arrow")
     else:
-        con.register("_kbak_records_dataset", dt.to_pyarrow_dataset())
-        con.execute("CREATE VIEW records AS SELECT * FROM _kbak_records_dataset")
+        dataset = dt.to_pyarrow_dataset() if files is None else files_dataset(lake, files.files)
+        con.register("_kbak_records_dataset", dataset)
+        cols = ", ".join(_ident(n) for n, _t in _DUCKDB_TYPES)
+        con.execute(f"CREATE VIEW records AS SELECT {cols} FROM _kbak_records_dataset")
     for stmt in macro_statements():
         con.execute(stmt)
+    _create_recorded_gaps(con, lake, version, chosen)
     state = TableState(lake.uri, version, chosen, None if as_of is None else str(as_of))
     con.execute(
         "CREATE VIEW kbak_table AS SELECT * FROM (VALUES ("
@@ -112,6 +121,59 @@ def connect(lake: Lake, as_of: int | str | None = None, reader: str | None = Non
         + ")) AS t(lake, version, reader, as_of)"
     )
     return con
+
+
+def connect_files(lake: Lake, files: list[str], filename: bool = False) -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection whose ``records`` view is exactly these data files (lake-relative), with the macros.
+
+    For kbak's own scans of files outside one version (erasure reads every file any version references).
+    """
+    con = duckdb.connect(config={"autoinstall_known_extensions": False, "autoload_known_extensions": False})
+    con.execute("SET TimeZone = 'UTC'")
+    if lake.is_s3:
+        con.execute(f"LOAD {_literal(str(extension_path('httpfs')))}")
+        con.execute(_s3_secret(lake, True))
+    con.execute(files_view_statement(lake, files, filename=filename))
+    for stmt in macro_statements():
+        con.execute(stmt)
+    return con
+
+
+_GAP = '{"topic":"VARCHAR","partition":"INTEGER","%s":"BIGINT","%s":"BIGINT","reason":"VARCHAR"}'
+
+
+def recorded_gaps_view(lake: Lake, version: int) -> str:
+    """``kbak_recorded_gaps``: offset holes the custody chain explains (read only when a query uses it).
+
+    Ingest's ``gaps`` (``deleted_before_archive``) of versions up to ``version``, and erasure/retention's
+    ``removed_offsets`` (``erased`` / ``retention``) of every version: kbak's readers leave those records
+    out at every version. From the sealed manifests; the ``offset_gaps`` query's reasons.
+    """
+    glob = _literal(file_uri(lake, "_kbak/custody/*.json"))
+    ingest, removed = _GAP % ("first_missing", "last_missing"), _GAP % ("first_offset", "last_offset")
+    return (
+        "CREATE OR REPLACE VIEW kbak_recorded_gaps AS "
+        f"WITH v AS (SELECT content::JSON AS j FROM read_text({glob})) "
+        f"SELECT unnest(from_json(j->'$.body.gaps', '[{ingest}]'), recursive := true) FROM v "
+        f"WHERE (j->>'version')::BIGINT <= {int(version)} UNION ALL "
+        f"SELECT unnest(from_json(j->'$.body.removed_offsets', '[{removed}]'), recursive := true) FROM v"
+    )
+
+
+def _create_recorded_gaps(con: duckdb.DuckDBPyConnection, lake: Lake, version: int, reader: str) -> None:
+    try:
+        if lake.is_s3 and reader != "delta_scan":  # the arrow reader has not loaded httpfs
+            con.execute(f"LOAD {_literal(str(extension_path('httpfs')))}")
+            con.execute(_s3_secret(lake, True))
+        con.execute(recorded_gaps_view(lake, version))
+    except (duckdb.Error, KbakError) as exc:
+        log.warning("no kbak_recorded_gaps view (%s): offset_gaps cannot give reasons", first_line(exc))
+        empty = ", ".join(f"NULL::{t} AS {_ident(n)}" for n, t in _GAP_COLUMNS)
+        con.execute(f"CREATE OR REPLACE VIEW kbak_recorded_gaps AS SELECT {empty} WHERE false")
+
+
+_GAP_COLUMNS = [("topic", "VARCHAR"), ("partition", "INTEGER"), ("first_missing", "BIGINT"),
+                ("last_missing", "BIGINT"), ("reason", "VARCHAR")]  # fmt: skip
 
 
 def table_state(con: duckdb.DuckDBPyConnection) -> TableState:
@@ -156,6 +218,61 @@ def _delta_scan_statements(lake: Lake, version: int | None, secrets: bool) -> li
     pinned = "" if version is None else f", version => {int(version)}"
     stmts.append(f"CREATE OR REPLACE VIEW records AS SELECT * FROM delta_scan({_literal(lake.uri)}{pinned})")
     return stmts
+
+
+def files_view_statement(lake: Lake, files: list[str], view: str = "records", filename: bool = False) -> str:
+    """``records`` over an explicit file list (kbak's readset of an older version), in the table's columns.
+
+    ``filename``: add a ``filename`` column (the file's URI, as ``file_uri`` gives it).
+    """
+    types = _DUCKDB_TYPES + ([("filename", "VARCHAR")] if filename else [])
+    if not files:
+        empty = ", ".join(f"NULL::{t} AS {_ident(n)}" for n, t in types)
+        return f"CREATE OR REPLACE VIEW {view} AS SELECT {empty} WHERE false"
+    uris = "[" + ", ".join(_literal(file_uri(lake, f)) for f in files) + "]"
+    cols = ", ".join(_ident(n) for n, _t in types)
+    return (
+        f"CREATE OR REPLACE VIEW {view} AS SELECT {cols} FROM read_parquet({uris}, hive_partitioning = true, "
+        f"hive_types = {{'topic': VARCHAR, 'date': DATE}}, filename = {str(filename).lower()})"
+    )
+
+
+def files_dataset(lake: Lake, files: list[str]):
+    """The arrow reader's counterpart of ``files_view_statement``: a pyarrow dataset over those files."""
+    import pyarrow as pa
+    import pyarrow.dataset as ds
+
+    from pipeline.core.schema import RECORD_SCHEMA
+
+    if not files:
+        return RECORD_SCHEMA.empty_table()
+    part = ds.partitioning(pa.schema([RECORD_SCHEMA.field("topic"), RECORD_SCHEMA.field("date")]), flavor="hive")
+    paths = [lake.path(f) for f in files]
+    return ds.dataset(paths, filesystem=lake.fs, format="parquet", partitioning=part, partition_base_dir=lake.root)
+
+
+def file_uri(lake: Lake, rel: str) -> str:
+    """A data file as DuckDB addresses it (an s3:// URI or a local path)."""
+    return f"{lake.uri}/{rel}" if lake.is_s3 else lake.path(rel)
+
+
+_DUCKDB_TYPES = [
+    ("topic", "VARCHAR"),
+    ("partition", "INTEGER"),
+    ("offset", "BIGINT"),
+    ("timestamp", "TIMESTAMPTZ"),
+    ("timestamp_type", "VARCHAR"),
+    ("key", "BLOB"),
+    ("value", "BLOB"),
+    ("headers", "STRUCT(key VARCHAR, value BLOB)[]"),
+    ("date", "DATE"),
+    ("source_cluster", "VARCHAR"),
+    ("ingested_at", "TIMESTAMPTZ"),
+]
+
+
+def _ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
 
 
 def _s3_secret(lake: Lake, with_credentials: bool) -> str:

@@ -1,7 +1,10 @@
 """Writing a query's result: a readable table on a terminal, or csv/json/jsonl/parquet streamed by DuckDB.
 
 File formats go through DuckDB's ``COPY (query) TO``, which streams the result to the file in
-chunks, so an export larger than memory works. In text formats (table, csv, json, jsonl) bytes
+chunks, so an export larger than memory works. To stdout, DuckDB writes into a pipe kbak owns and
+a thread copies the pipe to this process's own stdout stream: ``COPY ... TO '/dev/stdout'`` would
+open the path anew and truncate it, destroying a file the shell opened for ``>>`` (or a header an
+enclosing ``{ echo header; kbak ...; } > f`` wrote first). In text formats (table, csv, json, jsonl) bytes
 (Kafka keys, values, header values) appear as DuckDB renders BLOBs: printable ASCII other than
 the quote and backslash as is, every other byte as ``\\xNN``; ``CAST(text AS BLOB)`` turns that back
 into the exact bytes. Parquet keeps bytes as bytes. Use the ``as_text`` macro for UTF-8 text columns.
@@ -11,9 +14,11 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 import re
 import shutil
 import sys
+import threading
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -48,21 +53,55 @@ def write_result(
     """
     if fmt not in FORMATS:
         raise KbakError(f"unknown format {fmt!r}: use one of {', '.join(FORMATS)}")
-    if fmt == "parquet" and output is None:
-        raise KbakError("--format parquet needs --output FILE (Parquet is binary)")
+    if fmt == "parquet" and output is None and sys.stdout.isatty():
+        raise KbakError("--format parquet is binary: give --output FILE or redirect stdout to a file")
     query = result_query(con, sql, params)
     if fmt == "table":
         return _write_table(con, query, params, output, max_rows)
-    target = str(Path(output).resolve()) if output is not None else "/dev/stdout"
-    if output is not None:
-        Path(target).parent.mkdir(parents=True, exist_ok=True)
-    sys.stdout.flush()
+    if output is None:
+        return _copy_to_stdout(con, query, params, fmt)
+    target = Path(output).resolve()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    return _copy(con, query, params, fmt, str(target))
+
+
+def _copy(con: duckdb.DuckDBPyConnection, query: str, params, fmt: str, target: str) -> int | None:
     copy = f"COPY ({query}) TO '{_escape(target)}' ({_COPY_OPTIONS[fmt]})"
     try:
         row = con.execute(copy, _used(params, query)).fetchone()
     except duckdb.Error as exc:
         raise KbakError(f"SQL error: {first_line(exc)}") from None
     return int(row[0]) if row else None
+
+
+def _copy_to_stdout(con: duckdb.DuckDBPyConnection, query: str, params, fmt: str) -> int | None:
+    """``COPY`` into a pipe (``/dev/fd/N``: nothing to truncate there), copied to ``sys.stdout``'s stream."""
+    sys.stdout.flush()
+    out = sys.stdout.buffer
+    read_fd, write_fd = os.pipe()
+    broken: list[BaseException] = []
+
+    def pump() -> None:
+        with os.fdopen(read_fd, "rb", buffering=0) as src:
+            try:
+                while chunk := src.read(1 << 16):
+                    out.write(chunk)
+                out.flush()
+            except BrokenPipeError as exc:  # the reader went away (``| head``): let DuckDB's writes fail
+                broken.append(exc)
+
+    thread = threading.Thread(target=pump, name="kbak-query-stdout", daemon=True)
+    thread.start()
+    try:
+        rows = _copy(con, query, params, fmt, f"/dev/fd/{write_fd}")
+    except KbakError:
+        if broken:
+            return None  # the consumer of stdout stopped reading: not an error of the query
+        raise
+    finally:
+        os.close(write_fd)
+        thread.join()
+    return rows
 
 
 def result_query(con: duckdb.DuckDBPyConnection, sql: str, params: Mapping[str, Any] | None = None) -> str:

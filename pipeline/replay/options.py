@@ -1,4 +1,4 @@
-"""What a replay is asked to do, and the parsing of the flags that say it (times, keys, offsets, maps).
+"""What a replay is asked to do, and the parsing of the flags that say it (keys, offsets, maps; times: core.timefmt).
 
 Every parser raises a one-line KbakError naming the flag, so bad input fails before anything runs.
 """
@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 
 from pipeline.core.errors import KbakError
-from pipeline.core.parsing import parse_key, parse_time  # noqa: F401 (re-exported: replay's API)
+from pipeline.core.parsing import parse_key, parse_time
 from pipeline.core.storage import Lake
+from pipeline.core.timefmt import iso_ms
+
+__all__ = ["OffsetRange", "ReplayOptions", "parse_key", "parse_offsets", "parse_rate", "parse_time", "parse_topic_map"]
 
 REPARTITION_MODES = ("murmur2", "round-robin")
 
@@ -43,7 +45,8 @@ class ReplayOptions:
     repartition: str | None = None  # None (keep partitions), "murmur2" or "round-robin"
     create_topics: bool = False
     offset_headers: bool = False
-    checkpoint: str | None = None
+    checkpoint: str | None = None  # None: the default checkpoint (checkpoint.Checkpoint.default)
+    again: bool = False  # deliver the selection again even if this replay already delivered it
     dry_run: bool = False
     rate_records: float | None = None  # records/s
     rate_bytes: float | None = None  # bytes/s (key + value)
@@ -52,13 +55,14 @@ class ReplayOptions:
     max_records: int | None = None  # stop (cleanly, resumable) after this many records
     kafka_settings: dict[str, str] = field(default_factory=dict)
     connect_timeout_s: float = 10.0  # how long the target may take to answer before the run is refused
+    delivery_timeout_s: float = 30.0  # how long a record may wait for the target's ack (a dead target fails then)
     batch_rows: int = 50_000  # rows per Arrow batch handed to the producer loop
     chunk_rows: int = 200_000  # rows sorted at a time per source partition (bounds the sort's memory)
 
     def validate(self) -> None:
         if self.from_ms is not None and self.to_ms is not None and self.to_ms < self.from_ms:
             raise KbakError(
-                f"the window ends before it starts: --to {_iso(self.to_ms)} is before --from {_iso(self.from_ms)}"
+                f"the window ends before it starts: --to {iso_ms(self.to_ms)} is before --from {iso_ms(self.from_ms)}"
             )
         if self.repartition is not None and self.repartition not in REPARTITION_MODES:
             raise KbakError(f"--repartition must be one of {', '.join(REPARTITION_MODES)}, not {self.repartition!r}")
@@ -73,6 +77,8 @@ class ReplayOptions:
             raise KbakError("chunk_rows and batch_rows must be at least 1")
         if self.connect_timeout_s <= 0:
             raise KbakError(f"--connect-timeout must be positive, not {self.connect_timeout_s:g}")
+        if self.delivery_timeout_s <= 0:
+            raise KbakError(f"--delivery-timeout must be positive, not {self.delivery_timeout_s:g}")
         if self.max_records is not None and self.max_records < 1:
             raise KbakError(f"--max-records must be at least 1, not {self.max_records}")
         if self.where is not None and not self.where.strip():
@@ -118,7 +124,3 @@ def parse_rate(text: str | float | None, flag: str) -> float | None:
     if not m:
         raise KbakError(f"{flag} {text!r} is not a rate (e.g. 500, 2k, 5MB)")
     return float(m.group(1)) * {"": 1, "k": 1e3, "m": 1e6, "g": 1e9}[m.group(2)]
-
-
-def _iso(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds")

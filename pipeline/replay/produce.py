@@ -36,24 +36,27 @@ PRODUCER_DEFAULTS = {
     "queue.buffering.max.kbytes": 64 << 10,  # with the batch in hand, bounds memory whatever the window
 }
 OFFSET_HEADER_PREFIX = "kbak.source."
+PURGED = (KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT)  # dropped by kbak on a stop: not delivered
+STOP_FLUSH_S = 3.0  # after a stop request (or a dead target), how long outstanding deliveries may still land
+_BROKER_TROUBLE = (KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT, KafkaError._RESOLVE)
 TP = tuple[str, int]
 
 
 class _Slot:
     """One target partition: the runs of source records produced to it, and the reports received."""
 
-    __slots__ = ("key", "runs", "seen", "settled", "failed", "first", "last", "offsets", "stop")
+    __slots__ = ("key", "runs", "seen", "settled", "failed", "first", "last", "offsets", "trouble")
 
-    def __init__(self, key: TP, stop: threading.Event, keep_offsets: bool) -> None:
+    def __init__(self, key: TP, trouble: threading.Event, keep_offsets: bool) -> None:
         self.key = key
         self.runs: deque[list] = deque()  # [source tp, offsets, sizes, stamps, position]
         self.seen = 0  # delivery reports received
         self.settled = 0  # reports matched to records
-        self.failed: dict[int, str] = {}  # report index -> error
+        self.failed: dict[int, KafkaError] = {}  # report index -> error (purged ones: not delivered, no fault)
         self.first: int | None = None  # target offsets of the first / last delivered record
         self.last: int | None = None
         self.offsets: list[int] | None = [] if keep_offsets else None  # every target offset (group mapping)
-        self.stop = stop
+        self.trouble = trouble
 
     def report(self, err, msg) -> None:
         if err is None:
@@ -61,8 +64,9 @@ class _Slot:
             if self.first is None:
                 self.first = self.last
         else:
-            self.failed[self.seen] = err.str()
-            self.stop.set()
+            self.failed[self.seen] = err
+            if err.code() not in PURGED:
+                self.trouble.set()
         self.seen += 1
 
     def report_offsets(self, err, msg) -> None:
@@ -86,10 +90,16 @@ class Sender:
         stop: threading.Event,
         max_records: int | None = None,
         on_chunk: Callable[[], None] = lambda: None,
+        delivery_timeout_s: float = 30.0,
     ) -> None:
-        self.stop = stop
+        self.stop = stop  # set from outside (a signal): stop, and stop waiting for deliveries soon
+        self.trouble = threading.Event()  # set from inside: a refused record, a failed delivery, a fatal error
         self.failure: str | None = None
-        self.producer = Producer({**PRODUCER_DEFAULTS, **conf, "error_cb": self._on_error})
+        self.broker_error: str | None = None  # the last "broker down" kind of error, to name in a timeout
+        self.target = conf.get("bootstrap.servers", "?")
+        settings = {**PRODUCER_DEFAULTS, "message.timeout.ms": round(delivery_timeout_s * 1000), **conf}
+        self.delivery_timeout_s = _timeout_s(settings)
+        self.producer = Producer({**settings, "error_cb": self._on_error})
         self.targets = targets
         self.progress = progress
         self.partitioner = Partitioner(repartition)
@@ -107,14 +117,17 @@ class Sender:
     def _slot(self, topic: str, partition: int) -> _Slot:
         slot = self.slots.get((topic, partition))
         if slot is None:
-            slot = self.slots[(topic, partition)] = _Slot((topic, partition), self.stop, self.groups is not None)
+            slot = self.slots[(topic, partition)] = _Slot((topic, partition), self.trouble, self.groups is not None)
         return slot
 
     def _on_error(self, err: KafkaError) -> None:
-        # Transient errors (a broker reconnecting) are retried by librdkafka; a fatal one ends the run.
+        # Transient errors (a broker reconnecting) are retried by librdkafka until the delivery timeout;
+        # the last one is named if deliveries then time out. A fatal one ends the run.
+        if err.code() in _BROKER_TROUBLE:
+            self.broker_error = err.str()
         if err.fatal() and self.failure is None:
             self.failure = f"the producer hit a fatal error: {err.str()}"
-            self.stop.set()
+            self.trouble.set()
 
     # -- producing ---------------------------------------------------------------------------
 
@@ -182,10 +195,12 @@ class Sender:
                             headers=pairs[hoff[i] - base : hoff[i + 1] - base],
                         )
                     i = b
-                except BufferError:
+                except BufferError:  # the queue is full (a slow or dead target): wait, unless told to stop
                     self.producer.poll(0.05)
+                    if self._should_stop():
+                        break
         except KafkaException as exc:
-            self._refused(topic, part, offsets[i], exc)
+            self._refused(topic, part, offsets[i], exc, sizes[i])
         if i > a:
             slot.runs.append([(topic, part), offsets[a:i], sizes[a:i], stamps[a:i], 0])
             self.progress.produced((topic, part), offsets[a:i])
@@ -215,29 +230,34 @@ class Sender:
                         break
                     except BufferError:
                         self.producer.poll(0.05)
+                        if self._should_stop():
+                            raise _Full from None
                 if not keep_partition:
                     slot.runs.append([(topic, part), [offsets[i]], [sizes[i]], [stamps[i]], 0])
                     self.progress.produced((topic, part), [offsets[i]])
             i = b
+        except _Full:
+            pass  # row i was not produced
         except KafkaException as exc:
-            self._refused(topic, part, offsets[i], exc)
+            self._refused(topic, part, offsets[i], exc, sizes[i])
         if keep_partition and i > a:
             slot.runs.append([(topic, part), offsets[a:i], sizes[a:i], stamps[a:i], 0])
             self.progress.produced((topic, part), offsets[a:i])
         return i
 
-    def _refused(self, topic: str, part: int, offset: int, exc: KafkaException) -> None:
-        self.failure = f"producing {topic}[{part}] offset {offset} failed: {exc.args[0].str()}"
-        self.stop.set()
+    def _refused(self, topic: str, part: int, offset: int, exc: KafkaException, size: int) -> None:
+        err = exc.args[0]
+        self.failure = f"producing {topic}[{part}] offset {offset} failed: {err.str()}{too_large_hint(err, size)}"
+        self.trouble.set()
 
     def _should_stop(self) -> bool:
         if self.max_records is not None and self.produced >= self.max_records:
             return True
-        return self.stop.is_set() or self.failure is not None
+        return self.stop.is_set() or self.trouble.is_set() or self.failure is not None
 
     def _wait(self, seconds: float) -> None:
         deadline = time.monotonic() + seconds
-        while not self.stop.is_set():
+        while not (self.stop.is_set() or self.trouble.is_set()):
             left = deadline - time.monotonic()
             if left <= 0:
                 return
@@ -245,14 +265,42 @@ class Sender:
             self.on_chunk()
 
     def finish(self) -> None:
-        """Wait for every produced record's delivery report (bounded by ``message.timeout.ms``)."""
+        """Wait for the delivery reports of what was produced, in short steps (librdkafka blocks in C).
+
+        Normally until all have come (bounded by the delivery timeout). After a stop request, or once
+        deliveries time out (the target is gone), only for ``STOP_FLUSH_S`` more: then what is left is
+        purged and reported as not delivered, so a run ends within seconds whatever the target does.
+        """
+        grace: float | None = None
         while len(self.producer) > 0:
-            self.producer.flush(0.5)
+            now = time.monotonic()
+            if grace is None and (self.stop.is_set() or self._target_gone()):
+                grace = now + STOP_FLUSH_S
+            if grace is not None and now >= grace:
+                self.producer.purge(in_queue=True, in_flight=True, blocking=False)
+                end = time.monotonic() + STOP_FLUSH_S
+                while len(self.producer) > 0 and time.monotonic() < end:
+                    self.producer.poll(0.1)  # serves the purged messages' reports
+                break
+            self.producer.flush(0.2)
             self.on_chunk()
         self.producer.poll(0)
         self.settle()
 
+    def _target_gone(self) -> bool:
+        return any(e.code() == KafkaError._MSG_TIMED_OUT for slot in self.slots.values() for e in slot.failed.values())
+
     # -- matching delivery reports to records ------------------------------------------------
+
+    def _delivery_failure(self, src: TP, offset: int, size: int, dst: TP, err: KafkaError) -> str:
+        record = f"{src[0]}[{src[1]}] offset {offset}"
+        if err.code() == KafkaError._MSG_TIMED_OUT:
+            why = f": {self.broker_error}" if self.broker_error else ""
+            return (
+                f"the target {self.target} did not take {record} within the delivery timeout "
+                f"({self.delivery_timeout_s:g}s, --delivery-timeout){why}"
+            )
+        return f"delivery of {record} to {dst[0]}[{dst[1]}] failed: {err.str()}{too_large_hint(err, size)}"
 
     def settle(self) -> None:
         """Match the reports counted so far to the records produced, slot by slot."""
@@ -273,13 +321,14 @@ class Sender:
             bad = [j - first_index for j in slot.failed if first_index <= j < first_index + take]
             good = range(pos, pos + take)
             if bad:
-                if self.failure is None:
-                    j = bad[0]
-                    self.failure = (
-                        f"delivery of {src[0]}[{src[1]}] offset {offs[pos + j]} to {slot.key[0]}[{slot.key[1]}] "
-                        f"failed: {slot.failed[first_index + j]}"
+                real = [j for j in bad if slot.failed[first_index + j].code() not in PURGED]
+                if self.failure is None and real:
+                    j = real[0]
+                    self.failure = self._delivery_failure(
+                        src, offs[pos + j], sizes[pos + j], slot.key, slot.failed[first_index + j]
                     )
-                good = [k for k in good if k - pos not in set(bad)]
+                dropped = set(bad)
+                good = [k for k in good if k - pos not in dropped]
             delivered = [offs[k] for k in good] if bad else offs[pos : pos + take]
             if delivered:
                 self.progress.delivered_many(src, delivered)
@@ -301,6 +350,26 @@ class Sender:
             else:
                 run[4] = pos + take
         stats.first_offset, stats.last_offset = slot.first, slot.last
+
+
+class _Full(Exception):
+    """The producer queue stayed full until the run was told to stop."""
+
+
+def too_large_hint(err: KafkaError, size: int) -> str:
+    """For "message size too large": the settings to raise (kbak's producer and the target topic)."""
+    if err.code() != KafkaError.MSG_SIZE_TOO_LARGE:
+        return ""
+    return (
+        f" (the record's key+value is {size} bytes; raise the producer's limit with -X message.max.bytes=N "
+        f"and, on the target, the topic's max.message.bytes (or the broker's message.max.bytes))"
+    )
+
+
+def _timeout_s(settings: dict) -> float:
+    """The delivery timeout librdkafka will apply: the last of the alias pair the settings give."""
+    chosen = [v for k, v in settings.items() if k in ("message.timeout.ms", "delivery.timeout.ms")][-1]
+    return int(chosen) / 1000
 
 
 def provenance(topic: str, partition: int, offset: int, ts_ms: int, cluster: str) -> list[tuple[str, bytes]]:

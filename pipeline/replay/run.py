@@ -15,7 +15,7 @@ import time
 from pipeline.core.errors import KbakError, first_line
 from pipeline.core.kafka import client_config
 from pipeline.core.progress import Reporter, Snapshot
-from pipeline.core.signals import stop_on_signals
+from pipeline.core.signals import interrupt_on_signals, stop_on_signals
 from pipeline.ingest.groups import group_offsets
 from pipeline.replay.checkpoint import Checkpoint, Progress
 from pipeline.replay.offsets import GroupMapper, commit_group
@@ -62,10 +62,17 @@ def replay(
     """Run (or, with ``dry_run``, plan) a replay. Raises KbakError before producing on bad input, and
     ReplayFailed (carrying the summary of what was delivered) when a started run stops early."""
     options.validate()
+    with interrupt_on_signals():  # until producing starts, SIGINT/SIGTERM just end the run (exit 130)
+        return _replay(options, reporter, stop)
+
+
+def _replay(options: ReplayOptions, reporter: Reporter | None, stop: threading.Event | None) -> ReplaySummary:
     started = time.monotonic()
     reporter = reporter or Reporter()
     stop = stop or threading.Event()
-    ckpt = Checkpoint.open(options.checkpoint, fingerprint(options)) if options.checkpoint else None
+    ckpt = _checkpoint(options)
+    if ckpt is not None and ckpt.complete and not options.again:
+        return _already_delivered(options, ckpt, started)
     committed, snapshots = ({}, {})
     if options.restore_groups:
         committed, snapshots = group_offsets(options.lake, options.restore_groups, options.backup_id)
@@ -107,6 +114,9 @@ def replay(
                     sel = Selection(options, version=ckpt.table_version, resume=ckpt.progress)
             if options.repartition is None:
                 _record_target_starts(conf, ckpt, targets)
+        if ckpt is not None:
+            ckpt.save()  # before producing: a lake that refuses writes is found now (see Checkpoint.default)
+            summary.checkpoint, summary.checkpoint_note = ckpt.path, ckpt.note
         summary.skipped_by_checkpoint = ckpt.records if ckpt else 0
         summary.delivered = dict(ckpt.progress) if ckpt else {}
         summary.created_topics = sorted(t.name for t in targets.values() if t.created)
@@ -115,6 +125,31 @@ def replay(
         return run.execute()
     finally:
         sel.close()
+
+
+def _checkpoint(options: ReplayOptions) -> Checkpoint | None:
+    """``--checkpoint FILE``, else the default one (needs a target: it is part of its name)."""
+    fp = fingerprint(options)
+    if options.checkpoint:
+        return Checkpoint.open(options.checkpoint, fp, fresh=options.again)
+    if not options.bootstrap_servers:
+        return None
+    return Checkpoint.default(options.lake, fp, options.bootstrap_servers, fresh=options.again)
+
+
+def _already_delivered(options: ReplayOptions, ckpt: Checkpoint, started: float) -> ReplaySummary:
+    """A rerun of a replay that completed: nothing is produced (``--again`` asks for a fresh copy)."""
+    return ReplaySummary(
+        lake=options.lake.uri,
+        table_version=ckpt.table_version if ckpt.table_version is not None else -1,
+        target=options.bootstrap_servers,
+        dry_run=options.dry_run,
+        checkpoint=ckpt.path,
+        skipped_by_checkpoint=ckpt.records,
+        delivered=dict(ckpt.progress),
+        already_delivered_at=ckpt.completed_at or "an unrecorded time",
+        duration_s=time.monotonic() - started,
+    )
 
 
 def _record_target_starts(conf: dict[str, str], ckpt: Checkpoint, targets: dict) -> None:
@@ -155,6 +190,7 @@ class _Run:
             stop=stop,
             max_records=options.max_records,
             on_chunk=self._tick,
+            delivery_timeout_s=options.delivery_timeout_s,
         )
 
     def execute(self) -> ReplaySummary:

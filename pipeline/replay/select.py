@@ -17,7 +17,7 @@ import tempfile
 import threading
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import duckdb
 import pyarrow as pa
@@ -25,12 +25,12 @@ import pyarrow.compute as pc
 
 from pipeline.core.errors import KbakError, first_line
 from pipeline.core.table import open_table
+from pipeline.core.timefmt import EPOCH
 from pipeline.query.engine import connect
 from pipeline.replay.options import ReplayOptions
 from pipeline.replay.summary import with_iso_times
 
 MEMORY_LIMIT = "256MB"
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ROWS = "_kbak_replay_rows"
 _SCOPE = "_kbak_replay_scope"
 _COLUMNS = 'topic, "partition", "offset", "timestamp", timestamp_type, {key}, {value}, headers, "date", source_cluster'
@@ -282,11 +282,11 @@ def _archived_partitions(actions: pa.Table) -> dict[str, int]:
 
 
 def _day(ms: int):
-    return (_EPOCH + timedelta(milliseconds=ms)).date()
+    return (EPOCH + timedelta(milliseconds=ms)).date()
 
 
 def _timestamp(ms: int) -> str:
-    stamp = _EPOCH + timedelta(milliseconds=ms)
+    stamp = EPOCH + timedelta(milliseconds=ms)
     return f"TIMESTAMPTZ '{stamp.strftime('%Y-%m-%d %H:%M:%S.%f')}+00'"
 
 

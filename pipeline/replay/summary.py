@@ -3,13 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
 
-
-def iso_ms(ms: int | None) -> str | None:
-    if ms is None:
-        return None
-    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+from pipeline.core.timefmt import iso_ms
 
 
 def with_iso_times(fields: dict) -> dict:
@@ -59,6 +54,8 @@ class ReplaySummary:
     status: str = "complete"  # complete | stopped (--max-records) | interrupted | failed
     error: str | None = None
     checkpoint: str | None = None
+    checkpoint_note: str | None = None  # e.g. the lake was read-only, so the checkpoint is kept locally
+    already_delivered_at: str | None = None  # a rerun of a completed replay: when it completed
     skipped_by_checkpoint: int = 0  # records a previous run already delivered (from the checkpoint)
     reconciled: int = 0  # of those, found on the target past the checkpoint (a killed run's last records)
     targets: dict[tuple[str, int], PartitionStats] = field(default_factory=dict)
@@ -96,6 +93,8 @@ class ReplaySummary:
                 for (t, p), (last_off, extra) in sorted(self.delivered.items())
             ],
             "checkpoint": self.checkpoint,
+            "checkpoint_note": self.checkpoint_note,
+            "already_delivered_at": self.already_delivered_at,
             "skipped_by_checkpoint": self.skipped_by_checkpoint,
             "reconciled": self.reconciled,
             "created_topics": self.created_topics,

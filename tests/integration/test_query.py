@@ -214,7 +214,8 @@ def test_offset_gaps_finds_the_transaction_markers(audit):
     rows = query(audit, "offset_gaps")
     # Only the transactional topic has holes: its commit markers at offsets 1 (and 4, after the
     # last record, which no archive can see).
-    assert rows == [{"topic": audit.gap, "partition": 0, "first_missing": 1, "last_missing": 1, "missing": 1}]
+    row = {"topic": audit.gap, "partition": 0, "first_missing": 1, "last_missing": 1, "missing": 1}
+    assert rows == [{**row, "reason": "unexplained"}]  # no commit recorded a reason for it
     assert query(audit, "offset_gaps", f"topics={audit.pay}") == []
 
 

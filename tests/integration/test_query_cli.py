@@ -5,12 +5,17 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
+import shlex
+import subprocess
+from datetime import UTC, datetime
+from pathlib import Path
 
 import duckdb
 import pyarrow.parquet as pq
 import pytest
 from deltalake import write_deltalake
-from support.kbak_testing import produce, run_json, run_kbak
+from support.kbak_testing import KBAK, produce, run_json, run_kbak
 
 from pipeline.core.storage import Lake, S3Settings
 from pipeline.dev.sample import create_topics
@@ -125,6 +130,59 @@ def test_csv_and_jsonl_stream_to_an_output_file(lake, tmp_path):
     assert pq.read_table(pq_out).num_rows == RECORDS
 
 
+def _shell(script: str, cwd) -> subprocess.CompletedProcess:
+    """Run ``script`` in a real bash, so its redirections (``>>``, ``{ ...; } >``) are the shell's own."""
+    return subprocess.run(["bash", "-c", script], cwd=cwd, capture_output=True, text=True, timeout=120, check=True)
+
+
+def test_stdout_appends_and_shell_groupings_keep_what_is_already_there(lake, tmp_path):
+    """Issue 14.2: ``>> evidence.jsonl`` kept its earlier lines, and a header echoed first survives."""
+    path, _ = lake
+    sql = 'SELECT "offset", "partition" FROM records ORDER BY 2, 1'
+    evidence = tmp_path / "evidence.jsonl"
+    evidence.write_text('{"earlier": 1}\n{"earlier": 2}\n')
+    q = f"{shlex.quote(KBAK)} query --lake {shlex.quote(path)} --sql {shlex.quote(sql)}"
+    _shell(f"{q} --format jsonl >> evidence.jsonl && {q} --format jsonl >> evidence.jsonl", tmp_path)
+    lines = [json.loads(line) for line in evidence.read_text().splitlines()]
+    assert lines[:2] == [{"earlier": 1}, {"earlier": 2}] and len(lines) == 2 + 2 * RECORDS
+    assert lines[2] == {"offset": 0, "partition": 0} and lines[2 : 2 + RECORDS] == lines[2 + RECORDS :]
+
+    _shell(f"{{ echo '# exported by the auditor'; {q} --format csv; echo '# end'; }} > out.csv", tmp_path)
+    text = (tmp_path / "out.csv").read_text().splitlines()
+    assert text[0] == "# exported by the auditor" and text[1] == "offset,partition" and text[-1] == "# end"
+    assert len(text) == 3 + RECORDS
+
+    _shell(f"{{ echo '['; {q} --format json; }} >> out.csv", tmp_path)  # json (array) appended too
+    after = (tmp_path / "out.csv").read_text()
+    assert after.startswith("\n".join(text) + "\n[\n") and len(json.loads(after[after.index("[\n") + 2 :])) == RECORDS
+
+    _shell(f"{q} --format parquet > a.parquet && {q} --format parquet | cat > b.parquet", tmp_path)
+    for name in ("a.parquet", "b.parquet"):
+        assert pq.read_table(tmp_path / name).to_pylist() == lines[2 : 2 + RECORDS]
+
+
+def test_parquet_to_a_terminal_is_refused(lake):
+    """Parquet to stdout works redirected (above); on a terminal it would be garbage, so it is refused."""
+    import pty
+
+    leader, follower = pty.openpty()
+    try:
+        proc = subprocess.run(
+            [KBAK, "query", "--sql", "SELECT 1", "--lake", lake[0], "-f", "parquet"],
+            stdout=follower,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        os.close(follower)
+        os.close(leader)
+    assert proc.returncode == 1
+    assert proc.stderr.strip() == (
+        "kbak: error: --format parquet is binary: give --output FILE or redirect stdout to a file"
+    )
+
+
 def test_non_select_statements_work_too(lake):
     path, _ = lake
     described = json.loads(kbak_query("--sql", "DESCRIBE records", "--lake", path, "-f", "json").stdout)
@@ -189,7 +247,6 @@ def test_sql_errors(lake):
     fails(kbak_query("--sql", "SELEC 1", "--lake", lake[0]), "SQL error", "syntax error")
     fails(kbak_query("--sql", "SELECT nope FROM records", "--lake", lake[0]), "SQL error", "nope")
     fails(kbak_query("--sql", "SELECT * FROM records", "--lake", lake[0], "-f", "xml"), "unknown format 'xml'")
-    fails(kbak_query("--sql", "SELECT 1", "--lake", lake[0], "-f", "parquet"), "--format parquet needs --output")
 
 
 def test_lake_that_is_not_a_kbak_table(tmp_path):
@@ -204,6 +261,28 @@ def test_lake_that_is_not_a_kbak_table(tmp_path):
 def test_version_that_does_not_exist(lake):
     fails(kbak_query("topic_inventory", "--lake", lake[0], "--as-of", "999"), "has no version '999'")
     fails(kbak_query("topic_inventory", "--lake", lake[0], "--as-of", "1999-01-01T00:00:00Z"), "has no version")
+
+
+def test_as_of_takes_the_same_time_formats_as_from(lake):
+    """Issue 14.13: bare dates and space-separated times work for --as-of as they do for --from."""
+    path, _ = lake
+    sql = "SELECT version, as_of FROM kbak_table"
+    log = sorted((Path(path) / "_delta_log").glob("*.json"))[-1]
+    newest, lines = int(log.stem), log.read_text().splitlines()
+    committed = next(json.loads(x)["commitInfo"]["timestamp"] for x in lines if "commitInfo" in x)
+    stamp = datetime.fromtimestamp(committed / 1000 + 1, UTC).strftime("%Y-%m-%d %H:%M:%S")  # with a space
+    for as_of in ("2099-01-01", stamp, "2099-01-01T00:00:00Z", "2099-01-01 00:00:00+02:00"):
+        proc = kbak_query("--sql", sql, "--lake", path, "--as-of", as_of, "-f", "json")
+        assert proc.returncode == 0, (as_of, proc.stderr)
+        assert json.loads(proc.stdout) == [{"version": newest, "as_of": as_of}]
+    far = kbak_query("--sql", sql, "--lake", path, "--as-of", "2099-01-01", "-f", "json")
+    assert far.stderr.startswith(f"kbak: note: --as-of 2099-01-01 is after the newest version ({newest}, committed ")
+    assert far.stderr.strip().endswith(f"): reading version {newest}")
+    fails(kbak_query("topic_inventory", "--lake", path, "--as-of", "1999-01-01"), "created after that time")
+    fails(
+        kbak_query("topic_inventory", "--lake", path, "--as-of", "yesterday"),
+        "--as-of 'yesterday' is neither epoch milliseconds nor an ISO-8601 time",
+    )
 
 
 def test_name_and_sql_together_or_neither(lake):

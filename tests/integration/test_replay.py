@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from confluent_kafka.admin import AdminClient
-from support.kbak_testing import JAVA_MURMUR2, Rec, consume_all, produce, run_json, run_kbak
+from support.kbak_testing import JAVA_MURMUR2, consume_all, content, produce, run_json, run_kbak
 
 from pipeline.core.storage import Lake
 from pipeline.dev.sample import create_topics
@@ -65,14 +67,6 @@ def archive(kafka, tmp_path_factory):
     run_json("ingest", "-b", kafka.bootstrap, "--topics", topic, "--lake", lake, "--once", "--flush-records", "60")
     source = consume_all(kafka.bootstrap, topic, PARTITIONS)
     return {"topic": topic, "lake": lake, "source": source}
-
-
-def content(recs: list[Rec]) -> list[tuple]:
-    """What a replay must preserve, per partition in order: everything but topic and offset."""
-    return [
-        (r.partition, r.key, r.value, r.headers, r.timestamp_ms)
-        for r in sorted(recs, key=lambda r: (r.partition, r.offset))
-    ]
 
 
 def replay(archive, *args: str) -> dict:
@@ -325,6 +319,16 @@ def test_as_of_reads_the_table_as_it_was(kafka, tmp_path, topic_name):
     )
     assert summary["table_version"] == first
     assert [r.value for r in consume_all(kafka.bootstrap, target, 1)] == [b"first-%d" % i for i in range(5)]
+
+    # Issue 14.13: a time with a space (as people type it) and a bare date work as for --from
+    entry = (Path(lake) / "_delta_log" / f"{first:020d}.json").read_text().splitlines()
+    committed = next(json.loads(x)["commitInfo"]["timestamp"] for x in entry if "commitInfo" in x)
+    typed = datetime.fromtimestamp(committed / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+    dry = ("replay", "--lake", lake, "--dry-run", "--as-of")
+    assert run_json(*dry, typed)["table_version"] == first
+    later = run_kbak(*dry, "2099-01-01", "--json", check=True)
+    assert json.loads(later.stdout)["table_version"] == first + 1
+    assert later.stderr.startswith("kbak: note: --as-of 2099-01-01 is after the newest version")
 
 
 def test_config_file_in_the_oso_restore_shape(kafka, archive, topic_name, tmp_path):

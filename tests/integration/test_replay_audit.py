@@ -6,8 +6,7 @@ from __future__ import annotations
 import dataclasses
 from datetime import UTC, datetime
 
-from support.kbak_testing import consume_all, run_json
-from test_replay import content
+from support.kbak_testing import consume_all, content, run_json
 
 from pipeline.dev.sample import SAMPLE_TOPICS, create_topics, generate, produce
 from pipeline.dev.servers import LocalBroker

@@ -8,8 +8,7 @@ import subprocess
 import time
 
 import pytest
-from support.kbak_testing import KBAK, consume_all, produce, run_json, run_kbak
-from test_replay import content
+from support.kbak_testing import KBAK, consume_all, content, produce, run_json, run_kbak
 
 from pipeline.dev.sample import create_topics
 
@@ -112,6 +111,9 @@ def test_failed_delivery_stops_reports_and_resumes(kafka, lake, topic_name, tmp_
     assert proc.returncode == 1
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "failed" in lines[0] and "offset 100 failed" in lines[0], proc.stderr
+    # issue 14.14: the line says which settings to raise, and how big the record is
+    assert "the record's key+value is 2004 bytes; raise the producer's limit with -X message.max.bytes=N" in lines[0]
+    assert "the topic's max.message.bytes" in lines[0]
     partial = json.loads(proc.stdout)
     assert partial["status"] == "failed"
     delivered = {(p["partition"], p["last_delivered_offset"]) for p in partial["delivered"]}

@@ -81,6 +81,14 @@ class Rec:
         return cls(m.topic(), m.partition(), m.offset(), m.key(), m.value(), tuple(m.headers() or ()), m.timestamp()[1])
 
 
+def content(recs: list[Rec]) -> list[tuple]:
+    """What a replay must preserve, per partition in order: everything but topic and offset."""
+    return [
+        (r.partition, r.key, r.value, r.headers, r.timestamp_ms)
+        for r in sorted(recs, key=lambda r: (r.partition, r.offset))
+    ]
+
+
 def produce(bootstrap: str, records: list[dict], **conf) -> None:
     """records: dicts with topic, value, and optional key, partition, headers, timestamp."""
     p = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "linger.ms": 5, **conf})

@@ -18,6 +18,7 @@ class FaultProxy:
         up = urlparse(upstream)
         self.upstream = (up.hostname, up.port)
         self.fail_when: Callable[[str, str], bool] | None = None
+        self.fail_with = (503, "SlowDown")  # (status, S3 error code) of the injected failures
         self.failed = 0
         proxy = self
 
@@ -45,8 +46,9 @@ class FaultProxy:
                 body = self._body()
                 if proxy.fail_when and proxy.fail_when(self.command, self.path):
                     proxy.failed += 1
-                    payload = b"<Error><Code>SlowDown</Code><Message>injected</Message></Error>"
-                    self.send_response(503)
+                    status, code = proxy.fail_with
+                    payload = f"<Error><Code>{code}</Code><Message>injected</Message></Error>".encode()
+                    self.send_response(status)
                     self.send_header("Content-Length", str(len(payload)))
                     self.end_headers()
                     self.wfile.write(payload)

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import pytest
+from confluent_kafka import KafkaError
 from support.kbak_testing import JAVA_MURMUR2
 
 from pipeline.core.errors import KbakError
+from pipeline.core.kafka import with_logger
+from pipeline.core.timefmt import iso_ms
 from pipeline.replay.checkpoint import Progress
 from pipeline.replay.offsets import GroupMapper
 from pipeline.replay.options import OffsetRange, parse_key, parse_offsets, parse_rate, parse_time
 from pipeline.replay.partitioner import Partitioner, murmur2, murmur2_partition
+from pipeline.replay.produce import Sender, too_large_hint
 from pipeline.replay.ratelimit import RateLimiter
 
 
@@ -33,8 +37,15 @@ def test_parse_time():
     assert parse_time("2024-06-01T00:00:00.123Z", "--from") == 1717200000123
     assert parse_time("2024-06-01T02:00:00+02:00", "--from") == 1717200000000
     assert parse_time("2024-06-01T00:00:00", "--from") == 1717200000000  # naive means UTC
+    assert parse_time("2024-06-01 00:00:00.123", "--as-of") == 1717200000123  # a space, as people type it
     with pytest.raises(KbakError, match="--to 'soon' is neither epoch milliseconds nor an ISO-8601 time"):
         parse_time("soon", "--to")
+
+
+def test_one_time_format_out():
+    assert iso_ms(1717200000123) == "2024-06-01T00:00:00.123Z"
+    assert iso_ms(0) == "1970-01-01T00:00:00.000Z" and iso_ms(None) is None
+    assert parse_time(iso_ms(1717200000123), "--from") == 1717200000123
 
 
 def test_parse_key_offsets_rate():
@@ -103,3 +114,43 @@ def test_group_mapper_resumes_at_the_first_unconsumed_record():
     assert done.offsets("app") == {dst: 102}  # everything replayed was consumed: resume after it
     restored = GroupMapper({"app": {src: 5}}, state=m.state())
     assert restored.offsets("app") == {dst: 102}
+
+
+def _sender(**conf) -> Sender:
+    """A Sender whose producer never connects (nothing is produced): for its messages."""
+    import threading
+
+    return Sender(
+        with_logger({"bootstrap.servers": "127.0.0.1:9", **conf}),  # its connection attempts stay quiet
+        {},
+        Progress(),
+        repartition=None,
+        offset_headers=False,
+        limiter=RateLimiter(None, None),
+        groups=None,
+        stop=threading.Event(),
+        delivery_timeout_s=12,
+    )
+
+
+def test_broker_side_too_large_names_the_settings():
+    """The Tansu test broker accepts any record size, so the broker's refusal is built here (issue 14.14);
+    the producer-side refusal is tested through the CLI (test_failed_delivery_stops_reports_and_resumes)."""
+    err = KafkaError(KafkaError.MSG_SIZE_TOO_LARGE)
+    line = _sender()._delivery_failure(("src", 0), 7, 1_048_600, ("dst", 0), err)
+    assert line.startswith("delivery of src[0] offset 7 to dst[0] failed: Broker: Message size too large (")
+    assert "key+value is 1048600 bytes" in line and "-X message.max.bytes=N" in line
+    assert "the topic's max.message.bytes" in line
+    assert too_large_hint(KafkaError(KafkaError._MSG_TIMED_OUT), 5) == ""
+
+
+def test_delivery_timeout_names_the_broker_and_the_setting():
+    sender = _sender()
+    assert sender.delivery_timeout_s == 12
+    sender.broker_error = "1/1 brokers are down"
+    line = sender._delivery_failure(("src", 1), 3, 10, ("dst", 1), KafkaError(KafkaError._MSG_TIMED_OUT))
+    assert line == (
+        "the target 127.0.0.1:9 did not take src[1] offset 3 within the delivery timeout (12s, --delivery-timeout): "
+        "1/1 brokers are down"
+    )
+    assert _sender(**{"delivery.timeout.ms": "2500"}).delivery_timeout_s == 2.5  # -X wins over the flag

@@ -1,0 +1,80 @@
+"""Validation of the commits that remove or rewrite files (compaction, retention, erasure).
+
+Two questions: does each removed file's recorded SHA-256 equal the one recorded when it was added
+(nothing was swapped before a rewrite laundered it), and (deep) does a compaction's recorded
+content digest still equal the digest of the files it added and of the files it removed, as far as
+those are still in storage (``kbak vacuum`` may have deleted the removed ones since)?
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from pipeline.core.storage import Lake
+from pipeline.custody.chain import VersionRecord
+from pipeline.custody.digest import RecordDigest, combine, record_digest
+from pipeline.custody.manifest import manifest_path
+
+REMOVED_FILE_DIGEST = "removed-file-digest"
+CONTENT_DIGEST = "content-digest"
+
+CHECKS = {
+    REMOVED_FILE_DIGEST: "each removed file's SHA-256 in a removing manifest equals the one recorded when it was added",
+    CONTENT_DIGEST: "(deep) each compaction's record digest equals that of the files it added and removed "
+    "(those still in storage)",
+}
+
+Problem = tuple[str, str, str]  # check, subject, message
+
+
+def removed_file_digests(chain: list[VersionRecord]) -> Iterator[Problem]:
+    added: dict[str, tuple[int, str]] = {}
+    for rec in chain:
+        body = rec.body or {}
+        for f in body.get("files_removed") or []:
+            was = added.get(f.get("path"))
+            if was and f.get("sha256") and was[1] and f["sha256"] != was[1]:
+                yield (
+                    REMOVED_FILE_DIGEST,
+                    f["path"],
+                    f"version {rec.version} removed it with SHA-256 {f['sha256'][:16]}…, version {was[0]} "
+                    f"added it with {was[1][:16]}…: the file changed before it was rewritten",
+                )
+        for f in body.get("files_added") or []:
+            if f.get("path"):
+                added[f["path"]] = (rec.version, f.get("sha256") or "")
+
+
+def content_digests(lake: Lake, chain: list[VersionRecord]) -> Iterator[Problem]:
+    for rec in chain:
+        body = rec.body or {}
+        recorded = body.get("content_digest")
+        if body.get("operation") != "compact" or not isinstance(recorded, dict):
+            continue
+        want = RecordDigest.from_dict(recorded)
+        for side in ("files_added", "files_removed"):
+            got = _digest_of(lake, body.get(side) or [], body.get("topic"))
+            if got is not None and got != want:
+                yield (
+                    CONTENT_DIGEST,
+                    manifest_path(rec.version),
+                    f"compaction at version {rec.version}: its {side.removeprefix('files_')} files hold "
+                    f"{got.records} records with digest {got.hex[:16]}…, the manifest recorded {want.records} "
+                    f"with {want.hex[:16]}…",
+                )
+
+
+def _digest_of(lake: Lake, files: list[dict], topic: str | None) -> RecordDigest | None:
+    """The files' record digest, or None when any of them is no longer in storage."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    parts = []
+    for f in files:
+        try:
+            data = lake.read_bytes(f["path"])
+        except FileNotFoundError:
+            return None
+        file_topic = topic or (f.get("partition_values") or {}).get("topic") or ""
+        parts.append(record_digest(pq.read_table(pa.BufferReader(data)), file_topic))
+    return combine(parts)

@@ -1,0 +1,1 @@
+"""The archive's lifecycle, each step a commit in the custody chain: retention, compaction, vacuum, tiers."""

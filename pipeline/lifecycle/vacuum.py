@@ -1,0 +1,170 @@
+"""``kbak vacuum``: delete from storage the data files that no read needs any more, on the record.
+
+What may go, from the custody chain (never from a guess about storage):
+
+- files removed by ``retention``, at once (the data is past its policy), and with them every earlier
+  removed file of the same (topic, date) partitions (older copies of the same expired records);
+- erased originals (every ``original`` of an erase manifest's ``files_scrubbed``), at once;
+- files removed by any other operation (compaction) once the removal is older than the table's
+  ``delta.deletedFileRetentionDuration`` (time travel keeps working inside that window).
+
+Never deleted: a file the current version references, a scrubbed replacement, a file under S3
+Object Lock (reported with its retain-until date; a later vacuum deletes it after expiry). The
+``vacuum`` manifest listing every file deleted (with the SHA-256 recorded when it was removed and
+the version that removed it) is committed *before* the deletes: a crash in between leaves files a
+manifest already names, and the next vacuum deletes them.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import pyarrow as pa
+
+from pipeline.core.errors import KbakError
+from pipeline.core.storage import Lake
+from pipeline.core.table import TABLE_CONFIGURATION, open_table
+from pipeline.custody.chain import VersionRecord, load_chain
+from pipeline.custody.operation import commit_operation
+from pipeline.custody.scan import storage_sizes
+from pipeline.lifecycle.deletion import Deleter
+
+OPERATION = "vacuum"
+RETENTION = "retention"
+ERASED = "erased"
+
+
+@dataclass
+class Candidate:
+    path: str
+    sha256: str | None
+    size: int | None
+    removed_by_version: int
+    reason: str  # retention | erased | the removing operation (compact, ...)
+    removed_at: str | None
+
+
+def deleted_file_retention(dt) -> timedelta:
+    """The table's ``delta.deletedFileRetentionDuration`` (``interval N days|hours|...``)."""
+    text = (dt.metadata().configuration or {}).get("delta.deletedFileRetentionDuration") or TABLE_CONFIGURATION[
+        "delta.deletedFileRetentionDuration"
+    ]
+    m = re.fullmatch(r"\s*interval\s+(\d+)\s+(week|day|hour|minute|second)s?\s*", text.lower())
+    if not m:
+        raise KbakError(f"cannot read the table's delta.deletedFileRetentionDuration {text!r}")
+    return timedelta(**{f"{m.group(2)}s": int(m.group(1))})
+
+
+def candidates(chain: list[VersionRecord], now: datetime, keep_for: timedelta) -> list[Candidate]:
+    """Every removed file the chain allows to delete now, oldest removal first (not yet checked in storage)."""
+    removed: dict[str, Candidate] = {}
+    replacements: set[str] = set()
+    expired_partitions: dict[tuple[str, str], int] = {}  # (topic, date) -> version of the retention
+    for rec in chain:
+        body = rec.body or {}
+        op = body.get("operation") or ""
+        for f in body.get("files_removed") or []:
+            if f.get("path"):
+                removed[f["path"]] = Candidate(
+                    f["path"], f.get("sha256"), f.get("size"), rec.version, op, body.get("created_at")
+                )
+                if op == RETENTION:
+                    pv = f.get("partition_values") or {}
+                    expired_partitions[(pv.get("topic"), pv.get("date"))] = rec.version
+        for s in body.get("files_scrubbed") or []:
+            replacements.discard(s.get("original"))  # an earlier erasure's replacement, scrubbed again
+            replacements.add(s.get("replacement"))
+            original = removed.get(s.get("original"))
+            removed[s["original"]] = Candidate(
+                s["original"],
+                s.get("original_sha256") or (original.sha256 if original else None),
+                original.size if original else None,
+                rec.version,
+                ERASED,
+                body.get("created_at"),
+            )
+        for f in body.get("files_added") or []:
+            removed.pop(f.get("path"), None)  # re-added (never by kbak today): live again
+    out = []
+    for c in removed.values():
+        if c.path in replacements:
+            continue
+        topic_date = _topic_date(c.path)
+        if (
+            c.reason != ERASED
+            and topic_date in expired_partitions
+            and c.removed_by_version <= expired_partitions[topic_date]
+        ):
+            c.reason = RETENTION
+        if c.reason in (RETENTION, ERASED) or _older_than(c.removed_at, now, keep_for):
+            out.append(c)
+    return sorted(out, key=lambda c: (c.removed_by_version, c.path))
+
+
+def vacuum(lake: Lake, dry_run: bool = False, now: datetime | None = None) -> dict:
+    """Delete what the chain allows; one ``vacuum`` manifest per run that deletes or retains anything."""
+    now = now or datetime.now(UTC)
+    dt = open_table(lake)
+    keep_for = deleted_file_retention(dt)
+    chain = load_chain(lake)
+    live = set(pa.table(dt.get_add_actions(flatten=True)).column("path").to_pylist())
+    present = storage_sizes(lake)
+    deleter = Deleter(lake)
+    deletable: list[Candidate] = []
+    retained: list[dict] = []
+    for c in candidates(chain, now, keep_for):
+        if c.path in live or c.path not in present:
+            continue
+        lock = deleter.lock(c.path, datetime.now(UTC))  # Object Lock runs on the real clock
+        if lock is not None:
+            until = lock.retain_until.isoformat() if lock.retain_until else None
+            retained.append({"path": c.path, "retain_until": until, "legal_hold": lock.legal_hold,
+                             "reason": "object-lock", "removed_by_version": c.removed_by_version})  # fmt: skip
+            continue
+        deletable.append(c)
+    files_deleted = [
+        {"path": c.path, "sha256": c.sha256, "size": c.size if c.size is not None else present[c.path],
+         "removed_by_version": c.removed_by_version, "reason": c.reason}
+        for c in deletable
+    ]  # fmt: skip
+    result = {
+        "lake": lake.uri,
+        "dry_run": dry_run,
+        "now": now.isoformat(),
+        "deleted_file_retention_days": keep_for.days,
+        "version": None,
+        "files_deleted": files_deleted,
+        "files_retained": retained,
+        "bytes_deleted": sum(f["size"] or 0 for f in files_deleted),
+    }
+    if dry_run or (not files_deleted and not retained):
+        return result
+    body = {"files_deleted": files_deleted, "files_retained": retained, "files_added": [], "files_removed": []}
+    result["version"] = commit_operation(lake, dt, OPERATION, body)
+    failed = []
+    for c in deletable:
+        try:
+            deleter.delete(c.path)
+        except KbakError as exc:
+            failed.append(str(exc))
+    if failed:
+        raise KbakError(
+            f"vacuum version {result['version']} recorded {len(deletable)} deletions but {len(failed)} failed "
+            f"(the next vacuum retries them): {failed[0]}"
+        )
+    return result
+
+
+def _topic_date(path: str) -> tuple[str | None, str | None]:
+    parts = dict(p.split("=", 1) for p in path.split("/") if "=" in p)
+    return parts.get("topic"), parts.get("date")
+
+
+def _older_than(created_at: str | None, now: datetime, keep_for: timedelta) -> bool:
+    if not created_at:
+        return False
+    when = datetime.fromisoformat(created_at.replace("Z", "+00:00"))
+    when = when if when.tzinfo else when.replace(tzinfo=UTC)
+    return now - when >= keep_for

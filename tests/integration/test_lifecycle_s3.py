@@ -1,0 +1,64 @@
+"""``kbak vacuum`` on the moto S3 server: every version deleted, or retained under Object Lock and said so."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+from support.custody_lakes import NOV_1_2024_MS, ingest, records
+from support.kbak_testing import produce, run_json, run_kbak
+
+from pipeline.dev.sample import create_topics
+
+
+def _lake(s3, bucket: str) -> tuple[str, ...]:
+    return ("--lake", f"s3://{bucket}/lake", "--s3-endpoint", s3.endpoint)
+
+
+def _expire_first_day(kafka, s3, bucket: str, topic: str, *ingest_args: str) -> dict:
+    """Ingest Nov 1..3 (2024), keep 1 day, apply on Nov 4: Nov 1 and 2 are removed; returns the apply."""
+    create_topics(kafka.bootstrap, {topic: 2})
+    produce(kafka.bootstrap, records(topic, 48, NOV_1_2024_MS, 3_600_000 + 30 * 60_000, partitions=2))
+    ingest(kafka, topic, f"s3://{bucket}/lake", "--s3-endpoint", s3.endpoint, *ingest_args, env=s3.env())
+    run_json("retention", "set", *_lake(s3, bucket), "--topics", topic, "--days", "1", env=s3.env())
+    out = run_json("retention", "apply", *_lake(s3, bucket), "--now", "2024-11-04T00:00:00Z", env=s3.env())
+    assert [p["date"] for p in out["partitions_removed"]] == ["2024-11-01", "2024-11-02"]
+    return out
+
+
+def _versions(s3, bucket: str, key: str) -> list[dict]:
+    page = s3.client().list_object_versions(Bucket=bucket, Prefix=key)
+    return [v for v in page.get("Versions", []) + page.get("DeleteMarkers", []) if v["Key"] == key]
+
+
+def _removed(s3, bucket: str, version: int) -> list[str]:
+    key = f"lake/_kbak/custody/{version:020d}.json"
+    body = json.loads(s3.client().get_object(Bucket=bucket, Key=key)["Body"].read())["body"]
+    return [f["path"] for f in body["files_removed"]]
+
+
+def test_vacuum_on_s3_deletes_the_expired_files(kafka, s3, bucket, topic_name):
+    applied = _expire_first_day(kafka, s3, bucket, topic_name("vac-s3"))
+    removed = _removed(s3, bucket, applied["version"])
+    assert all(_versions(s3, bucket, f"lake/{p}") for p in removed)
+    dry = run_kbak("vacuum", *_lake(s3, bucket), "--dry-run", "--json", env=s3.env())
+    assert {f["path"] for f in json.loads(dry.stdout)["files_deleted"]} == set(removed)
+    assert all(_versions(s3, bucket, f"lake/{p}") for p in removed)  # a dry run deletes nothing
+    out = run_json("vacuum", *_lake(s3, bucket), env=s3.env())
+    assert {f["path"] for f in out["files_deleted"]} == set(removed) and out["files_retained"] == []
+    assert not any(_versions(s3, bucket, f"lake/{p}") for p in removed)
+    valid = run_kbak("validate", *_lake(s3, bucket), "--deep", "--format", "json", env=s3.env())
+    assert valid.returncode == 0, valid.stdout
+
+
+def test_vacuum_under_object_lock_retains_and_reports_until_when(kafka, s3, topic_name):
+    bucket = s3.create_bucket(f"lock-{uuid.uuid4().hex[:10]}", object_lock=True)
+    applied = _expire_first_day(kafka, s3, bucket, topic_name("vac-lock"), "--object-lock-days", "2")
+    removed = _removed(s3, bucket, applied["version"])
+    out = run_json("vacuum", *_lake(s3, bucket), env=s3.env())
+    assert out["files_deleted"] == []
+    assert {f["path"] for f in out["files_retained"]} == set(removed)
+    assert all(f["reason"] == "object-lock" and f["retain_until"] for f in out["files_retained"])
+    assert all(_versions(s3, bucket, f"lake/{p}") for p in removed)  # still there, every version
+    text = run_kbak("vacuum", *_lake(s3, bucket), "--dry-run", env=s3.env())
+    assert text.returncode == 0 and "under Object Lock until" in text.stdout
