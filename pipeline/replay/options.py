@@ -56,7 +56,7 @@ class ReplayOptions:
     kafka_settings: dict[str, str] = field(default_factory=dict)
     connect_timeout_s: float = 10.0  # how long the target may take to answer before the run is refused
     delivery_timeout_s: float = 30.0  # how long a record may wait for the target's ack (a dead target fails then)
-    batch_rows: int = 50_000  # rows per Arrow batch handed to the producer loop
+    batch_rows: int = 10_000  # rows per Arrow batch handed to the producer loop (bounds its Python lists)
     chunk_rows: int = 200_000  # rows sorted at a time per source partition (bounds the sort's memory)
 
     def validate(self) -> None:
