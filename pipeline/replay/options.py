@@ -57,7 +57,7 @@ class ReplayOptions:
     connect_timeout_s: float = 10.0  # how long the target may take to answer before the run is refused
     delivery_timeout_s: float = 30.0  # how long a record may wait for the target's ack (a dead target fails then)
     batch_rows: int = 10_000  # rows per Arrow batch handed to the producer loop (bounds its Python lists)
-    chunk_rows: int = 200_000  # rows sorted at a time per source partition (bounds the sort's memory)
+    chunk_rows: int = 100_000  # rows of a topic sorted at a time (bounds the sort's memory)
 
     def validate(self) -> None:
         if self.from_ms is not None and self.to_ms is not None and self.to_ms < self.from_ms:

@@ -34,7 +34,7 @@ PRODUCER_DEFAULTS = {
     "batch.size": 1 << 20,
     "compression.type": "lz4",
     "queue.buffering.max.messages": 100_000,
-    "queue.buffering.max.kbytes": 64 << 10,  # with the batch in hand, bounds memory whatever the window
+    "queue.buffering.max.kbytes": 32 << 10,  # with the batch in hand, bounds memory whatever the window
 }
 OFFSET_HEADER_PREFIX = "kbak.source."
 PURGED = (KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT)  # dropped by kbak on a stop: not delivered
