@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -36,6 +35,7 @@ def case_hold(
     as_json: bool,
 ) -> None:
     from pipeline.core.parsing import parse_key, parse_time
+    from pipeline.core.timefmt import iso_ms
     from pipeline.custody import cases as cs
 
     if list_cases:
@@ -48,7 +48,7 @@ def case_hold(
         if not data:
             typer.echo(f"no case holds in {lake.uri}")
         for c in data:
-            window = f"{_ts(c['from_ms'])} .. {_ts(c['to_ms'])}"
+            window = f"{iso_ms(c['from_ms']) or '-'} .. {iso_ms(c['to_ms']) or '-'}"
             keys_text = f", {len(c['key_hmacs'])} keys" if c["key_hmacs"] else ""
             when = f"released {c['released_at']}" if c["status"] == "released" else f"opened {c['opened_at']}"
             typer.echo(f"{c['case_id']}: {c['status']} ({when}); topics {c['topics']}, {window}{keys_text}")
@@ -81,9 +81,3 @@ def case_hold(
     else:
         lock = f"; {out['object_lock']}" if out["object_lock"] else ""
         typer.echo(f"opened case {out['case_id']} (version {out['version']}){lock}")
-
-
-def _ts(ms: int | None) -> str:
-    if ms is None:
-        return "-"
-    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

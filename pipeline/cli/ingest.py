@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Annotated
 
@@ -46,6 +47,15 @@ def ingest_cmd(
         str | None,
         typer.Option("--workers", help="Ingest processes on this host, in one consumer group: N, or auto (CPUs)."),
     ] = None,
+    compact: Annotated[
+        bool | None, typer.Option("--compact", help="Continuous: compact each UTC day once it is closed.")
+    ] = None,
+    retention_apply: Annotated[
+        bool | None, typer.Option("--retention-apply", help="Continuous: apply the retention policies daily.")
+    ] = None,
+    maintenance_seconds: Annotated[
+        float, typer.Option("--maintenance-seconds", min=0.1, help="How often --compact/--retention-apply check.")
+    ] = 300.0,
     json_out: Annotated[bool, typer.Option("--json", help="Print the final summary as JSON.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
 ) -> None:
@@ -84,10 +94,22 @@ def ingest_cmd(
         topic_refresh_seconds=topic_refresh_seconds,
     )
     count = worker_count(workers if workers is not None else b.workers)
-    if count > 1:
-        summary = ingest_workers(opts, count, reporter=reporter_for_terminal(quiet or json_out))
-    else:
-        summary = ingest(opts, reporter=reporter_for_terminal(quiet or json_out))
+    do_compact = bool(_pick(compact, b.compact, False))
+    do_retention = bool(_pick(retention_apply, b.retention_apply, False))
+    stop, maintenance = threading.Event(), None
+    if cfg.retention or do_compact or do_retention:
+        from pipeline.cli.lifecycle import start_maintenance
+
+        maintenance = start_maintenance(opts, stop, cfg.retention, do_compact, do_retention, maintenance_seconds)
+    try:
+        if count > 1:
+            summary = ingest_workers(opts, count, reporter=reporter_for_terminal(quiet or json_out), stop=stop)
+        else:
+            summary = ingest(opts, reporter=reporter_for_terminal(quiet or json_out), stop=stop)
+    finally:
+        stop.set()
+        if maintenance is not None:
+            maintenance.join(120)  # let a compaction in progress finish its commit
     if profile.ENABLED:  # KBAK_PROFILE=1: where the time went, per stage (stderr)
         typer.echo(profile.report(summary.records), err=True)
     if json_out:

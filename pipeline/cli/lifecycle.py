@@ -1,4 +1,4 @@
-"""kbak lifecycle commands (registered on import): retention set/show/apply, compact, vacuum."""
+"""kbak lifecycle commands (registered on import): retention set/show/apply, compact, vacuum, lifecycle."""
 
 from __future__ import annotations
 
@@ -169,6 +169,55 @@ def vacuum_cmd(
         typer.echo("nothing to delete")
     elif out["version"] is not None:
         typer.echo(f"vacuum recorded as version {out['version']}: {len(out['files_deleted'])} files deleted")
+
+
+@app.command("lifecycle")
+@friendly
+def lifecycle_cmd(
+    lake: LakeOpt = "",
+    print_: Annotated[bool, typer.Option("--print", help="Show the S3 lifecycle configuration (default).")] = False,
+    apply_: Annotated[bool, typer.Option("--apply", help="Put it on the bucket and read it back.")] = False,
+    ia_days: Annotated[int, typer.Option("--ia-days", help="Data files to STANDARD_IA after N days.")] = 30,
+    glacier_ir_days: Annotated[
+        int, typer.Option("--glacier-ir-days", help="Data files to GLACIER_IR after N days.")
+    ] = 90,
+    s3_endpoint: S3EndpointOpt = None,
+    s3_region: S3RegionOpt = None,
+) -> None:
+    """Storage tiers for data files only (never the log), in classes read without a restore; nothing expires."""
+    from pipeline.lifecycle import tiers
+
+    if print_ and apply_:
+        fail("give --print or --apply, not both")
+    target = lake_from(lake, s3_endpoint, s3_region)
+    rule = tiers.tier_rule(target, ia_days, glacier_ir_days)
+    if apply_:
+        emit_json(tiers.apply(target, ia_days, glacier_ir_days))
+        return
+    emit_json(tiers.configuration(target, rule))
+
+
+def start_maintenance(opts, stop, rules: list, compact: bool, retention_apply: bool, interval: float):
+    """``kbak ingest``'s lifecycle side: write the config's retention rules, then (continuous) a checker thread."""
+    from pipeline.ingest.commit import ensure_table
+    from pipeline.lifecycle.maintenance import Maintenance, sync_policies
+
+    if (compact or retention_apply) and opts.once:
+        fail("--compact and --retention-apply run with continuous ingest (not --once)")
+    if rules:
+        ensure_table(opts.lake)
+        sync_policies(opts.lake, [r.model_dump() for r in rules])
+    if compact or retention_apply:
+        topics = "|".join(f"(?:{t})" for t in opts.topics)
+        worker = Maintenance(opts.lake, stop, compact=compact, retention_apply=retention_apply, topics=topics,
+                             target_file_size=opts.target_file_size, interval=interval, warn=_warn)  # fmt: skip
+        worker.start()
+        return worker
+    return None
+
+
+def _warn(message: str) -> None:
+    typer.echo(f"kbak: warning: {message}", err=True)
 
 
 def _now(text: str | None) -> datetime | None:

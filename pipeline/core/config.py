@@ -111,6 +111,16 @@ class Backup(_Strict):
     object_lock_days: int | None = Field(default=None, gt=0)
     metrics_port: int | None = Field(default=None, ge=0, le=65535)
     workers: Annotated[int, Field(ge=1)] | Literal["auto"] | None = None  # processes on this host (--workers)
+    compact: bool | None = None  # continuous: compact closed days (kbak compact)
+    retention_apply: bool | None = None  # continuous: apply retention once a day
+
+
+class RetentionRule(_Strict):
+    """``retention:`` entries: the same policies as ``kbak retention set`` (full-match topic regex, days)."""
+
+    topics: str
+    days: int = Field(gt=0)
+    reason: str | None = None
 
 
 class BackupConfig(_Strict):
@@ -121,6 +131,7 @@ class BackupConfig(_Strict):
     source: Source = Field(default_factory=Source)
     storage: Storage = Field(default_factory=Storage)
     backup: Backup = Field(default_factory=Backup)
+    retention: list[RetentionRule] = Field(default_factory=list)
 
 
 class Restore(_Strict):

@@ -30,6 +30,7 @@ import pyarrow.parquet as pq
 from pipeline.core.errors import KbakError
 from pipeline.core.storage import Lake
 from pipeline.core.subject import KEY, lake_secret, selector_hmac
+from pipeline.core.timefmt import now_iso
 
 CASES_DIR = "_kbak/cases"
 HOLD_OPERATION = "case-hold"
@@ -187,7 +188,7 @@ def open_case(
         to_ms=to_ms,
         key_hmacs=sorted({selector_hmac(secret, KEY, k) for k in keys or []}),
         reason=reason,
-        opened_at=_now_iso(),
+        opened_at=now_iso(),
         opened_by=created_by(),
     )
     lock_note = None
@@ -219,7 +220,7 @@ def release_case(lake: Lake, case_id: str, reason: str | None = None) -> dict:
 
         set_legal_hold(lake, freed, on=False)
     case.status = "released"
-    case.released_at = _now_iso()
+    case.released_at = now_iso()
     case.released_by = created_by()
     case.release_reason = reason
     version = commit_operation(lake, dt, RELEASE_OPERATION, {"case": case.as_dict(), "legal_holds_cleared": freed})
@@ -275,10 +276,6 @@ def _ms(value) -> int:
 
 def _lock_summary(lake: Lake, objects: list[str]) -> str | None:
     return f"legal hold set on {len(objects)} data files" if lake.is_s3 else None
-
-
-def _now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 __all__ = [

@@ -88,20 +88,32 @@ def sealed_versions(lake: Lake) -> list[int]:
     return sorted(out)
 
 
-def seal(lake: Lake, dt: DeltaTable | None = None) -> list[int]:
-    """Write the manifest of every committed version that has none yet, oldest first."""
-    if dt is None:
-        dt = DeltaTable(lake.uri, storage_options=lake.storage_options or None)
-    else:
-        dt.update_incremental()
-    head = dt.version()
+def seal(lake: Lake, dt: DeltaTable | None = None, head: int | None = None, full: bool = False) -> list[int]:
+    """Write the manifest of every committed version that has none yet, oldest first.
+
+    ``head``: seal up to this version (a commit just made) without reloading the table. The cost
+    does not grow with the number of versions: a process resumes from the newest manifest it sealed,
+    and a fresh one finds the newest sealed manifest by probing back from the head (the versions a
+    crash left unsealed are the newest ones). ``full`` lists every manifest instead, so holes anywhere
+    in the chain are sealed too (``kbak validate --repair``).
+    """
+    if head is None:
+        if dt is None:
+            dt = DeltaTable(lake.uri, storage_options=lake.storage_options or None)
+        else:
+            dt.update_incremental()
+        head = dt.version()
     written: list[int] = []
     # Resume from the newest manifest this process sealed: a long-running ingest then checks and
     # reads only the versions committed since, not the whole chain.
     cached = _SEALED_HEAD.get(lake.uri)
-    if cached and cached[0] <= head:
+    newest = None if full or (cached and cached[0] <= head) else _newest_sealed(lake, head)
+    if cached and cached[0] <= head and not full:
         start, prev_digest = cached[0] + 1, cached[1]
         have = {v for v in range(start, head + 1) if lake.exists(manifest_path(v))}
+    elif newest is not None:
+        start, prev_digest = newest, None
+        have = {newest}
     else:
         start, prev_digest = 0, None
         have = set(sealed_versions(lake))
@@ -148,6 +160,14 @@ def seal(lake: Lake, dt: DeltaTable | None = None) -> list[int]:
     if prev_digest is not None:
         _SEALED_HEAD[lake.uri] = (head, prev_digest)
     return written
+
+
+def _newest_sealed(lake: Lake, head: int) -> int | None:
+    """The newest version at or below ``head`` with a manifest, probing back from ``head``."""
+    for version in range(head, -1, -1):
+        if lake.exists(manifest_path(version)):
+            return version
+    return None
 
 
 def commit_actions(log_bytes: bytes) -> list[dict]:

@@ -84,7 +84,7 @@ def commit_operation(
                 commit_properties=CommitProperties(custom_metadata=meta, max_commit_retries=10),
             )
             version = find_committed_version(lake, dt, read_version, digest)
-            seal(lake, dt)
+            seal(lake, dt, head=version)
             return version
         except (CommitFailedError, OSError) as exc:
             if attempt >= max_attempts:
@@ -94,11 +94,16 @@ def commit_operation(
 
 
 def find_committed_version(lake: Lake, dt: DeltaTable, read_version: int, digest: str) -> int:
-    """The version our commit got (others may have committed around it): found by its manifest digest."""
-    dt.update_incremental()
-    for version in range(read_version + 1, dt.version() + 1):
+    """The version our commit got (others may have committed around it): found by its manifest digest.
+
+    The log entries after ``read_version`` are read directly, one by one, until ours: the cost is the
+    number of commits made meanwhile, not a reload of the table (which lists the whole log).
+    """
+    version = read_version + 1
+    while lake.exists(log_path(version)):
         if digest.encode() in lake.read_bytes(log_path(version)):
             return version
+        version += 1
     raise KbakError(f"committed to {lake.uri} but cannot find the commit (manifest {digest}) in the log")
 
 

@@ -17,11 +17,14 @@ from pipeline.custody.manifest import manifest_path
 
 REMOVED_FILE_DIGEST = "removed-file-digest"
 CONTENT_DIGEST = "content-digest"
+REMOVED_FILE_GONE = "removed-file-gone"
 
 CHECKS = {
     REMOVED_FILE_DIGEST: "each removed file's SHA-256 in a removing manifest equals the one recorded when it was added",
     CONTENT_DIGEST: "(deep) each compaction's record digest equals that of the files it added and removed "
     "(those still in storage)",
+    REMOVED_FILE_GONE: "(deep) each file removed from the table and gone from storage was deleted by a "
+    "`kbak vacuum` that recorded it",
 }
 
 Problem = tuple[str, str, str]  # check, subject, message
@@ -43,6 +46,29 @@ def removed_file_digests(chain: list[VersionRecord]) -> Iterator[Problem]:
         for f in body.get("files_added") or []:
             if f.get("path"):
                 added[f["path"]] = (rec.version, f.get("sha256") or "")
+
+
+def removed_files_gone(chain: list[VersionRecord], present: set[str]) -> Iterator[Problem]:
+    """Removed files missing from storage that no vacuum manifest says it deleted."""
+    removed: dict[str, int] = {}
+    vacuumed: set[str] = set()
+    for rec in chain:
+        body = rec.body or {}
+        for f in body.get("files_removed") or []:
+            removed[f.get("path")] = rec.version
+        for s in body.get("files_scrubbed") or []:
+            removed[s.get("original")] = rec.version
+        for f in body.get("files_added") or []:
+            removed.pop(f.get("path"), None)
+        vacuumed.update(f.get("path") for f in body.get("files_deleted") or [])
+    for path, version in sorted(removed.items(), key=lambda kv: (kv[1], str(kv[0]))):
+        if path and path not in present and path not in vacuumed:
+            yield (
+                REMOVED_FILE_GONE,
+                path,
+                f"removed from the table at version {version} and gone from storage, but no vacuum recorded "
+                "deleting it",
+            )
 
 
 def content_digests(lake: Lake, chain: list[VersionRecord]) -> Iterator[Problem]:

@@ -32,8 +32,10 @@ from pipeline.custody.manifest import (
     sha256_hex,
 )
 from pipeline.custody.rewrites import CHECKS as REWRITE_CHECKS
-from pipeline.custody.rewrites import content_digests, removed_file_digests
+from pipeline.custody.rewrites import content_digests, removed_file_digests, removed_files_gone
 from pipeline.custody.scan import FileScan, Keys, duplicates, find_gaps, recorded_gaps, scan_file, storage_sizes
+from pipeline.custody.scrubbed import CHECKS as SCRUB_CHECKS
+from pipeline.custody.scrubbed import scrub_problems
 
 # check name -> what it verifies (README lists the same)
 CHECKS = {
@@ -61,6 +63,7 @@ CHECKS = {
     "foreign-commit": "(warning) versions not written by kbak",
     "orphan-staged-body": "(warning) staged manifest bodies no commit points at (a crash before committing)",
     **REWRITE_CHECKS,
+    **SCRUB_CHECKS,
 }
 
 ORPHAN_AGE_S = 3600
@@ -142,13 +145,16 @@ def validate(
     _check_chain(lake, chain, add)
     for check, subject, message in removed_file_digests(chain):
         add(Finding(check, subject, message))
+    for check, subject, message, severity in scrub_problems(lake, chain, deep):
+        add(Finding(check, subject, message, severity))
     _check_anchors(chain, anchors or {}, add)
     _check_orphans(lake, chain, add)
     live = _check_files(lake, chain, backup_id, deep, report)
     if deep and live:
         _deep(lake, chain, live, report)
     if deep:
-        for check, subject, message in content_digests(lake, chain):
+        gone = removed_files_gone(chain, set(storage_sizes(lake)))
+        for check, subject, message in [*content_digests(lake, chain), *gone]:
             add(Finding(check, subject, message))
     return report
 
@@ -272,7 +278,7 @@ def _check_orphans(lake: Lake, chain: list[VersionRecord], add) -> None:
 def _repair(lake: Lake) -> list[int]:
     load_chain(lake)  # "no archive here" is a usage error (exit 2), before anything is written
     try:
-        sealed = seal(lake, open_table(lake))
+        sealed = seal(lake, open_table(lake), full=True)
     except KbakError as exc:
         raise KbakError(f"cannot repair {lake.uri}: {exc}") from None
     chain = load_chain(lake)

@@ -47,13 +47,12 @@ NO_SPLIT = 1 << 62  # a replacement is one file, however large its original was
 
 @dataclass
 class Target:
-    """A file holding matching records: the file that holds them now, and the paths versions use for it."""
+    """A file holding matching records now (an original, or an earlier erasure's replacement)."""
 
     path: str
     topic: str
     day: str
     current: dict | None  # the current snapshot's add-action row when the current version references it
-    aliases: set[str] = field(default_factory=set)  # paths (originals) that resolve to this file
     offsets: dict[int, set[int]] = field(default_factory=lambda: defaultdict(set))  # to erase, per partition
 
 
@@ -70,6 +69,7 @@ class ErasePlan:
     erase: set[tuple[str, int, int]]  # (topic, partition, offset)
     kept: dict[str, int]  # case id -> held records not erased
     scanned_files: int
+    committed: list[dict] = field(default_factory=list)  # the readset index as the chain says it is
 
     def summary(self) -> dict:
         per: Counter = Counter((t, p) for t, p, _o in self.erase)
@@ -127,9 +127,7 @@ def plan(
         topic = pv.get("topic") or ""
         if now is None or now not in present or (patterns and not any(p.fullmatch(topic) for p in patterns)):
             continue
-        t = targets.setdefault(now, Target(now, topic, str(pv.get("date")), current.get(now)))
-        if path != now:
-            t.aliases.add(path)
+        targets.setdefault(now, Target(now, topic, str(pv.get("date")), current.get(now)))
     rows = _scan(lake, list(targets), selectors)
     unique = _unique(rows)
     held = held_rows(lake, unique)
@@ -154,7 +152,8 @@ def plan(
         target = targets[f]
         target.offsets[p].add(o)
         by_file[f] = target
-    return ErasePlan(lake, request_id, reason, selectors, read_version, by_file, erase, dict(kept), len(targets))
+    index = index_entries(chain)
+    return ErasePlan(lake, request_id, reason, selectors, read_version, by_file, erase, dict(kept), len(targets), index)
 
 
 def execute(p: ErasePlan) -> dict:
@@ -167,6 +166,8 @@ def execute(p: ErasePlan) -> dict:
     lake = p.lake
     out = p.summary()
     if not p.erase:
+        if load_index(lake) != p.committed:  # a crash after an earlier commit, or a failed attempt: repair
+            write_index(lake, p.committed)
         return {**out, "version": None}
     secret = lake_secret(lake)
     scrubbed, removed, added, adds, removes = [], [], [], [], []
@@ -196,8 +197,7 @@ def execute(p: ErasePlan) -> dict:
                 "current": target.current is not None,
             }
         )
-        for alias in (target.path, *sorted(target.aliases)):
-            replacements[alias] = replacement
+        replacements[target.path] = replacement  # older paths reach it through earlier entries
         if target.current is not None:
             removed.append(original_entry)
             removes.append(remove_action(target.current, now_ms))
@@ -217,9 +217,9 @@ def execute(p: ErasePlan) -> dict:
         "files_scrubbed": scrubbed,
     }
     nonce = uuid.uuid4().hex
-    entries = load_index(lake)
-    entry = {"request_id": p.request_id, "nonce": nonce, "read_version": p.read_version, "version": None}
-    write_index(lake, [*entries, {**entry, "replacements": replacements}])
+    entries = p.committed  # rebuilt from the chain: drops failed attempts, repairs a crash after a commit
+    pending = {"request_id": p.request_id, "nonce": nonce, "read_version": p.read_version, "version": None}
+    write_index(lake, [*entries, {**pending, "replacements": replacements}])
     dt = open_table(lake)
     version = commit_operation(
         lake,
@@ -230,8 +230,19 @@ def execute(p: ErasePlan) -> dict:
         remove=removes,
         metadata={NONCE_KEY: nonce, "kbak.request_id": p.request_id},
     )
-    write_index(lake, [*entries, {**entry, "version": version, "replacements": replacements}])
+    write_index(lake, [*entries, {"request_id": p.request_id, "version": version, "replacements": replacements}])
     return {**out, "version": version, "files_scrubbed": len(scrubbed)}
+
+
+def index_entries(chain) -> list[dict]:
+    """The readset index's entries, one per erase version of the chain (see ``pipeline.core.readset``)."""
+    out = []
+    for rec in chain:
+        body = rec.body or {}
+        if body.get("operation") == OPERATION:
+            mapping = {s["original"]: s.get("replacement") for s in body.get("files_scrubbed") or []}
+            out.append({"request_id": body.get("request_id"), "version": rec.version, "replacements": mapping})
+    return out
 
 
 def scrubbed_mapping(chain) -> dict[str, str | None]:

@@ -142,7 +142,7 @@ def commit_records(
             _fault("after-commit")
             with profile.stage("seal"):
                 version = find_committed_version(lake, dt, read_version, digest)
-                custody.seal(lake, dt)
+                custody.seal(lake, dt, head=version)
             committed = {(r["topic"], r["partition"]): r["last_offset"] for r in ranges}
             size = sum(f.size for f in files)
             return CommitResult(version, files, table.num_rows, size, committed, rejected, digest)

@@ -127,10 +127,9 @@ def compact_group(lake: Lake, group: GroupPlan, target_file_size: int) -> dict:
     try:
         for files in group.bins:
             reads = [read_file(lake, f.path) for f in files]
-            for f, r in zip(files, reads, strict=True):
-                removed.append(_entry(f, r.sha256, r.rows.num_rows))
-                before.append(record_digest(r.rows, group.topic))
+            removed += [_entry(f, r.sha256, r.rows.num_rows) for f, r in zip(files, reads, strict=True)]
             rows = pa.concat_tables([r.rows for r in reads], promote_options="permissive")
+            before.append(record_digest(rows, group.topic))  # digests add up: one pass per bin
             written += write_files(lake, _as_records(rows, group.topic, group.day), target_file_size=target_file_size)
         want = combine(before)
         got = combine(record_digest(read_file(lake, f.path).rows, group.topic) for f in written)

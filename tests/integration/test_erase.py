@@ -4,19 +4,22 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 from support import erase_lakes
+from support.custody_lakes import two_runs
 from support.erase_lakes import SUBJECT, is_subject
 from support.kbak_testing import Rec, consume_all, produce, run_json, run_kbak
+from support.s3_fault_proxy import FaultProxy
 
 
 @pytest.fixture(scope="module")
 def built(kafka, tmp_path_factory):
-    import uuid
-
     lake = str(tmp_path_factory.mktemp("erase") / "lake")
     return erase_lakes.build(kafka, lake, f"erase-{uuid.uuid4().hex[:8]}")
 
@@ -221,3 +224,74 @@ def test_erase_not_a_lake_and_nothing_matching(two_run_lake, tmp_path):
     out = erase(lake, "--request-id", "R", "--reason", "x", "--key", "nobody").stdout
     assert out.startswith("erased 0 records")
     assert sorted(Path(lake, "_delta_log").iterdir()) == log
+
+
+def test_erase_on_an_object_lock_lake(kafka, s3, topic_name):
+    """Erasure is immediate for reads; vacuum keeps the locked originals and says until when, then deletes them."""
+    bucket = s3.create_bucket(f"lock-{uuid.uuid4().hex[:10]}", object_lock=True)
+    uri, env = f"s3://{bucket}/lake", s3.env()
+    lake = ("--lake", uri, "--s3-endpoint", s3.endpoint)
+    two_runs(kafka, topic_name("erase-s3"), uri, "--s3-endpoint", s3.endpoint, env=env)
+    client = s3.client()
+    until = datetime.now(UTC) + timedelta(seconds=20)
+    data = [o["Key"] for o in client.list_objects_v2(Bucket=bucket, Prefix="lake/topic=")["Contents"]]
+    for key in data:
+        client.put_object_retention(Bucket=bucket, Key=key, Retention={"Mode": "GOVERNANCE", "RetainUntilDate": until})
+
+    out = run_json("erase", *lake, "--request-id", "REQ-S3", "--reason", "art17", "--key", "k5", env=env)
+    assert out["records"] == 2
+    for as_of in ((), ("--as-of", "1")):
+        proc = run_kbak("query", *lake, "--sql", "SELECT count(*) AS n FROM records WHERE key = 'k5'::BLOB",
+                        "-f", "json", *as_of, env=env)  # fmt: skip
+        assert proc.returncode == 0 and json.loads(proc.stdout) == [{"n": 0}], proc.stderr
+
+    vac = run_json("vacuum", *lake, env=env)
+    assert vac["files_deleted"] == [] and len(vac["files_retained"]) == 2
+    assert all(f["reason"] == "object-lock" and f["retain_until"] for f in vac["files_retained"])
+    state = run_json("erase", *lake, "--status", "--key", "k5", env=env)["erasures"][0]["state"]
+    assert state.startswith("erased from every read; 2 files physically retained under Object Lock until 20")
+
+    time.sleep(max(0.0, (until - datetime.now(UTC)).total_seconds()) + 1)
+    vac = run_json("vacuum", *lake, env=env)
+    originals = {f["path"] for f in vac["files_deleted"]}
+    assert len(originals) == 2 and vac["files_retained"] == []
+    for path in originals:  # every S3 version of it is gone
+        versions = client.list_object_versions(Bucket=bucket, Prefix=f"lake/{path}")
+        assert not versions.get("Versions") and not versions.get("DeleteMarkers")
+    state = run_json("erase", *lake, "--status", "--key", "k5", env=env)["erasures"][0]["state"]
+    assert state == "erased from every read and deleted from storage"
+    assert run_kbak("validate", *lake, "--deep", env=env).returncode == 0
+
+
+def test_storage_failure_during_erasure_changes_nothing_and_a_rerun_completes(kafka, s3, bucket, topic_name):
+    topic = topic_name("erase-fail")
+    uri, env = f"s3://{bucket}/lake", s3.env()
+    two_runs(kafka, topic, uri, "--s3-endpoint", s3.endpoint, env=env)
+    with FaultProxy(s3.endpoint) as proxy:
+        lake = ("--lake", uri, "--s3-endpoint", proxy.endpoint)
+        request = ("--request-id", "REQ-F", "--reason", "art17", "--key", "k7")
+
+        def k7(*as_of: str) -> int:
+            sql = "SELECT count(*) AS n FROM records WHERE key = 'k7'::BLOB"
+            proc = run_kbak("query", *lake, "--sql", sql, "-f", "json", *as_of, env=env)
+            assert proc.returncode == 0, proc.stderr
+            return json.loads(proc.stdout)[0]["n"]
+
+        proxy.fail_when = lambda method, path: method == "PUT" and "/_delta_log/" in path
+        proc = erase_failing(lake, request, env)
+        assert "erase commit" in proc.stderr and proxy.failed > 1
+        assert (k7(), k7("--as-of", "1")) == (2, 1)  # nothing half-erased, at any version
+        assert "no erasure of request 'REQ-F'" in run_kbak("erase", *lake, "--status", "--request-id", "REQ-F",
+                                                           env=env).stderr  # fmt: skip
+
+        proxy.heal()
+        assert run_json("erase", *lake, *request, env=env)["records"] == 2
+        assert (k7(), k7("--as-of", "1")) == (0, 0)
+        valid = run_kbak("validate", *lake, "--deep", "--format", "json", env=env)
+        assert valid.returncode == 0, valid.stdout
+
+
+def erase_failing(lake: tuple[str, ...], request: tuple[str, ...], env: dict):
+    proc = run_kbak("erase", *lake, *request, env=env)
+    assert proc.returncode == 1 and proc.stderr.startswith("kbak: error: ") and proc.stderr.count("\n") == 1, proc
+    return proc

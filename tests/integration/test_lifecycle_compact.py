@@ -103,7 +103,7 @@ def test_compaction_keeps_records_transactions_and_custody_then_vacuum(kafka, tm
     assert report["exit"] == 0 and report["valid"], report["errors"]
 
 
-def test_validate_deep_names_a_compaction_whose_removed_records_differ(kafka, tmp_path, topic_name):
+def test_validate_deep_names_changed_or_vanished_compacted_files(kafka, tmp_path, topic_name):
     topic = topic_name("compact-tamper")
     create_topics(kafka.bootstrap, {topic: 2})
     produce(kafka.bootstrap, records(topic, 80, NOV_1_2024_MS, 60_000, partitions=2))
@@ -116,6 +116,12 @@ def test_validate_deep_names_a_compaction_whose_removed_records_differ(kafka, tm
     report = _validate(lake)
     assert report["exit"] != 0
     assert {e["check"] for e in report["errors"]} == {"content-digest"}
+    second.unlink()  # a historical file deleted behind kbak's back (not by a recorded vacuum)
+    report = _validate(lake)
+    assert report["exit"] != 0
+    assert [(e["check"], e["subject"]) for e in report["errors"]] == [
+        ("removed-file-gone", body["files_removed"][1]["path"])
+    ]
 
 
 def test_compaction_while_ingest_runs_and_is_killed_and_restarted(kafka, tmp_path, topic_name):

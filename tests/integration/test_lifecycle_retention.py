@@ -117,3 +117,65 @@ def test_retention_bad_input_is_one_line_and_changes_nothing(two_run_lake, tmp_p
     assert bad_now.returncode != 0 and bad_now.stderr.startswith("kbak: error:")
     assert sorted(p.name for p in (lake / "_delta_log").glob("*.json")) == before
     assert not (lake / "_kbak" / "retention").exists()
+
+
+def test_continuous_ingest_applies_yaml_retention_and_compacts_closed_days(kafka, tmp_path, topic_name):
+    import signal
+    import subprocess
+    import time
+
+    from deltalake import DeltaTable
+    from support.kbak_testing import KBAK
+
+    a, b = topic_name("ing-ret"), topic_name("ing-keep")
+    create_topics(kafka.bootstrap, {a: 2, b: 2})
+    produce(kafka.bootstrap, records(a, 40, NOV_1_2024_MS, 3_600_000, partitions=2)
+            + records(b, 40, NOV_1_2024_MS, 3_600_000, partitions=2))  # fmt: skip
+    lake = tmp_path / "lake"
+    config = tmp_path / "backup.yaml"
+    config.write_text(
+        f"mode: backup\nsource:\n  bootstrap_servers: [{kafka.bootstrap}]\n  topics:\n    include: ['{a}', '{b}']\n"
+        f"storage:\n  backend: filesystem\n  path: {lake}\nretention:\n  - topics: '{a}'\n    days: 30\n"
+        "    reason: non-compliance data\n"
+    )
+    # A first snapshot in small commits, then the continuous worker with its lifecycle side.
+    run_json("ingest", "--config", str(config), "--once", "--flush-records", "10")
+    assert run_json("retention", "show", "--lake", str(lake))["policies"][0]["reason"] == "non-compliance data"
+    proc = subprocess.Popen(
+        [KBAK, "ingest", "--config", str(config), "--continuous", "--compact", "--retention-apply",
+         "--maintenance-seconds", "1", "--flush-seconds", "0.3"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+
+    def files_by_topic() -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {}
+        for path in DeltaTable(str(lake)).get_add_actions(flatten=True).column("path").to_pylist():
+            out.setdefault(path.split("/")[0].removeprefix("topic="), []).append(path)
+        return out
+
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            files = files_by_topic()
+            if a not in files and len(files.get(b, [])) == 2:  # b: Nov 1 and Nov 2, one file each
+                break
+            time.sleep(0.5)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert a not in files_by_topic() and len(files_by_topic()[b]) == 2, files_by_topic()
+    assert archive_rows(str(lake), topic=b) == consume_all(kafka.bootstrap, b, 2)
+    ops = [json.loads(p.read_text())["body"]["operation"] for p in sorted((lake / "_kbak" / "custody").glob("0*.json"))]
+    assert "retention" in ops and "compact" in ops and ops.count("retention-policy") == 1
+    valid = run_kbak("validate", "--lake", str(lake), "--deep", "--format", "json")
+    assert valid.returncode == 0, valid.stdout
+
+
+def test_compact_and_retention_apply_need_continuous_ingest(kafka, tmp_path, topic_name):
+    topic = topic_name("ing-once")
+    create_topics(kafka.bootstrap, {topic: 1})
+    proc = run_kbak("ingest", "-b", kafka.bootstrap, "--topics", topic, "--lake", str(tmp_path / "lake"), "--once",
+                    "--compact")  # fmt: skip
+    assert proc.returncode == 1 and "continuous" in proc.stderr and proc.stderr.count("\n") == 1
+    assert not (tmp_path / "lake").exists()

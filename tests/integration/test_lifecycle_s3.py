@@ -62,3 +62,45 @@ def test_vacuum_under_object_lock_retains_and_reports_until_when(kafka, s3, topi
     assert all(_versions(s3, bucket, f"lake/{p}") for p in removed)  # still there, every version
     text = run_kbak("vacuum", *_lake(s3, bucket), "--dry-run", env=s3.env())
     assert text.returncode == 0 and "under Object Lock until" in text.stdout
+
+
+def test_lifecycle_tiers_round_trip_data_files_only_and_never_expire(s3, bucket, tmp_path):
+    c = s3.client()
+    other = {"ID": "logs-bucket-cleanup", "Filter": {"Prefix": "elsewhere/"}, "Status": "Enabled",
+             "Expiration": {"Days": 7}}  # fmt: skip
+    c.put_bucket_lifecycle_configuration(Bucket=bucket, LifecycleConfiguration={"Rules": [other]})
+    printed = run_json_plain("lifecycle", *_lake(s3, bucket), "--print", "--ia-days", "45", env=s3.env())
+    ours = next(r for r in printed["Rules"] if r["ID"].startswith("kbak-data-tiers"))
+    assert ours["Filter"] == {"Prefix": "lake/topic="}
+    assert [(t["Days"], t["StorageClass"]) for t in ours["Transitions"]] == [(45, "STANDARD_IA"), (90, "GLACIER_IR")]
+    assert "Expiration" not in ours
+    stored_rules = c.get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]
+    assert [r["ID"] for r in stored_rules] == ["logs-bucket-cleanup"]  # printing changes nothing
+
+    applied = run_json_plain("lifecycle", *_lake(s3, bucket), "--apply", "--ia-days", "45", env=s3.env())
+    assert applied["applied"] and applied["rules"] == 2
+    stored = {r["ID"]: r for r in c.get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]}
+    assert set(stored) == {"logs-bucket-cleanup", ours["ID"]}
+    assert stored[ours["ID"]]["Filter"] == {"Prefix": "lake/topic="}
+    assert [t["StorageClass"] for t in stored[ours["ID"]]["Transitions"]] == ["STANDARD_IA", "GLACIER_IR"]
+    assert "Expiration" not in stored[ours["ID"]]
+
+
+def test_lifecycle_bad_input(s3, bucket, tmp_path):
+    local = run_kbak("lifecycle", "--lake", str(tmp_path / "lake"), "--apply")
+    assert local.returncode == 1 and "local lake" in local.stderr and local.stderr.count("\n") == 1
+    early = run_kbak("lifecycle", *_lake(s3, bucket), "--print", "--ia-days", "10", env=s3.env())
+    assert early.returncode == 1 and "30 days" in early.stderr
+    c = s3.client()
+    glacier = {"ID": "compliance-7y", "Filter": {"Prefix": ""}, "Status": "Enabled",
+               "Transitions": [{"Days": 90, "StorageClass": "DEEP_ARCHIVE"}], "Expiration": {"Days": 2555}}  # fmt: skip
+    c.put_bucket_lifecycle_configuration(Bucket=bucket, LifecycleConfiguration={"Rules": [glacier]})
+    refused = run_kbak("lifecycle", *_lake(s3, bucket), "--apply", env=s3.env())
+    assert refused.returncode == 1 and "would break the table" in refused.stderr, refused.stderr
+    assert [r["ID"] for r in c.get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]] == ["compliance-7y"]
+
+
+def run_json_plain(*args: str, env: dict) -> dict:
+    proc = run_kbak(*args, env=env)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)

@@ -1,0 +1,158 @@
+"""Aging benchmark: what many small commits (continuous ingest) cost as the archive ages, and compaction.
+
+A lake of ``KBAK_BENCH_AGING_VERSIONS`` versions (default 20,000) is built through kbak's own commit
+path (``pipeline.ingest.commit.commit_records``: fence, write, stage, commit with app transactions,
+seal), each commit 25 records of one topic with 3 partitions, 30 s of record time apart, as a
+continuous ingest worker makes them. Measured:
+
+- per-commit time (mean of the 100 commits before) at 1k, 5k, 20k versions (those reached);
+- the real CLI, process start included: ``kbak query`` of a selective query (one partition, 50
+  offsets of one day) to its first (and only) result, ``kbak list``, ``kbak validate``;
+- the same, and the per-commit time, after ``kbak compact``.
+
+Knobs (env): KBAK_BENCH_AGING_VERSIONS, KBAK_BENCH_DIR (where the lake is built; removed afterwards).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+from deltalake import DeltaTable
+
+from pipeline.core.schema import RECORD_SCHEMA
+from pipeline.core.storage import Lake
+from pipeline.ingest.commit import commit_records, ensure_table
+
+TOPIC = "payments"
+PARTITIONS = 3
+PER_COMMIT = 25
+CLUSTER = "bench-cluster"
+START = datetime(2024, 1, 1, tzinfo=UTC)
+MARKS = (1_000, 5_000, 20_000)
+KBAK = str(Path(sys.executable).parent / "kbak")
+
+
+def _batch(commit: int, next_offset: np.ndarray) -> pa.Table:
+    part = (np.arange(PER_COMMIT) % PARTITIONS).astype(np.int32)
+    offsets = np.empty(PER_COMMIT, dtype=np.int64)
+    for p in range(PARTITIONS):
+        idx = np.flatnonzero(part == p)
+        offsets[idx] = next_offset[p] + np.arange(idx.size)
+        next_offset[p] += idx.size
+    stamp = START + timedelta(seconds=30 * commit)
+    ts = pa.array([stamp] * PER_COMMIT, pa.timestamp("us", tz="UTC"))
+    return pa.table(
+        {
+            "topic": [TOPIC] * PER_COMMIT,
+            "partition": part,
+            "offset": offsets,
+            "timestamp": ts,
+            "timestamp_type": ["create"] * PER_COMMIT,
+            "key": [f"customer-{(commit * PER_COMMIT + i) % 5000:05d}".encode() for i in range(PER_COMMIT)],
+            "value": [b'{"amount_cents": 1234, "currency": "EUR", "status": "ok"}'] * PER_COMMIT,
+            "headers": [[]] * PER_COMMIT,
+            "date": ts.cast(pa.date32()),
+            "source_cluster": [CLUSTER] * PER_COMMIT,
+            "ingested_at": ts,
+        },
+        schema=RECORD_SCHEMA,
+    )
+
+
+def _commit_many(lake: Lake, dt: DeltaTable, first: int, count: int, state: dict) -> list[float]:
+    """``count`` commits continuing the stream; returns each commit's wall time (s)."""
+    times = []
+    for c in range(first, first + count):
+        table = _batch(c, state["next_offset"])
+        t0 = time.perf_counter()
+        r = commit_records(lake, dt, table, dict(state["expected"]), source_cluster=CLUSTER, backup_id="aging")
+        times.append(time.perf_counter() - t0)
+        state["expected"].update(r.committed)
+    return times
+
+
+def build(path: Path, versions: int) -> tuple[Lake, dict, dict[int, float]]:
+    """A fresh lake of ``versions`` versions; per-commit time (ms) at each mark reached."""
+    lake = Lake.at(path)
+    dt = ensure_table(lake)
+    state = {"next_offset": np.zeros(PARTITIONS, dtype=np.int64), "expected": {}}
+    per_commit: dict[int, float] = {}
+    done = dt.version()
+    started = time.perf_counter()
+    while done < versions:
+        step = min(500, versions - done)
+        times = _commit_many(lake, dt, done, step, state)
+        done += step
+        for mark in MARKS:
+            if done - step < mark <= done:
+                end = len(times) - (done - mark)
+                window = times[max(0, end - 100) : end]
+                per_commit[mark] = 1000 * sum(window) / max(1, len(window))
+        rate = 1000 * sum(times[-100:]) / len(times[-100:])
+        print(f"  {done:,} versions, {rate:.1f} ms/commit, {time.perf_counter() - started:.0f} s", flush=True)
+    return lake, state, per_commit
+
+
+def _cli(*args: str) -> float:
+    t0 = time.perf_counter()
+    proc = subprocess.run([KBAK, *args], capture_output=True, text=True)
+    elapsed = time.perf_counter() - t0
+    if proc.returncode not in (0, 1):  # validate may warn; anything worse is a failed benchmark
+        raise RuntimeError(f"kbak {' '.join(args)} failed: {proc.stderr.strip()}")
+    return elapsed
+
+
+def measure(lake: Lake, state: dict, label: str) -> dict:
+    day = (START + timedelta(days=2)).date().isoformat()
+    lo = int(state["next_offset"][1] // 2)
+    sql = (
+        f'select "offset", key from records where "date" = DATE \'{day}\' and "partition" = 1 '
+        f'and "offset" between {lo} and {lo + 50}'
+    )
+    out = {
+        "label": label,
+        "files": len(DeltaTable(lake.uri).file_uris()),
+        "query_s": _cli("query", "--lake", lake.uri, "--sql", sql, "-f", "json"),
+        "list_s": _cli("list", "--lake", lake.uri, "--format", "json"),
+        "validate_s": _cli("validate", "--lake", lake.uri, "--format", "json"),
+    }
+    print(
+        f"  {label}: {out['files']:,} files; query {out['query_s']:.2f} s, list {out['list_s']:.2f} s, "
+        f"validate {out['validate_s']:.2f} s",
+        flush=True,
+    )
+    return out
+
+
+def main() -> None:
+    versions = int(os.environ.get("KBAK_BENCH_AGING_VERSIONS", "20000"))
+    root = Path(os.environ.get("KBAK_BENCH_DIR", tempfile.gettempdir()))
+    path = Path(tempfile.mkdtemp(dir=root, prefix="kbak-bench-aging-"))
+    print(f"building {versions:,} versions of {PER_COMMIT}-record commits at {path}", flush=True)
+    lake, state, per_commit = build(path, versions)
+    for mark, ms in sorted(per_commit.items()):
+        print(f"  per-commit time at {mark:,} versions: {ms:.1f} ms", flush=True)
+    before = measure(lake, state, "before compaction")
+    t0 = time.perf_counter()
+    _cli("compact", "--lake", lake.uri)
+    compact_s = time.perf_counter() - t0
+    print(f"  kbak compact: {compact_s:.1f} s", flush=True)
+    after = measure(lake, state, "after compaction")
+    dt = DeltaTable(lake.uri)
+    extra = _commit_many(lake, dt, dt.version(), 100, state)
+    print(f"  per-commit time after compaction: {1000 * sum(extra) / len(extra):.1f} ms", flush=True)
+    print(f"  selective query speed-up from compaction: {before['query_s'] / after['query_s']:.1f}x", flush=True)
+    shutil.rmtree(path, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
