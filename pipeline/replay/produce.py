@@ -33,7 +33,7 @@ PRODUCER_DEFAULTS = {
     "linger.ms": 20,
     "batch.size": 1 << 20,
     "compression.type": "lz4",
-    "queue.buffering.max.messages": 100_000,
+    "queue.buffering.max.messages": 50_000,
     "queue.buffering.max.kbytes": 32 << 10,  # with the batch in hand, bounds memory whatever the window
 }
 OFFSET_HEADER_PREFIX = "kbak.source."
