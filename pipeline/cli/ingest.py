@@ -9,25 +9,64 @@ from typing import Annotated
 import typer
 
 from pipeline.cli._app import S3EndpointOpt, S3RegionOpt, app, emit_json, friendly, lake_from
+from pipeline.core import defaults
 
 
 @app.command("ingest")
 @friendly
 def ingest_cmd(
     config: Annotated[Path | None, typer.Option("--config", help="YAML config (OSO kafka-backup shape).")] = None,
-    bootstrap_servers: Annotated[str | None, typer.Option("--bootstrap-servers", "-b")] = None,
+    bootstrap_servers: Annotated[
+        str | None, typer.Option("--bootstrap-servers", "-b", help="Source Kafka cluster, host:port[,host:port].")
+    ] = None,
     topics: Annotated[list[str] | None, typer.Option("--topics", "-t", help="Regex of topics (repeatable).")] = None,
     exclude: Annotated[list[str] | None, typer.Option("--exclude", help="Regex of topics to skip.")] = None,
     lake: Annotated[str | None, typer.Option("--lake", help="Directory or s3://bucket/prefix.")] = None,
-    once: Annotated[bool | None, typer.Option("--once/--continuous", help="Snapshot to the current end.")] = None,
-    group_id: Annotated[str | None, typer.Option("--group-id")] = None,
-    source_cluster_id: Annotated[str | None, typer.Option("--source-cluster-id")] = None,
-    backup_id: Annotated[str | None, typer.Option("--backup-id")] = None,
-    compression_level: Annotated[int | None, typer.Option("--compression-level", min=1, max=22)] = None,
-    flush_records: Annotated[int | None, typer.Option("--flush-records", min=1)] = None,
-    flush_bytes: Annotated[int | None, typer.Option("--flush-bytes", min=1)] = None,
-    flush_seconds: Annotated[float | None, typer.Option("--flush-seconds", min=0.001)] = None,
-    target_file_size: Annotated[int | None, typer.Option("--target-file-size", min=1)] = None,
+    once: Annotated[
+        bool | None,
+        typer.Option("--once/--continuous", help="Snapshot up to the end offsets seen at start, or run until stopped."),
+    ] = None,
+    group_id: Annotated[
+        str | None, typer.Option("--group-id", help="Consumer group; default: one derived from the lake.")
+    ] = None,
+    source_cluster_id: Annotated[
+        str | None, typer.Option("--source-cluster-id", help="Name recorded for the source; default: its cluster id.")
+    ] = None,
+    backup_id: Annotated[
+        str | None,
+        typer.Option("--backup-id", help="Name of this run in the custody chain; default: ingest-<time>-<id>."),
+    ] = None,
+    compression_level: Annotated[
+        int | None,
+        typer.Option(
+            "--compression-level", min=1, max=22, help=f"zstd level.  [default: {defaults.COMPRESSION_LEVEL}]"
+        ),
+    ] = None,
+    flush_records: Annotated[
+        int | None,
+        typer.Option(
+            "--flush-records", min=1, help=f"Commit after this many records.  [default: {defaults.FLUSH_RECORDS}]"
+        ),
+    ] = None,
+    flush_bytes: Annotated[
+        int | None,
+        typer.Option(
+            "--flush-bytes", min=1, help=f"... or this many bytes of Arrow data.  [default: {defaults.FLUSH_BYTES}]"
+        ),
+    ] = None,
+    flush_seconds: Annotated[
+        float | None,
+        typer.Option(
+            "--flush-seconds", min=0.001, help=f"... or this many seconds.  [default: {defaults.FLUSH_SECONDS:g}]"
+        ),
+    ] = None,
+    target_file_size: Annotated[
+        int | None,
+        typer.Option(
+            "--target-file-size",
+            help=f"Bytes per Parquet file, at most (>= 1 MiB).  [default: {defaults.TARGET_FILE_SIZE}]",
+        ),
+    ] = None,
     s3_endpoint: S3EndpointOpt = None,
     s3_region: S3RegionOpt = None,
     kafka_setting: Annotated[
@@ -56,15 +95,31 @@ def ingest_cmd(
     maintenance_seconds: Annotated[
         float, typer.Option("--maintenance-seconds", min=0.1, help="How often --compact/--retention-apply check.")
     ] = 300.0,
+    snapshot_timeout: Annotated[
+        float,
+        typer.Option(
+            "--snapshot-timeout",
+            min=0,
+            help="--once: seconds to wait for partitions other group members hold before failing.",
+        ),
+    ] = 60.0,
+    unassigned_warning: Annotated[
+        float,
+        typer.Option(
+            "--unassigned-warning-seconds",
+            min=0,
+            help="Continuous: warn when the group assigns this worker no partition for this long.",
+        ),
+    ] = 60.0,
     json_out: Annotated[bool, typer.Option("--json", help="Print the final summary as JSON.")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
 ) -> None:
     """Archive Kafka topics into the lake, exactly once."""
     # Imported here so `kbak --help` and other commands do not pay for the ingest stack.
     from pipeline.core import profile
     from pipeline.core.config import BackupConfig, load_config
     from pipeline.core.kafka import parse_settings
-    from pipeline.core.progress import reporter_for_terminal
+    from pipeline.core.progress import plural, reporter_for_terminal
     from pipeline.ingest import IngestOptions, ingest
     from pipeline.ingest.workers import ingest_workers, worker_count
 
@@ -82,16 +137,18 @@ def ingest_cmd(
         group_id=group_id or src.group_id,
         source_cluster_id=source_cluster_id or b.source_cluster_id,
         backup_id=backup_id or cfg.backup_id,
-        compression_level=_pick(compression_level, b.compression_level, 3),
-        flush_records=_pick(flush_records, b.flush_records, 500_000),
-        flush_bytes=_pick(flush_bytes, b.flush_bytes, 16 << 20),
-        flush_seconds=_pick(flush_seconds, b.flush_seconds, 30.0),
-        target_file_size=_pick(target_file_size, b.target_file_size, 128 << 20),
+        compression_level=_pick(compression_level, b.compression_level, defaults.COMPRESSION_LEVEL),
+        flush_records=_pick(flush_records, b.flush_records, defaults.FLUSH_RECORDS),
+        flush_bytes=_pick(flush_bytes, b.flush_bytes, defaults.FLUSH_BYTES),
+        flush_seconds=_pick(flush_seconds, b.flush_seconds, defaults.FLUSH_SECONDS),
+        target_file_size=_pick(target_file_size, b.target_file_size, defaults.TARGET_FILE_SIZE),
         kafka_settings=settings,
         metrics_port=_pick(metrics_port, b.metrics_port, None),
         snapshot_groups=bool(_pick(snapshot_groups, b.snapshot_groups, False)),
         object_lock_days=_pick(object_lock_days, b.object_lock_days, None),
         topic_refresh_seconds=topic_refresh_seconds,
+        snapshot_timeout_seconds=snapshot_timeout,
+        unassigned_warning_seconds=unassigned_warning,
     )
     count = worker_count(workers if workers is not None else b.workers)
     do_compact = bool(_pick(compact, b.compact, False))
@@ -116,9 +173,9 @@ def ingest_cmd(
         emit_json(summary.as_dict())
         return
     typer.echo(
-        f"archived {summary.records} records ({summary.bytes_written / 1e6:.1f} MB in Parquet) from "
-        f"{len(summary.partitions)} topics in {summary.commits} commits "
-        f"(versions {summary.first_version}..{summary.last_version}) in {summary.duration_s:.1f}s "
+        f"archived {plural(summary.records, 'record')} ({summary.bytes_written / 1e6:.1f} MB in Parquet) from "
+        f"{plural(len(summary.partitions), 'topic')} in {plural(summary.commits, 'commit')} "
+        f"({_versions(summary.first_version, summary.last_version)}) in {summary.duration_s:.1f}s "
         f"[backup_id {summary.backup_id}]"
     )
     for topic, parts in sorted(summary.partitions.items()):
@@ -130,6 +187,14 @@ def ingest_cmd(
         typer.echo(
             f"  gap {gap['topic']}[{gap['partition']}] {gap['first_missing']}..{gap['last_missing']}: {gap['reason']}"
         )
+    for warning in summary.warnings:
+        typer.echo(f"  warning: {warning}")
+
+
+def _versions(first: int | None, last: int | None) -> str:
+    if first is None:
+        return "nothing new to commit"
+    return f"version {first}" if first == last else f"versions {first}..{last}"
 
 
 def _pick(flag, from_file, default):

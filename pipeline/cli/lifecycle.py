@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from pipeline.cli._app import LakeOpt, S3EndpointOpt, S3RegionOpt, app, emit_json, fail, friendly, lake_from
+from pipeline.core import defaults
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="JSON output.")]
 DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Say what would be done; change nothing.")]
@@ -113,7 +114,7 @@ def compact_cmd(
     to_date: Annotated[str | None, typer.Option("--to-date", help="Last date (YYYY-MM-DD).")] = None,
     target_file_size: Annotated[
         int, typer.Option("--target-file-size", help="Bytes per file to aim for (at least 1 MiB).")
-    ] = 128 << 20,
+    ] = defaults.TARGET_FILE_SIZE,
     dry_run: DryRunOpt = False,
     as_json: JsonOpt = False,
     s3_endpoint: S3EndpointOpt = None,

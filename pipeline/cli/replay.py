@@ -19,9 +19,13 @@ def replay_cmd(
         Path | None, typer.Option("--config", help="YAML config (OSO kafka-backup restore shape).")
     ] = None,
     lake: Annotated[str | None, typer.Option("--lake", help="Directory or s3://bucket/prefix.")] = None,
-    bootstrap_servers: Annotated[str | None, typer.Option("--bootstrap-servers", "-b", help="Target cluster.")] = None,
-    topic: Annotated[Many, typer.Option("--topic", "-t", help="Archived topic to replay (repeatable).")] = None,
-    partition: Annotated[list[int] | None, typer.Option("--partition", "-p", help="Source partition.")] = None,
+    bootstrap_servers: Annotated[
+        str | None, typer.Option("--bootstrap-servers", "-b", help="Target Kafka cluster, host:port[,host:port].")
+    ] = None,
+    topic: Annotated[Many, typer.Option("--topic", help="Archived topic to replay, exact name (repeatable).")] = None,
+    topic_short: Annotated[Many, typer.Option("-t", hidden=True)] = None,  # old spelling of --topic
+    partition: Annotated[list[int] | None, typer.Option("--partition", help="Source partition (repeatable).")] = None,
+    partition_short: Annotated[list[int] | None, typer.Option("-p", hidden=True)] = None,  # old spelling
     from_: Annotated[str | None, typer.Option("--from", help="Record time, inclusive: epoch ms or ISO-8601.")] = None,
     to: Annotated[str | None, typer.Option("--to", help="Record time, inclusive; a bare date = its end.")] = None,
     key: Annotated[str | None, typer.Option("--key", help="Record key: UTF-8 text or hex:BYTES.")] = None,
@@ -62,7 +66,7 @@ def replay_cmd(
     s3_region: S3RegionOpt = None,
     kafka_setting: Annotated[Many, typer.Option("-X", "--kafka-setting", help="librdkafka key=value.")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
 ) -> None:
     """Replay archived records to a Kafka cluster, byte for byte (or --dry-run to see what would go)."""
     from pipeline.core.config import RestoreConfig, load_config
@@ -81,8 +85,8 @@ def replay_cmd(
     options = ReplayOptions(
         lake=lake_from(lake or store.lake_uri(), s3_endpoint or store.endpoint, s3_region or store.region),
         bootstrap_servers=bootstrap_servers or ",".join(tgt.bootstrap_servers) or None,
-        topics=list(topic or r.topics),
-        partitions=list(partition or r.partitions),
+        topics=[*(topic or []), *(topic_short or [])] or list(r.topics),
+        partitions=[*(partition or []), *(partition_short or [])] or list(r.partitions),
         from_ms=parse_time(_pick(from_, r.time_window_start), "--from"),
         to_ms=parse_time(_pick(to, r.time_window_end), "--to", end=True),
         key=parse_key(_pick(key, r.key)),
@@ -118,6 +122,7 @@ def replay_cmd(
 
 def _show(summary, json_out: bool) -> None:
     """Print a ReplaySummary: JSON, or lines for a person."""
+    from pipeline.core.progress import plural
     from pipeline.core.timefmt import iso_ms
 
     if json_out:
@@ -145,10 +150,11 @@ def _show(summary, json_out: bool) -> None:
             )
         return
     first, last = summary.time_range()
+    times = f"; record times {iso_ms(first)} .. {iso_ms(last)}" if first is not None else ""
     typer.echo(
-        f"{summary.status}: replayed {summary.records} records ({mb:.1f} MB key+value) to {summary.target} in "
-        f"{summary.duration_s:.1f}s ({d['records_per_s'] or 0:,.0f} records/s); record times "
-        f"{iso_ms(first)} .. {iso_ms(last)} [table version {summary.table_version}]"
+        f"{summary.status}: replayed {plural(summary.records, 'record')} ({mb:.1f} MB key+value) to "
+        f"{summary.target} in {summary.duration_s:.1f}s ({d['records_per_s'] or 0:,.0f} records/s){times} "
+        f"[table version {summary.table_version}]"
     )
     if summary.skipped_by_checkpoint:
         typer.echo(

@@ -16,6 +16,9 @@ class IngestMetrics:
         self.commits = Counter("kbak_commits", "Delta commits made by ingest", registry=r)
         self.errors = Counter("kbak_errors", "Errors seen by ingest", ["kind"], registry=r)
         self.lag = Gauge("kbak_partition_lag", "Records behind the partition's end", ["topic", "partition"], registry=r)
+        self.assigned = Gauge(
+            "kbak_assigned_partitions", "Partitions the consumer group has assigned to this worker", registry=r
+        )
         self.last_commit = Gauge(
             "kbak_last_commit_timestamp_seconds", "Unix time of the last successful commit", registry=r
         )

@@ -41,22 +41,42 @@ class Reporter:
     def close(self) -> None:  # noqa: B027
         pass
 
+    def warn(self, text: str) -> None:  # noqa: B027 - the API returns warnings in its summary instead
+        pass
 
-class LogReporter(Reporter):
+
+class WarningReporter(Reporter):
+    """No progress, but warnings as ``kbak: warning: ...`` lines on stderr (``--quiet``, ``--json``)."""
+
+    def warn(self, text: str) -> None:
+        print(f"kbak: warning: {text}", file=sys.stderr, flush=True)
+
+
+class LogReporter(WarningReporter):
     """Plain lines on stderr every ``every`` seconds (for logs, CI, pipes)."""
 
     def __init__(self, every: float = 5.0) -> None:
         self.every = every
         self._last = 0.0
+        self._unprinted: str | None = None
 
     def update(self, snap: Snapshot) -> None:
         now = time.monotonic()
         if now - self._last >= self.every:
             self._last = now
+            self._unprinted = None
             print(snap.line(), file=sys.stderr, flush=True)
+        else:
+            self._unprinted = snap.line()
+
+    def close(self) -> None:
+        # The last state, so the final line is not a stale one from up to ``every`` seconds before.
+        if self._unprinted is not None:
+            print(self._unprinted, file=sys.stderr, flush=True)
+            self._unprinted = None
 
 
-class LiveReporter(Reporter):
+class LiveReporter(WarningReporter):
     """A rich live table on a terminal."""
 
     def __init__(self) -> None:
@@ -90,7 +110,12 @@ class LiveReporter(Reporter):
         self._live.stop()
 
 
+def plural(n: int, word: str) -> str:
+    """``1 topic``, ``2 topics``."""
+    return f"{n:,} {word}" if n == 1 else f"{n:,} {word}s"
+
+
 def reporter_for_terminal(quiet: bool = False) -> Reporter:
     if quiet:
-        return Reporter()
+        return WarningReporter()
     return LiveReporter() if sys.stderr.isatty() else LogReporter()

@@ -10,6 +10,7 @@ commit it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -24,7 +25,7 @@ from deltalake.exceptions import CommitFailedError
 from deltalake.transaction import AddAction
 
 from pipeline import __version__, custody
-from pipeline.core import profile
+from pipeline.core import defaults, profile
 from pipeline.core.errors import KbakError, first_line
 from pipeline.core.ranges import partition_ranges
 from pipeline.core.schema import PARTITION_COLUMNS, RECORD_SCHEMA
@@ -86,17 +87,19 @@ def commit_records(
     source_cluster: str,
     backup_id: str,
     gaps: list[dict] | None = None,
-    compression_level: int = 3,
-    target_file_size: int = 128 << 20,
+    compression_level: int = defaults.COMPRESSION_LEVEL,
+    target_file_size: int = defaults.TARGET_FILE_SIZE,
     max_attempts: int = 5,
     sleep: Callable[[float], None] = time.sleep,
 ) -> CommitResult:
     """Commit ``table``'s rows for the partitions whose fence holds; report the ones that moved."""
     rejected: dict[TopicPartition, int | None] = {}
     files: list[DataFile] = []
+    digest: str | None = None
     attempt = 0
     while True:
         attempt += 1
+        digest = None
         try:
             with profile.stage("fence"):
                 dt.update_incremental()
@@ -147,7 +150,9 @@ def commit_records(
             size = sum(f.size for f in files)
             return CommitResult(version, files, table.num_rows, size, committed, rejected, digest)
         except CommitFailedError as exc:
-            # A concurrent commit set one of our partitions' transactions: loop to re-fence.
+            # A concurrent commit set one of our partitions' transactions: nothing was committed, so
+            # the body staged for it names nothing; remove it, then loop to re-fence.
+            _unstage(lake, digest)
             if attempt >= max_attempts:
                 raise KbakError(f"commit to {lake.uri} kept conflicting: {first_line(exc)}") from None
         except KbakError:
@@ -157,6 +162,14 @@ def commit_records(
                 detail = " ".join(str(exc).split())[:300]  # the whole message, on one line
                 raise KbakError(f"storage error committing to {lake.uri} after {attempt} attempts: {detail}") from None
             sleep(min(0.5 * 2 ** (attempt - 1), 4.0))
+
+
+def _unstage(lake: Lake, digest: str | None) -> None:
+    """Remove a staged body no commit will name (a lost commit race; not a crash)."""
+    if digest is None:
+        return
+    with contextlib.suppress(OSError):
+        lake.delete(custody.manifest.staged_path(digest))
 
 
 def _fault(point: str) -> None:

@@ -18,11 +18,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipeline.core import profile
+from pipeline.core import defaults, profile
 from pipeline.core.schema import FILE_SCHEMA, PARTITION_COLUMNS
 from pipeline.core.storage import Lake
 
 ROW_GROUP_ROWS = 65_536
+MIN_TARGET_FILE_SIZE = 1 << 20  # smaller files cost more in metadata and requests than they save
+FOOTER_BYTES = 4096  # room kept per row group for page headers and the footer (measured: ~1.3-2.7 KiB)
 
 
 @dataclass(frozen=True)
@@ -49,7 +51,10 @@ class DataFile:
 
 
 def write_files(
-    lake: Lake, table: pa.Table, compression_level: int = 3, target_file_size: int = 128 << 20
+    lake: Lake,
+    table: pa.Table,
+    compression_level: int = defaults.COMPRESSION_LEVEL,
+    target_file_size: int = defaults.TARGET_FILE_SIZE,
 ) -> list[DataFile]:
     """Write ``table`` (rows of the record schema) as one or more files per (topic, date) partition."""
     files: list[DataFile] = []
@@ -123,21 +128,44 @@ def parquet_options(level: int) -> dict:
 
 
 def _encode(table: pa.Table, level: int, target_size: int):
-    """Yield (Parquet file as a ``pa.Buffer``, rows) chunks, closing a file once it reaches ``target_size``."""
+    """Yield (Parquet file as a ``pa.Buffer``, rows) chunks, each file kept within ``target_size``.
+
+    A row group is written only if its Arrow (uncompressed) size fits the room left in the file:
+    zstd never makes it meaningfully larger, so the cap holds whatever the records hold. Compression
+    frees room, so following row groups fill it; the file closes when a 64th of it is left.
+    """
+    n = table.num_rows
     start = 0
-    while start < table.num_rows:
+    while start < n:
         buf = pa.BufferOutputStream()  # a native sink: writing pages needs no GIL (io.BytesIO does)
         with profile.stage("encode"):
             writer = pq.ParquetWriter(buf, FILE_SCHEMA, **parquet_options(level))
-            end = start
-            while end < table.num_rows and buf.tell() < target_size:
-                chunk = table.slice(end, ROW_GROUP_ROWS)
-                writer.write_table(chunk, row_group_size=ROW_GROUP_ROWS)
-                end += chunk.num_rows
+            end, groups = start, 0
+            while end < n:
+                room = target_size - buf.tell() - FOOTER_BYTES * (groups + 2)
+                if groups and room < target_size / 64:
+                    break
+                rows = _rows_within(table, end, min(ROW_GROUP_ROWS, n - end), room)
+                if rows == 0:
+                    if groups:
+                        break
+                    rows = 1  # a record larger than the target gets a file of its own
+                writer.write_table(table.slice(end, rows), row_group_size=rows)
+                end += rows
+                groups += 1
             writer.close()
             data = buf.getvalue()
         yield data, table.slice(start, end - start)
         start = end
+
+
+def _rows_within(table: pa.Table, start: int, most: int, room: float) -> int:
+    """The most rows from ``start`` (at most ``most``) whose Arrow size is within ``room``."""
+    rows = most
+    while rows and table.slice(start, rows).nbytes > room:
+        per_row = table.slice(start, rows).nbytes / rows
+        rows = min(rows - 1, int(room / per_row))
+    return max(rows, 0)
 
 
 def _iso(value) -> str:

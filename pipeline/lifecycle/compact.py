@@ -21,6 +21,7 @@ from datetime import date
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pipeline.core import defaults
 from pipeline.core.errors import KbakError
 from pipeline.core.schema import RECORD_SCHEMA
 from pipeline.core.storage import Lake
@@ -28,11 +29,11 @@ from pipeline.core.table import open_table
 from pipeline.custody.digest import RecordDigest, combine, record_digest
 from pipeline.custody.operation import commit_operation, remove_action
 from pipeline.ingest.commit import add_action
+from pipeline.ingest.writer import MIN_TARGET_FILE_SIZE as MIN_TARGET
 from pipeline.ingest.writer import DataFile, write_files
 from pipeline.lifecycle.files import LiveFile, live_files, parse_day, read_file, topic_pattern
 
-DEFAULT_TARGET = 128 << 20
-MIN_TARGET = 1 << 20
+DEFAULT_TARGET = defaults.TARGET_FILE_SIZE
 
 
 @dataclass

@@ -21,6 +21,7 @@ import threading
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 
+from pipeline.core import defaults
 from pipeline.core.storage import Lake
 from pipeline.lifecycle.policies import Policy, load_policies, set_policy
 
@@ -52,7 +53,7 @@ class Maintenance(threading.Thread):
         compact: bool,
         retention_apply: bool,
         topics: str | None = None,
-        target_file_size: int = 128 << 20,
+        target_file_size: int = defaults.TARGET_FILE_SIZE,
         interval: float = 300.0,
         warn: Callable[[str], None] = log.warning,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 import pyarrow as pa
+import pytest
 from deltalake import DeltaTable, write_deltalake
 from support.kbak_testing import archive_rows, consume_all, produce, run_json, run_kbak
 from support.s3_fault_proxy import FaultProxy
@@ -36,6 +37,26 @@ def test_patterns_matching_no_topic(kafka, tmp_path):
     proc = run_kbak("ingest", "-b", kafka.bootstrap, "--topics", "no-such-topic-.*", "--lake", str(tmp_path / "l"))
     assert "no topic" in _one_line_error(proc) and "no-such-topic-.*" in proc.stderr
     assert not (tmp_path / "l").exists()
+
+
+def test_client_setting_librdkafka_rejects_is_one_line_before_the_lake_exists(kafka, tmp_path, topic_name):
+    """Issue 14.11: librdkafka checks settings in combination only when a client is made."""
+    topic = topic_name("badx")
+    create_topics(kafka.bootstrap, {topic: 1})
+    lake = tmp_path / "lake"
+    bad = ("-X", "fetch.max.bytes=3000")
+    proc = run_kbak("ingest", "-b", kafka.bootstrap, "--topics", topic, "--lake", str(lake), *bad)
+    assert "fetch.max.bytes" in _one_line_error(proc)
+    assert not lake.exists()
+
+
+@pytest.mark.parametrize("size", ["0", "4", "1048575"])
+def test_target_file_size_below_the_minimum_is_one_line(tmp_path, size):
+    """Issue 14.10: values 1-4 crashed the writer; anything under 1 MiB is refused before any work."""
+    lake = tmp_path / "lake"
+    proc = run_kbak("ingest", "-b", "127.0.0.1:1", "--topics", "a", "--lake", str(lake), "--target-file-size", size)
+    assert "--target-file-size" in _one_line_error(proc) and proc.returncode == 2
+    assert not lake.exists()
 
 
 def test_invalid_regex(kafka, tmp_path):

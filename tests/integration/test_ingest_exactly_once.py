@@ -147,3 +147,21 @@ def test_two_workers_split_partitions_through_a_rebalance(kafka, tmp_path, topic
     assert archive_rows(str(lake), topic=topic) == source
     writers = {h.get("kbak.backup_id") for h in DeltaTable(str(lake)).history() if h.get("kbak.operation") == "ingest"}
     assert writers == {"worker-a", "worker-b"}
+
+
+def test_concurrent_once_runs_leave_no_staged_bodies_behind(kafka, tmp_path, topic_name):
+    """Issue 14.15: the loser of a commit race removes the manifest body it staged (no orphan warnings)."""
+    topic = topic_name("race")
+    create_topics(kafka.bootstrap, {topic: 3})
+    produce(kafka.bootstrap, _records(topic, 3000, 3, "r"))
+    lake = tmp_path / "lake"
+    cmd = [KBAK, "ingest", "-b", kafka.bootstrap, "--topics", topic, "--lake", str(lake), "--once", "--quiet",
+           "--flush-records", "50"]  # fmt: skip
+    runs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    for proc in runs:
+        _out, err = proc.communicate(timeout=180)
+        assert proc.returncode == 0, err
+    assert archive_rows(str(lake), topic=topic) == consume_all(kafka.bootstrap, topic, 3)
+    proc = run_kbak("validate", "--lake", str(lake))
+    assert proc.returncode == 0, proc.stdout
+    assert "orphan-staged-body" not in proc.stdout, proc.stdout

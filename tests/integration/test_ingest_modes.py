@@ -184,3 +184,58 @@ def test_log_append_time_topics_are_marked(kafka, tmp_path, topic_name):
     run_json("ingest", "-b", kafka.bootstrap, "--topics", topic, "--lake", str(tmp_path / "lake"), "--once")
     row = DeltaTable(str(tmp_path / "lake")).to_pyarrow_table().to_pylist()[0]
     assert row["timestamp_type"] == "log_append" and row["timestamp"].year > 2000
+
+
+def _metric(port: int, name: str) -> float | None:
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    return None
+
+
+def test_continuous_worker_without_partitions_warns_and_says_so(kafka, tmp_path, topic_name):
+    """Issue 14.7: a worker the group gives nothing showed '0 records/s' and exited 0 without a word."""
+    topic = topic_name("idle")
+    group = f"g-{topic}"
+    create_topics(kafka.bootstrap, {topic: 1})  # one partition, two workers: one of them gets none
+    produce(kafka.bootstrap, [{"topic": topic, "value": b"x%d" % i} for i in range(10)])
+    lake = tmp_path / "lake"
+    ports = [free_port(), free_port()]
+    common = ("--topics", topic, "--lake", str(lake), "--group-id", group, "--flush-seconds", "0.5")
+    workers = [
+        subprocess.Popen(
+            [
+                KBAK,
+                "ingest",
+                "-b",
+                kafka.bootstrap,
+                *common,
+                "--metrics-port",
+                str(port),
+                "--json",
+                "--unassigned-warning-seconds",
+                "3",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        for port in ports
+    ]
+    try:
+        _wait(lambda: _count(lake) >= 10)
+        # Settled: one worker holds the partition, the other holds nothing.
+        _wait(lambda: sorted(_metric(p, "kbak_assigned_partitions") or 0 for p in ports) == [0, 1], timeout=90)
+        idle = next(i for i, p in enumerate(ports) if _metric(p, "kbak_assigned_partitions") == 0)
+        time.sleep(5)  # longer than --unassigned-warning-seconds
+        assert _metric(ports[idle], "kbak_assigned_partitions") == 0
+        assert (_metric(ports[idle], 'kbak_errors_total{kind="unassigned"}') or 0) >= 1
+    finally:
+        for w in workers:
+            w.send_signal(signal.SIGTERM)
+        results = [w.communicate(timeout=60) for w in workers]
+    out, err = results[idle]
+    assert workers[idle].returncode == 0, err
+    assert "kbak: warning: no partition assigned to this worker for" in err and group in err
+    assert any(group in w and "no partition" in w for w in json.loads(out)["warnings"])

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from support.kbak_testing import archive_rows, consume_all, produce, run_json
+from support.kbak_testing import archive_rows, consume_all, produce, run_json, run_kbak
 
 from pipeline.dev.sample import create_topics
 
@@ -77,3 +77,37 @@ def test_flush_records_bounds_each_commit(kafka, tmp_path, topic_name):
     assert summary["records"] == 95 and summary["commits"] == 10
     commits = [h for h in DeltaTable(lake).history() if h.get("kbak.operation") == "ingest"]
     assert sorted(h["kbak.records"] for h in commits) == [5] + [10] * 9
+
+
+def test_text_summary_and_last_progress_line(kafka, tmp_path, topic_name):
+    """Issue 14.15: singulars, no ``versions None..None``, and a last progress line with the final count."""
+    topic = topic_name("text")
+    create_topics(kafka.bootstrap, {topic: 1})
+    produce(kafka.bootstrap, [{"topic": topic, "value": b"v%d" % i} for i in range(7)])
+    args = ("ingest", "-b", kafka.bootstrap, "--topics", topic, "--lake", str(tmp_path / "lake"), "--once")
+
+    first = run_kbak(*args, check=True)
+    assert first.stdout.startswith("archived 7 records (") and "from 1 topic in 1 commit (version 1)" in first.stdout
+    progress = [line for line in first.stderr.splitlines() if "(consumed)" in line]
+    assert progress and ": 7 records," in progress[-1], first.stderr
+
+    again = run_kbak(*args, check=True)
+    assert again.stdout.startswith("archived 0 records (") and "(nothing new to commit)" in again.stdout
+    assert "None" not in again.stdout
+
+
+def test_target_file_size_bounds_every_file(kafka, tmp_path, topic_name):
+    """Issue 14.10: ``--target-file-size`` is a cap on each Parquet file, not a per-row-group check."""
+    import random
+
+    topic = topic_name("fsize")
+    create_topics(kafka.bootstrap, {topic: 1})
+    rnd = random.Random(7)
+    produce(kafka.bootstrap, [{"topic": topic, "value": rnd.randbytes(400)} for _ in range(8000)])
+    lake = tmp_path / "lake"
+    cap = 1 << 20
+    run_json("ingest", "-b", kafka.bootstrap, "--topics", topic, "--lake", str(lake), "--once",
+             "--target-file-size", str(cap))  # fmt: skip
+    sizes = [p.stat().st_size for p in lake.rglob("*.parquet")]
+    assert len(sizes) >= 3 and max(sizes) <= cap, sizes
+    assert archive_rows(str(lake), topic=topic) == consume_all(kafka.bootstrap, topic, 1)

@@ -1,0 +1,8 @@
+"""Every tunable default, written once: the ingest options, the writer, compaction and the CLI's help
+all read them from here (this module imports nothing, so the CLI can show them at no cost)."""
+
+COMPRESSION_LEVEL = 3  # zstd level of the Parquet files
+FLUSH_RECORDS = 500_000  # commit after this many records ...
+FLUSH_BYTES = 16 << 20  # ... or this much Arrow data ...
+FLUSH_SECONDS = 30.0  # ... or this long since the first buffered record
+TARGET_FILE_SIZE = 128 << 20  # a Parquet file's size, at most (ingest and compaction)

@@ -1,0 +1,89 @@
+"""The committer thread: writes and commits flushes in order, off the consuming thread.
+
+Parquet encoding, uploads and the Delta commit run mostly outside the GIL, so they overlap with
+the main thread's consuming. A queue of one flush bounds memory.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from dataclasses import dataclass
+
+import pyarrow as pa
+
+from pipeline.core.storage import Lake
+from pipeline.core.table import open_table
+from pipeline.ingest.commit import CommitResult, commit_records
+
+TP = tuple[str, int]
+
+
+@dataclass
+class Flush:
+    """One flush: its rows, the fence per partition, and the generations it was cut at."""
+
+    table: pa.Table
+    expected: dict[TP, int | None]
+    generation: dict[TP, int]
+    gaps: list[dict]
+
+
+class Committer(threading.Thread):
+    """Commits each flush put on ``jobs``; puts ``(flush, result or exception)`` on ``results``."""
+
+    def __init__(
+        self,
+        lake: Lake,
+        *,
+        source_cluster: str,
+        backup_id: str,
+        compression_level: int,
+        target_file_size: int,
+        object_lock_days: int | None,
+    ) -> None:
+        super().__init__(name="kbak-committer", daemon=True)
+        self.lake = lake
+        self.source_cluster = source_cluster
+        self.backup_id = backup_id
+        self.compression_level = compression_level
+        self.target_file_size = target_file_size
+        self.object_lock_days = object_lock_days
+        self.jobs: queue.Queue[Flush | None] = queue.Queue(maxsize=1)
+        self.results: queue.Queue[tuple[Flush, CommitResult | BaseException]] = queue.Queue()
+
+    def run(self) -> None:
+        dt = None
+        while True:
+            job = self.jobs.get()
+            try:
+                if job is None:
+                    return
+                try:
+                    # Opened here, so a failure is reported like any commit failure (the thread
+                    # must never die silently: the main thread would then wait on it forever).
+                    dt = dt or open_table(self.lake)
+                    res: CommitResult | BaseException = self._commit(dt, job)
+                except BaseException as exc:  # reported to the main thread, which stops the run
+                    res = exc
+                self.results.put((job, res))
+            finally:
+                self.jobs.task_done()
+
+    def _commit(self, dt, job: Flush) -> CommitResult:
+        res = commit_records(
+            self.lake,
+            dt,
+            job.table,
+            job.expected,
+            source_cluster=self.source_cluster,
+            backup_id=self.backup_id,
+            gaps=job.gaps,
+            compression_level=self.compression_level,
+            target_file_size=self.target_file_size,
+        )
+        if self.object_lock_days and res.version is not None:
+            from pipeline.custody.hold import lock_commit
+
+            lock_commit(self.lake, res, self.object_lock_days)
+        return res
