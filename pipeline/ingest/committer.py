@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pyarrow as pa
 
@@ -27,6 +27,7 @@ class Flush:
     expected: dict[TP, int | None]
     generation: dict[TP, int]
     gaps: list[dict]
+    ranges: list[dict] = field(default_factory=list)  # partition_ranges(table), computed once
 
 
 class Committer(threading.Thread):

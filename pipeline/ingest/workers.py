@@ -29,7 +29,9 @@ from pipeline.core.metrics import IngestMetrics
 from pipeline.core.progress import Reporter, Snapshot
 from pipeline.core.signals import stop_on_signals
 from pipeline.ingest.commit import ensure_table
-from pipeline.ingest.run import IngestOptions, IngestSummary, default_group_id, ingest
+from pipeline.ingest.options import IngestOptions, default_group_id
+from pipeline.ingest.run import ingest
+from pipeline.ingest.summary import IngestSummary
 
 REPORT_EVERY_S = 0.5
 
@@ -116,7 +118,7 @@ def ingest_workers(
                     relay.progress[i] = body
                     reporter.update(relay.snapshot())
                 elif kind == "warn":
-                    getattr(reporter, "warn", lambda _text: None)(body)
+                    reporter.warn(body)
                 elif kind == "done":
                     summaries[i] = body
                     relay.progress[i] = body["progress"]
@@ -170,8 +172,7 @@ def merge_summaries(parts: list[dict], backup_id: str, lake: str) -> IngestSumma
                     have["first_offset"] = min(have["first_offset"], info["first_offset"])
                     have["last_offset"] = max(have["last_offset"], info["last_offset"])
         out.gaps.extend(p["gaps"])
-        if hasattr(out, "warnings"):
-            out.warnings.extend(w for w in p.get("warnings", []) if w not in out.warnings)
+        out.warnings.extend(w for w in p.get("warnings", []) if w not in out.warnings)
     return out
 
 

@@ -31,9 +31,9 @@ from pathlib import Path
 import pyarrow.parquet as pq
 from confluent_kafka import Consumer, Producer, TopicPartition
 
+from pipeline.core import defaults
 from pipeline.dev.bench.measure import Usage, measured, run_process
 from pipeline.dev.sample import create_topics, payment_event
-from pipeline.ingest import IngestOptions
 from pipeline.ingest.writer import parquet_options
 
 TOPIC = "bench-ingest"
@@ -119,7 +119,7 @@ def main() -> None:
     from pipeline.dev.servers import LocalBroker
 
     records = int(os.environ.get("KBAK_BENCH_RECORDS", "600000"))
-    level = int(os.environ.get("KBAK_BENCH_LEVEL", str(IngestOptions.compression_level)))
+    level = int(os.environ.get("KBAK_BENCH_LEVEL", str(defaults.COMPRESSION_LEVEL)))
     workers = int(os.environ.get("KBAK_BENCH_WORKERS", "1"))
     profile = os.environ.get("KBAK_PROFILE", "") not in ("", "0")
     workdir = Path(tempfile.mkdtemp(prefix="kbak-bench-"))
