@@ -30,7 +30,10 @@ from pipeline.query.engine import connect
 from pipeline.replay.options import ReplayOptions
 from pipeline.replay.summary import with_iso_times
 
-MEMORY_LIMIT = "256MB"
+MEMORY_LIMIT = "128MB"
+# One DuckDB thread: the reading runs ahead of the producing loop anyway (it waits on the prefetch
+# queue most of the time), and each extra thread holds its own scan and decompression buffers.
+THREADS = 1
 _ROWS = "_kbak_replay_rows"
 _SCOPE = "_kbak_replay_scope"
 _COLUMNS = 'topic, "partition", "offset", "timestamp", timestamp_type, {key}, {value}, headers, "date", source_cluster'
@@ -74,6 +77,7 @@ class Selection:
         self.con = connect(options.lake, as_of=self.version)
         self._tmp = tempfile.TemporaryDirectory(prefix="kbak-replay-")
         self.con.execute(f"SET memory_limit = '{MEMORY_LIMIT}'")
+        self.con.execute(f"SET threads = {THREADS}")
         self.con.execute(f"SET temp_directory = {_text(self._tmp.name)}")
         self.con.execute(f"CREATE TEMP VIEW {_ROWS} AS SELECT * FROM records WHERE {self._filter(resume or {})}")
         self.where = options.where
