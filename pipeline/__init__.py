@@ -46,6 +46,12 @@ _EXPORTS: dict[str, str] = {
     "ValidationReport": "pipeline.custody.validate",
     "history": "pipeline.custody.history",
     "describe": "pipeline.custody.history",
+    # erasure and case holds
+    "erase": "pipeline.erasure",
+    "erase_status": "pipeline.erasure",
+    "open_case": "pipeline.custody.cases",
+    "release_case": "pipeline.custody.cases",
+    "open_cases": "pipeline.custody.cases",
 }
 __all__ = [
     "IngestOptions",
@@ -60,10 +66,15 @@ __all__ = [
     "connect",
     "custody_summary",
     "describe",
+    "erase",
+    "erase_status",
     "export_evidence",
     "history",
     "ingest",
     "load_queries",
+    "open_case",
+    "open_cases",
+    "release_case",
     "replay",
     "run_query",
     "table_state",
@@ -87,8 +98,10 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerly
     from pipeline.core.errors import KbakError
     from pipeline.core.storage import Lake, S3Settings
+    from pipeline.custody.cases import open_case, open_cases, release_case
     from pipeline.custody.history import describe, history
     from pipeline.custody.validate import ValidationReport, validate
+    from pipeline.erasure import erase, erase_status
     from pipeline.ingest import IngestOptions, IngestSummary, ingest
     from pipeline.query.discovery import custody_summary, export_evidence
     from pipeline.query.engine import connect, table_state

@@ -87,3 +87,12 @@ def two_run_lake(kafka, tmp_path_factory) -> TwoRuns:
     topic = f"custody-{uuid.uuid4().hex[:8]}"
     first, second = two_runs(kafka, topic, str(lake))
     return TwoRuns(lake, topic, first, second)
+
+
+@pytest.fixture(scope="session")
+def schema_lake(kafka, tmp_path_factory):
+    """Avro, Protobuf, JSON Schema and plain JSON topics archived with and without
+    ``--schema-registry``; the fixture registry is stopped before any test reads them."""
+    from support import schema_lake as builder
+
+    return builder.build(kafka.bootstrap, str(tmp_path_factory.mktemp("schemas")))

@@ -13,6 +13,8 @@ from pipeline.cli import ingest as _ingest  # noqa: E402, F401
 from pipeline.cli import lifecycle as _lifecycle  # noqa: E402, F401
 from pipeline.cli import query as _query  # noqa: E402, F401
 from pipeline.cli import replay as _replay  # noqa: E402, F401
+from pipeline.cli import schemas as _schemas  # noqa: E402, F401
+from pipeline.cli import security as _security  # noqa: E402, F401
 from pipeline.cli._app import app  # noqa: E402
 
 __all__ = ["app"]

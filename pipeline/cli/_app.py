@@ -30,8 +30,10 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def fail(message: str, code: int = 1) -> None:
-    """Print a one-line error on stderr and exit with ``code``."""
-    typer.echo(f"kbak: error: {message}", err=True)
+    """Print a one-line error on stderr (secrets masked) and exit with ``code``."""
+    from pipeline.core.secrets import redact
+
+    typer.echo(f"kbak: error: {redact(message)}", err=True)
     raise typer.Exit(code)
 
 
@@ -57,13 +59,32 @@ S3EndpointOpt = Annotated[
 S3RegionOpt = Annotated[str | None, typer.Option("--s3-region", help="S3 region; default from AWS env.")]
 
 
-def lake_from(uri: str | None, endpoint: str | None = None, region: str | None = None) -> Lake:
+AccessLogOpt = Annotated[
+    str | None,
+    typer.Option("--access-log", help="Access log (directory or s3://bucket/prefix); env KBAK_ACCESS_LOG."),
+]
+SseOpt = Annotated[
+    str | None,
+    typer.Option("--sse", help="Server-side encryption of every object written: aws:kms or AES256 (env KBAK_SSE)."),
+]
+SseKeyOpt = Annotated[
+    str | None, typer.Option("--sse-kms-key-id", help="KMS key id or ARN for --sse aws:kms (env KBAK_SSE_KMS_KEY_ID).")
+]
+
+
+def lake_from(
+    uri: str | None,
+    endpoint: str | None = None,
+    region: str | None = None,
+    sse: str | None = None,
+    sse_kms_key_id: str | None = None,
+) -> Lake:
     # Commands import their heavy dependencies when they run, so `kbak query` starts fast.
     from pipeline.core.storage import Lake, S3Settings
 
     if not uri:
         raise KbakError("--lake is required (a directory or s3://bucket/prefix)")
-    return Lake.at(uri, S3Settings(endpoint=endpoint, region=region))
+    return Lake.at(uri, S3Settings(endpoint=endpoint, region=region, sse=sse, sse_kms_key_id=sse_kms_key_id))
 
 
 def emit_json(obj: Any) -> None:
@@ -92,9 +113,14 @@ def _configure_logging() -> None:
     import logging
     import os
 
+    from pipeline.core.secrets import RedactingFilter, remember_environment
+
+    remember_environment()
     level = os.environ.get("KBAK_LOG")
     if level:
         logging.basicConfig(level=level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(RedactingFilter())
     else:
         logging.getLogger("kbak").addHandler(logging.NullHandler())
         logging.getLogger("kbak").propagate = False

@@ -10,7 +10,19 @@ from typing import Annotated
 
 import typer
 
-from pipeline.cli._app import LakeOpt, S3EndpointOpt, S3RegionOpt, app, emit_json, fail, friendly, lake_from
+from pipeline.cli._app import (
+    AccessLogOpt,
+    LakeOpt,
+    S3EndpointOpt,
+    S3RegionOpt,
+    SseKeyOpt,
+    SseOpt,
+    app,
+    emit_json,
+    fail,
+    friendly,
+    lake_from,
+)
 from pipeline.cli.cases import (
     CaseFromOpt,
     CaseJsonOpt,
@@ -92,7 +104,8 @@ def list_cmd(
         )
         for p in t["partitions"]:
             typer.echo(
-                f"    [{p['partition']}] offsets {p['first_offset']}..{p['last_offset']} ({p['records']} records)"
+                f"    [{p['partition']}] offsets {p['first_offset']}..{p['last_offset']} ({p['records']} records"
+                + (f", {p['removed']} removed by erasure/retention)" if p.get("removed") else ")")
             )
     if data["head"]:
         typer.echo(
@@ -109,11 +122,16 @@ def describe_cmd(
     fmt: Annotated[DescribeFormat, typer.Option("--format", "-f")] = DescribeFormat.text,
     s3_endpoint: S3EndpointOpt = None,
     s3_region: S3RegionOpt = None,
+    access_log: AccessLogOpt = None,
 ) -> None:
     """Everything a version's (or an ingest run's) custody manifest holds, checksums included."""
+    from pipeline.core.access_log import log_access
     from pipeline.custody.history import describe
 
-    data = describe(lake_from(lake, s3_endpoint, s3_region), version=version, backup_id=backup_id)
+    target = lake_from(lake, s3_endpoint, s3_region)
+    data = describe(target, version=version, backup_id=backup_id)
+    described = [v["version"] for v in data.get("versions") or [data]]
+    log_access("describe", target, access_log, table_version=max(described, default=None), backup_id=backup_id)
     if fmt is DescribeFormat.json:
         emit_json(data)
     elif fmt is DescribeFormat.yaml:
@@ -161,11 +179,13 @@ def validate_cmd(
     fmt: FormatOpt = TextJson.text,
     s3_endpoint: S3EndpointOpt = None,
     s3_region: S3RegionOpt = None,
+    sse: SseOpt = None,
+    sse_kms_key_id: SseKeyOpt = None,
 ) -> None:
     """Prove the archive is unchanged: exit 0 valid, 1 invalid, 2 usage error."""
     from pipeline.custody.validate import parse_anchor, validate
 
-    lake_obj = _usage(lambda: lake_from(lake, s3_endpoint, s3_region))
+    lake_obj = _usage(lambda: lake_from(lake, s3_endpoint, s3_region, sse, sse_kms_key_id))
     anchors = dict(_usage(lambda: [parse_anchor(a) for a in anchor or []]))
     report = validate(lake_obj, deep=deep, backup_id=backup_id, repair=repair, anchors=anchors)
     if fmt is TextJson.json:
@@ -210,6 +230,8 @@ def hold_cmd(
     fmt: FormatOpt = TextJson.text,
     s3_endpoint: S3EndpointOpt = None,
     s3_region: S3RegionOpt = None,
+    sse: SseOpt = None,
+    sse_kms_key_id: SseKeyOpt = None,
     case: CaseOpt = None,
     topics: CaseTopicsOpt = None,
     from_: CaseFromOpt = None,
@@ -224,14 +246,14 @@ def hold_cmd(
     from pipeline.custody import hold as h
 
     if case is not None or cases:
-        lake_obj = lake_from(lake, s3_endpoint, s3_region)
+        lake_obj = lake_from(lake, s3_endpoint, s3_region, sse, sse_kms_key_id)
         case_hold(lake_obj, case, topics, from_, to, key or [], reason, release, cases, as_json or fmt is TextJson.json)
         return
     if until is None and legal_hold is None and not status:
         fail("give --until DATE [--mode ...], --legal-hold on|off, or --status", 2)
     if mode is not None and until is None:
         fail("--mode applies to retention: give --until DATE with it", 2)
-    target = lake_from(lake, s3_endpoint, s3_region)
+    target = lake_from(lake, s3_endpoint, s3_region, sse, sse_kms_key_id)
     h.require_s3(target)
     results: list[dict] = []
     if until is not None:
@@ -277,12 +299,13 @@ def report_cmd(
     deep: Annotated[bool, typer.Option("--deep", help="Validate deeply (hash and decode every file).")] = False,
     s3_endpoint: S3EndpointOpt = None,
     s3_region: S3RegionOpt = None,
+    access_log: AccessLogOpt = None,
 ) -> None:
-    """The monthly compliance report: coverage, gaps, validation, custody head, holds, chart."""
+    """The monthly compliance report: coverage, gaps, validation, custody head, holds, accesses, chart."""
     from pipeline.custody import report as rp
 
     rp.parse_period(period)  # bad periods fail before any work
-    data = rp.build_report(lake_from(lake, s3_endpoint, s3_region), period, deep=deep)
+    data = rp.build_report(lake_from(lake, s3_endpoint, s3_region), period, deep=deep, access_log=access_log)
     if fmt is ReportFormat.json:
         text = json.dumps(data, indent=2, default=str) + "\n"
     elif fmt is ReportFormat.html:

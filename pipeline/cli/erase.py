@@ -6,7 +6,18 @@ from typing import Annotated
 
 import typer
 
-from pipeline.cli._app import LakeOpt, S3EndpointOpt, S3RegionOpt, app, emit_json, fail, friendly, lake_from
+from pipeline.cli._app import (
+    LakeOpt,
+    S3EndpointOpt,
+    S3RegionOpt,
+    SseKeyOpt,
+    SseOpt,
+    app,
+    emit_json,
+    fail,
+    friendly,
+    lake_from,
+)
 
 
 @app.command("erase")
@@ -33,33 +44,39 @@ def erase_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="JSON output.")] = False,
     s3_endpoint: S3EndpointOpt = None,
     s3_region: S3RegionOpt = None,
+    sse: SseOpt = None,
+    sse_kms_key_id: SseKeyOpt = None,
 ) -> None:
     """Erase a data subject's records from every version of the archive, provably (GDPR Art. 17)."""
-    from pipeline.erasure.selectors import parse_selectors
+    from pipeline.erasure import erase, erase_status
 
-    target = lake_from(lake, s3_endpoint, s3_region)
-    selectors = parse_selectors(key or [], json_field or [], header or [])
+    target = lake_from(lake, s3_endpoint, s3_region, sse, sse_kms_key_id)
     if status:
-        from pipeline.erasure.status import erase_status
-
-        if header or len(selectors) + (request_id is not None) != 1:
+        if header or len(key or []) + len(json_field or []) + (request_id is not None) != 1:
             fail("--status takes one of --request-id, --key or --json-field FIELD=VALUE")
-        out = erase_status(target, request_id, selectors[0] if selectors else None)
+        found = erase_status(target, request_id, (key or [None])[0], (json_field or [None])[0])
         if as_json:
-            emit_json(out)
+            emit_json(found)
             return
-        for e in out["erasures"]:
+        for e in found["erasures"]:
             typer.echo(
                 f"request {e['request_id']}: version {e['version']}, {e['created_at']} by {e['created_by']}, "
                 f"{e['records_erased']} records ({e['reason']}): {e['state']}"
             )
         return
-    from pipeline.erasure.erase import execute, plan
-
-    p = plan(target, request_id or "", reason or "", selectors, topics, except_held)
-    out = p.summary() if dry_run else execute(p)
+    out = erase(
+        target,
+        request_id or "",
+        reason or "",
+        keys=key or [],
+        json_fields=json_field or [],
+        headers=header or [],
+        topics=topics or [],
+        dry_run=dry_run,
+        except_held=except_held,
+    )
     if as_json:
-        emit_json({**out, "dry_run": dry_run})
+        emit_json(out)
         return
     verb = "would erase" if dry_run else "erased"
     typer.echo(f"{verb} {out['records']} records (request {out['request_id']}) from {out['lake']}")

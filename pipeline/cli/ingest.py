@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from pipeline.cli._app import S3EndpointOpt, S3RegionOpt, app, emit_json, friendly, lake_from
+from pipeline.cli._app import S3EndpointOpt, S3RegionOpt, SseKeyOpt, SseOpt, app, emit_json, friendly, lake_from
 from pipeline.core import defaults
 
 
@@ -69,6 +69,8 @@ def ingest_cmd(
     ] = None,
     s3_endpoint: S3EndpointOpt = None,
     s3_region: S3RegionOpt = None,
+    sse: SseOpt = None,
+    sse_kms_key_id: SseKeyOpt = None,
     kafka_setting: Annotated[
         list[str] | None, typer.Option("-X", "--kafka-setting", help="librdkafka key=value (repeatable).")
     ] = None,
@@ -85,6 +87,32 @@ def ingest_cmd(
     workers: Annotated[
         str | None,
         typer.Option("--workers", help="Ingest processes on this host, in one consumer group: N, or auto (CPUs)."),
+    ] = None,
+    connect_timeout: Annotated[
+        float, typer.Option("--connect-timeout", min=0.1, help="Seconds Kafka may take to answer before the run fails.")
+    ] = 10.0,
+    schema_registry: Annotated[
+        str | None,
+        typer.Option("--schema-registry", help="Schema Registry URL: keep the schemas of wire-format records."),
+    ] = None,
+    schema_registry_auth: Annotated[
+        str | None, typer.Option("--schema-registry-auth", help="Registry basic auth as user:password.")
+    ] = None,
+    schema_registry_ca: Annotated[
+        str | None, typer.Option("--schema-registry-ca", help="CA file (PEM) to verify the registry's TLS.")
+    ] = None,
+    schema_registry_cert: Annotated[
+        str | None, typer.Option("--schema-registry-cert", help="Client certificate (PEM) for the registry.")
+    ] = None,
+    schema_registry_key: Annotated[
+        str | None, typer.Option("--schema-registry-key", help="Client private key (PEM) for the registry.")
+    ] = None,
+    schema_registry_optional: Annotated[
+        bool | None,
+        typer.Option(
+            "--schema-registry-optional",
+            help="Archive records even when the registry cannot give their schema now (counted, not kept).",
+        ),
     ] = None,
     compact: Annotated[
         bool | None, typer.Option("--compact", help="Continuous: compact each UTC day once it is closed.")
@@ -120,6 +148,7 @@ def ingest_cmd(
     from pipeline.core.config import BackupConfig, load_config
     from pipeline.core.kafka import parse_settings
     from pipeline.core.progress import plural, reporter_for_terminal
+    from pipeline.core.secrets import resolve_settings
     from pipeline.ingest import IngestOptions, ingest
     from pipeline.ingest.workers import ingest_workers, worker_count
 
@@ -127,10 +156,17 @@ def ingest_cmd(
     src, store, b = cfg.source, cfg.storage, cfg.backup
     settings = src.client_settings()
     settings.update(parse_settings(kafka_setting or []))
+    settings = resolve_settings(settings)
     lake_uri = lake or store.lake_uri()
     opts = IngestOptions(
         bootstrap_servers=bootstrap_servers or ",".join(src.bootstrap_servers),
-        lake=lake_from(lake_uri, s3_endpoint or store.endpoint, s3_region or store.region),
+        lake=lake_from(
+            lake_uri,
+            s3_endpoint or store.endpoint,
+            s3_region or store.region,
+            sse or store.encryption.sse,
+            sse_kms_key_id or store.encryption.kms_key_id,
+        ),
         topics=list(topics or src.topics.include),
         exclude=list(exclude or src.topics.exclude),
         once=once if once is not None else (b.continuous is False),
@@ -149,6 +185,12 @@ def ingest_cmd(
         topic_refresh_seconds=topic_refresh_seconds,
         snapshot_timeout_seconds=snapshot_timeout,
         unassigned_warning_seconds=unassigned_warning,
+        connect_timeout_s=connect_timeout,
+        schema_registry=_registry_options(
+            cfg.schema_registry, schema_registry, schema_registry_auth, schema_registry_ca,
+            schema_registry_cert, schema_registry_key,
+        ),
+        schema_registry_optional=bool(_pick(schema_registry_optional, cfg.schema_registry.optional or None, False)),
     )
     count = worker_count(workers if workers is not None else b.workers)
     do_compact = bool(_pick(compact, b.compact, False))
@@ -183,6 +225,12 @@ def ingest_cmd(
             typer.echo(
                 f"  {topic}[{p}]: offsets {info['first_offset']}..{info['last_offset']} ({info['records']} records)"
             )
+    if summary.schemas is not None:
+        sch = summary.schemas
+        typer.echo(f"  schemas: {len(sch['kept'])} kept this run" + "".join(
+            f"; {sum(sch[k].values())} records with {len(sch[k])} {k} schema ids {sorted(map(int, sch[k]))}"
+            for k in ("unknown", "unkept") if sch[k]
+        ))
     for gap in summary.gaps:
         typer.echo(
             f"  gap {gap['topic']}[{gap['partition']}] {gap['first_missing']}..{gap['last_missing']}: {gap['reason']}"
@@ -201,3 +249,24 @@ def _pick(flag, from_file, default):
     if flag is not None:
         return flag
     return from_file if from_file is not None else default
+
+
+def _registry_options(cfg, url, auth, ca, cert, key):
+    """Registry settings from the flags, else from ``schema_registry:`` in the config; None without a URL."""
+    from pipeline.schemas.registry import RegistryOptions
+
+    url = url or cfg.url
+    if not url:
+        if any((auth, ca, cert, key)):
+            from pipeline.core.errors import KbakError
+
+            raise KbakError("--schema-registry-auth/-ca/-cert/-key need --schema-registry URL")
+        return None
+    return RegistryOptions(
+        url=url,
+        basic_auth=auth or cfg.basic_auth_user_info,
+        ca_location=ca or cfg.ssl_ca_location,
+        certificate_location=cert or cfg.ssl_certificate_location,
+        key_location=key or cfg.ssl_key_location,
+        key_password=cfg.ssl_key_password,
+    )

@@ -7,7 +7,18 @@ from typing import Annotated
 
 import typer
 
-from pipeline.cli._app import LakeOpt, S3EndpointOpt, S3RegionOpt, app, emit_json, fail, friendly, lake_from
+from pipeline.cli._app import (
+    LakeOpt,
+    S3EndpointOpt,
+    S3RegionOpt,
+    SseKeyOpt,
+    SseOpt,
+    app,
+    emit_json,
+    fail,
+    friendly,
+    lake_from,
+)
 from pipeline.core import defaults
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="JSON output.")]
@@ -30,6 +41,8 @@ def retention_set(
     as_json: JsonOpt = False,
     s3_endpoint: S3EndpointOpt = None,
     s3_region: S3RegionOpt = None,
+    sse: SseOpt = None,
+    sse_kms_key_id: SseKeyOpt = None,
 ) -> None:
     """Set the retention of the topics matching --topics (replaces a policy with the same regex)."""
     from pipeline.lifecycle.policies import check_days, set_policy
@@ -37,7 +50,7 @@ def retention_set(
     if not topics:
         fail("--topics is required (a regex over topic names)")
     check_days(days)
-    out = set_policy(lake_from(lake, s3_endpoint, s3_region), topics, days, reason)
+    out = set_policy(lake_from(lake, s3_endpoint, s3_region, sse, sse_kms_key_id), topics, days, reason)
     if out["warning"]:
         typer.echo(f"kbak: warning: {out['warning']}", err=True)
     if as_json:
@@ -83,11 +96,13 @@ def retention_apply(
     as_json: JsonOpt = False,
     s3_endpoint: S3EndpointOpt = None,
     s3_region: S3RegionOpt = None,
+    sse: SseOpt = None,
+    sse_kms_key_id: SseKeyOpt = None,
 ) -> None:
     """Remove every (topic, date) past its policy (not under an open case hold); one commit."""
     from pipeline.lifecycle.retention import apply
 
-    out = apply(lake_from(lake, s3_endpoint, s3_region), dry_run, _now(now))
+    out = apply(lake_from(lake, s3_endpoint, s3_region, sse, sse_kms_key_id), dry_run, _now(now))
     if as_json:
         emit_json(out)
         return
@@ -119,12 +134,15 @@ def compact_cmd(
     as_json: JsonOpt = False,
     s3_endpoint: S3EndpointOpt = None,
     s3_region: S3RegionOpt = None,
+    sse: SseOpt = None,
+    sse_kms_key_id: SseKeyOpt = None,
 ) -> None:
     """Rewrite each (topic, date)'s small files into files near the target size; one commit per day."""
     from pipeline.lifecycle.compact import check_target, compact
 
     check_target(target_file_size)
-    out = compact(lake_from(lake, s3_endpoint, s3_region), topics, from_date, to_date, target_file_size, dry_run)
+    target = lake_from(lake, s3_endpoint, s3_region, sse, sse_kms_key_id)
+    out = compact(target, topics, from_date, to_date, target_file_size, dry_run)
     if as_json:
         emit_json(out)
         return
@@ -152,11 +170,13 @@ def vacuum_cmd(
     as_json: JsonOpt = False,
     s3_endpoint: S3EndpointOpt = None,
     s3_region: S3RegionOpt = None,
+    sse: SseOpt = None,
+    sse_kms_key_id: SseKeyOpt = None,
 ) -> None:
     """Delete from storage the removed files no read needs (retention, erasure, expired compaction)."""
     from pipeline.lifecycle.vacuum import vacuum
 
-    out = vacuum(lake_from(lake, s3_endpoint, s3_region), dry_run, _now(now))
+    out = vacuum(lake_from(lake, s3_endpoint, s3_region, sse, sse_kms_key_id), dry_run, _now(now))
     if as_json:
         emit_json(out)
         return

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from pipeline.cli._app import LakeOpt, S3EndpointOpt, S3RegionOpt, app, friendly, lake_from
+from pipeline.cli._app import AccessLogOpt, LakeOpt, S3EndpointOpt, S3RegionOpt, app, friendly, lake_from
 from pipeline.core.errors import KbakError
 
 
@@ -32,12 +32,18 @@ def query_cmd(
     print_setup: Annotated[
         bool, typer.Option("--setup-sql", help="Print SQL giving any DuckDB client the same views and macros.")
     ] = False,
+    decode: Annotated[
+        bool,
+        typer.Option("--decode", help="Show schema registry payloads (Avro, Protobuf, JSON Schema) decoded as JSON."),
+    ] = False,
     s3_endpoint: S3EndpointOpt = None,
     s3_region: S3RegionOpt = None,
+    access_log: AccessLogOpt = None,
 ) -> None:
     """Answer audit questions with SQL straight over the archive: no restore cluster needed."""
     # Imported here, not at module level, so that every other kbak command starts without DuckDB.
-    from pipeline.query.engine import connect, setup_sql
+    from pipeline.core.access_log import log_access
+    from pipeline.query.engine import connect, setup_sql, table_state
     from pipeline.query.export import write_result
     from pipeline.query.named import bind, check_sql_params, get_query, parse_assignments
 
@@ -54,13 +60,15 @@ def query_cmd(
     values = parse_assignments(param or [])
     if name is not None:
         query = get_query(name, queries)  # before opening the lake: a typo fails fast
-        con = connect(target, as_of, reader)
+        con = connect(target, as_of, reader, audit=False, decode=decode)
         text, bound = query.sql, bind(con, query, values)
     else:
         check_sql_params(sql, values)
-        con = connect(target, as_of, reader)
+        con = connect(target, as_of, reader, audit=False, decode=decode)
         text, bound = sql, values
     rows = write_result(con, text, bound, fmt.lower(), output, max_rows)
+    version = table_state(con).version
+    log_access("query", target, access_log, query=name, sql=text, params=bound, table_version=version, rows=rows)
     if output is not None:
         typer.echo(f"wrote {rows if rows is not None else 'the first'} rows to {output}", err=True)
 

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from pipeline.cli._app import S3EndpointOpt, S3RegionOpt, app, emit_json, friendly, lake_from
+from pipeline.cli._app import AccessLogOpt, S3EndpointOpt, S3RegionOpt, app, emit_json, friendly, lake_from
 
 Many = list[str] | None
 
@@ -47,6 +47,16 @@ def replay_cmd(
         bool, typer.Option("--again", help="Deliver again what this replay already delivered (a fresh copy).")
     ] = False,
     dry_run: Annotated[bool | None, typer.Option("--dry-run", help="Show what would be produced.")] = None,
+    schema_registry_target: Annotated[
+        str | None,
+        typer.Option(
+            "--schema-registry-target",
+            help="Register the kept schemas in this registry and rewrite each record's schema id to its id.",
+        ),
+    ] = None,
+    schema_registry_target_auth: Annotated[
+        str | None, typer.Option("--schema-registry-target-auth", help="Target registry basic auth, user:password.")
+    ] = None,
     rate_limit: Annotated[str | None, typer.Option("--rate-limit", help="Records per second (e.g. 500, 2k).")] = None,
     rate_limit_bytes: Annotated[
         str | None, typer.Option("--rate-limit-bytes", help="Key+value bytes per second (e.g. 5MB).")
@@ -67,11 +77,13 @@ def replay_cmd(
     kafka_setting: Annotated[Many, typer.Option("-X", "--kafka-setting", help="librdkafka key=value.")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
+    access_log: AccessLogOpt = None,
 ) -> None:
     """Replay archived records to a Kafka cluster, byte for byte (or --dry-run to see what would go)."""
     from pipeline.core.config import RestoreConfig, load_config
     from pipeline.core.kafka import parse_settings
     from pipeline.core.progress import reporter_for_terminal
+    from pipeline.core.secrets import resolve_settings
     from pipeline.core.table import as_of_note
     from pipeline.replay import ReplayFailed, ReplayOptions, parse_key, parse_offsets, parse_time, parse_topic_map
     from pipeline.replay import replay as run_replay
@@ -81,6 +93,7 @@ def replay_cmd(
     r, tgt, store = cfg.restore, cfg.target, cfg.storage
     settings = tgt.client_settings()
     settings.update(parse_settings(kafka_setting or []))
+    settings = resolve_settings(settings, env_prefix="KBAK_TARGET_")
     groups = [g.strip() for item in (restore_groups or r.consumer_groups) for g in item.split(",") if g.strip()]
     options = ReplayOptions(
         lake=lake_from(lake or store.lake_uri(), s3_endpoint or store.endpoint, s3_region or store.region),
@@ -108,6 +121,7 @@ def replay_cmd(
         kafka_settings=settings,
         connect_timeout_s=connect_timeout,
         delivery_timeout_s=delivery_timeout,
+        schema_registry_target=_target_registry(schema_registry_target, schema_registry_target_auth),
     )
     note = as_of_note(options.lake, options.as_of)  # a time after the newest version: say which is read
     if note:
@@ -116,8 +130,25 @@ def replay_cmd(
         summary = run_replay(options, reporter=reporter_for_terminal(quiet or json_out))
     except ReplayFailed as exc:
         _show(exc.summary, json_out)  # exactly what was delivered, then the one-line error
+        _log_access(options, exc.summary, access_log)
         raise
     _show(summary, json_out)
+    _log_access(options, summary, access_log)
+
+
+def _log_access(options, summary, uri: str | None) -> None:
+    """The replay's record in the access log: its selection (values keyed-hashed), version, rows."""
+    from pipeline.core.access_log import log_access
+
+    o = options
+    selection = {
+        "topics": o.topics, "partitions": o.partitions, "from": o.from_ms, "to": o.to_ms, "key": o.key,
+        "where": o.where, "offsets": o.offsets, "as_of": o.as_of,
+    }
+    log_access(
+        "replay", o.lake, uri, params={k: v for k, v in selection.items() if v not in (None, [], {})},
+        table_version=summary.table_version, rows=summary.records, target=o.bootstrap_servers, dry_run=o.dry_run,
+    )
 
 
 def _show(summary, json_out: bool) -> None:
@@ -176,3 +207,14 @@ def _show(summary, json_out: bool) -> None:
 
 def _pick(flag, from_file):
     return flag if flag is not None else from_file
+
+
+def _target_registry(url: str | None, auth: str | None):
+    from pipeline.core.errors import KbakError
+    from pipeline.schemas.registry import RegistryOptions
+
+    if not url:
+        if auth:
+            raise KbakError("--schema-registry-target-auth needs --schema-registry-target URL")
+        return None
+    return RegistryOptions(url=url, basic_auth=auth)

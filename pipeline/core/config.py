@@ -82,6 +82,13 @@ class Source(KafkaEndpoint):
     group_id: str | None = None
 
 
+class Encryption(_Strict):
+    """``storage.encryption``: server-side encryption of every object kbak writes to S3."""
+
+    sse: Literal["aws:kms", "AES256"] | None = None
+    kms_key_id: str | None = None
+
+
 class Storage(_Strict):
     backend: Literal["filesystem", "s3"] = "filesystem"
     path: str | None = None
@@ -89,6 +96,7 @@ class Storage(_Strict):
     prefix: str | None = None
     region: str | None = None
     endpoint: str | None = None
+    encryption: Encryption = Field(default_factory=Encryption)
 
     def lake_uri(self) -> str | None:
         if self.backend == "s3":
@@ -123,6 +131,18 @@ class RetentionRule(_Strict):
     reason: str | None = None
 
 
+class SchemaRegistry(_Strict):
+    """``schema_registry:``: where ingest fetches the schemas it keeps (confluent-kafka client settings)."""
+
+    url: str | None = None
+    basic_auth_user_info: str | None = None  # user:password
+    ssl_ca_location: str | None = None
+    ssl_certificate_location: str | None = None
+    ssl_key_location: str | None = None
+    ssl_key_password: str | None = None
+    optional: bool = False
+
+
 class BackupConfig(_Strict):
     """``kbak ingest --config``: ``mode: backup``."""
 
@@ -131,6 +151,7 @@ class BackupConfig(_Strict):
     source: Source = Field(default_factory=Source)
     storage: Storage = Field(default_factory=Storage)
     backup: Backup = Field(default_factory=Backup)
+    schema_registry: SchemaRegistry = Field(default_factory=SchemaRegistry)
     retention: list[RetentionRule] = Field(default_factory=list)
 
 

@@ -7,10 +7,11 @@ import re
 import time
 from collections.abc import Iterable
 
-from confluent_kafka import Consumer, KafkaException
+from confluent_kafka import Consumer, KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, ClusterMetadata
 
 from pipeline.core.errors import KbakError
+from pipeline.core.secrets import read_secret_files, redact
 
 CONNECT_TIMEOUT_S = 10.0
 
@@ -46,10 +47,13 @@ def with_logger(conf: dict) -> dict:
 
 
 def client_config(bootstrap_servers: str, extra: dict[str, str] | None = None) -> dict:
-    """Client settings for a cluster, with librdkafka's log routed through ``KAFKA_LOG``."""
+    """Client settings for a cluster, with librdkafka's log routed through ``KAFKA_LOG``.
+
+    Secret values given as ``@/path`` are read from that file (see ``pipeline.core.secrets``).
+    """
     if not bootstrap_servers:
         raise KbakError("--bootstrap-servers is required")
-    return with_logger({"bootstrap.servers": bootstrap_servers, **(extra or {})})
+    return with_logger({"bootstrap.servers": bootstrap_servers, **read_secret_files(extra or {})})
 
 
 def consumer_for(conf: dict, group_id: str, overrides: dict[str, str] | None = None) -> Consumer:
@@ -75,23 +79,41 @@ def parse_settings(pairs: Iterable[str]) -> dict[str, str]:
 
 
 def cluster_metadata(conf: dict[str, str], timeout: float = CONNECT_TIMEOUT_S) -> ClusterMetadata:
-    """Cluster metadata, or a one-line error after a bounded wait when the cluster is unreachable."""
+    """Cluster metadata, or one line naming the cause and the broker, within ``timeout`` seconds.
+
+    librdkafka retries a failed TLS handshake or SASL authentication forever; here the first
+    such error (seen through ``error_cb``) ends the wait at once, so a misconfigured client fails
+    fast and before anything is written. An unreachable cluster is reported when ``timeout`` ends.
+    """
+    errors: list[KafkaError] = []
     try:
-        admin = AdminClient(with_logger({**conf, "socket.connection.setup.timeout.ms": str(int(timeout * 1000))}))
+        admin = AdminClient(
+            with_logger(
+                {
+                    **conf,
+                    "socket.connection.setup.timeout.ms": str(max(int(timeout * 1000), 1000)),
+                    "error_cb": errors.append,
+                }
+            )
+        )
     except KafkaException as exc:
-        raise KbakError(f"bad Kafka client setting: {exc.args[0].str() if exc.args else exc}") from None
-    # Asked in short steps: librdkafka blocks in C, and a signal must not wait for the whole timeout.
+        raise KbakError(redact(f"bad Kafka client setting: {exc.args[0].str() if exc.args else exc}")) from None
     deadline = time.monotonic() + timeout
+    last = ""
     while True:
-        left = deadline - time.monotonic()
         try:
-            return admin.list_topics(timeout=max(min(left, 0.5), 0.01))
+            return admin.list_topics(timeout=max(min(0.25, deadline - time.monotonic()), 0.05))
         except KafkaException as exc:
-            if left > 0.5:
-                continue
-            detail = exc.args[0].str() if exc.args else str(exc)
+            last = exc.args[0].str() if exc.args else str(exc)
+        admin.poll(0)  # serves error_cb
+        failure = connection_failure(errors)
+        if failure:
+            raise KbakError(redact(failure)) from None
+        if time.monotonic() >= deadline:
+            transport = [e.str() for e in errors if e.code() != KafkaError._ALL_BROKERS_DOWN]
+            detail = _strip_broker(transport[-1])[1] if transport else last
             raise KbakError(
-                f"cannot reach Kafka at {conf.get('bootstrap.servers')} within {timeout:g}s: {detail}"
+                redact(f"cannot reach Kafka at {conf.get('bootstrap.servers')} within {timeout:g}s: {detail}")
             ) from None
 
 
@@ -104,6 +126,40 @@ def group_members(conf: dict, group_id: str, timeout: float = 5.0) -> list[str] 
         return sorted(f"{m.client_id}@{m.host}" for m in desc.members)
     except Exception:  # noqa: BLE001 - best effort: the caller's message stands without the names
         return None
+
+
+_BROKER = re.compile(r"^(?:[a-z_]+://)?(?P<broker>[^/\s]+)/(?:\S+): (?P<rest>.*?)(?: \(after \d+ms in state \w+\))?$")
+
+
+def _strip_broker(message: str) -> tuple[str, str]:
+    """``ssl://host:9093/bootstrap: reason (after 1ms in state X)`` -> (``host:9093``, ``reason``)."""
+    m = _BROKER.match(message.strip())
+    return (m["broker"], m["rest"]) if m else ("?", message)
+
+
+# OpenSSL alerts a broker sends when it refuses (or missed) the client's certificate.
+_CLIENT_CERT_REFUSED = ("alert certificate required", "alert bad certificate", "alert unknown ca",
+                        "alert certificate unknown", "alert certificate expired")
+
+
+def connection_failure(errors: list[KafkaError]) -> str | None:
+    """The one-line cause when librdkafka reported a TLS or authentication failure, else None.
+
+    A TLS failure is reported as ``_SSL`` during the handshake, or (TLS 1.3: a client certificate
+    the broker refuses is only seen afterwards) as a transport error carrying an OpenSSL reason.
+    """
+    for err in errors:
+        code, text = err.code(), err.str()
+        broker, reason = _strip_broker(text)
+        if code == KafkaError._SSL or (code == KafkaError._TRANSPORT and "SSL routines" in text):
+            host = broker.rsplit(":", 1)[0]
+            hint = "check ssl.ca.location, that the broker's certificate names " + host
+            if any(m in reason for m in _CLIENT_CERT_REFUSED):
+                hint = "the broker refused the client certificate: check ssl.certificate.location and ssl.key.location"
+            return f"TLS handshake with Kafka broker {broker} failed: {reason} ({hint})"
+        if code == KafkaError._AUTHENTICATION:
+            return f"authentication to Kafka broker {broker} failed: {reason}"
+    return None
 
 
 def compile_patterns(patterns: Iterable[str], flag: str) -> list[re.Pattern]:

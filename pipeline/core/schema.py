@@ -6,6 +6,9 @@ import pyarrow as pa
 
 from pipeline.core.errors import KbakError
 
+# A Kafka (topic, partition) pair, as kbak keys its per-partition state (not confluent_kafka's TopicPartition).
+TP = tuple[str, int]
+
 HEADER_TYPE = pa.struct([pa.field("key", pa.string(), nullable=False), pa.field("value", pa.binary())])
 
 RECORD_SCHEMA = pa.schema(

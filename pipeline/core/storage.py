@@ -7,6 +7,7 @@ the same settings, so both always point at the same place.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -15,7 +16,9 @@ from urllib.parse import urlparse
 
 import pyarrow.fs as pafs
 
-from pipeline.core.errors import KbakError
+from pipeline.core.errors import KbakError, aws_code
+
+SSE_ALGORITHMS = ("aws:kms", "AES256")
 
 
 @dataclass(frozen=True)
@@ -27,16 +30,52 @@ class S3Settings:
     access_key_id: str | None = None
     secret_access_key: str | None = None
     session_token: str | None = None
+    # Server-side encryption of every object kbak writes: "aws:kms" (with an optional key id or ARN;
+    # none means the account's aws/s3 key) or "AES256". Default from KBAK_SSE / KBAK_SSE_KMS_KEY_ID.
+    sse: str | None = None
+    sse_kms_key_id: str | None = None
 
     def resolved(self) -> S3Settings:
         env = os.environ
-        return S3Settings(
+        out = S3Settings(
             endpoint=self.endpoint or env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL"),
             region=self.region or env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1",
             access_key_id=self.access_key_id or env.get("AWS_ACCESS_KEY_ID"),
             secret_access_key=self.secret_access_key or env.get("AWS_SECRET_ACCESS_KEY"),
             session_token=self.session_token or env.get("AWS_SESSION_TOKEN"),
+            sse=self.sse or env.get("KBAK_SSE") or None,
+            sse_kms_key_id=self.sse_kms_key_id or env.get("KBAK_SSE_KMS_KEY_ID") or None,
         )
+        out.check_encryption()
+        return out
+
+    def check_encryption(self) -> None:
+        if self.sse_kms_key_id and not self.sse:
+            raise KbakError("--sse-kms-key-id needs --sse aws:kms")
+        if self.sse is None:
+            return
+        if self.sse not in SSE_ALGORITHMS:
+            raise KbakError(f"--sse must be one of {', '.join(SSE_ALGORITHMS)}, not {self.sse!r}")
+        if self.sse_kms_key_id and self.sse != "aws:kms":
+            raise KbakError(f"--sse-kms-key-id goes with --sse aws:kms, not --sse {self.sse}")
+
+    def put_object_args(self) -> dict[str, str]:
+        """The encryption arguments of a boto3 ``put_object`` (empty when no SSE is configured)."""
+        args = {"ServerSideEncryption": self.sse} if self.sse else {}
+        if self.sse_kms_key_id:
+            args["SSEKMSKeyId"] = self.sse_kms_key_id
+        return args
+
+
+# Where the write check writes (and at once removes) its object: the staging area of custody
+# manifests, which the ingest role may already delete from and which holds and reports skip.
+WRITE_CHECK = "_kbak/custody/staged/write-check"
+
+
+def is_access_denied(exc: BaseException) -> bool:
+    """A 403 from S3, as boto3 (ClientError) or pyarrow (OSError text) reports it."""
+    code = aws_code(exc)
+    return code in ("AccessDenied", "403", "Forbidden") or "ACCESS_DENIED" in str(exc) or "AccessDenied" in str(exc)
 
 
 @dataclass(frozen=True)
@@ -93,6 +132,10 @@ class Lake:
             opts["AWS_SECRET_ACCESS_KEY"] = s3.secret_access_key
         if s3.session_token:
             opts["AWS_SESSION_TOKEN"] = s3.session_token
+        if s3.sse:  # every object deltalake writes (log commits, checkpoints, _last_checkpoint)
+            opts["AWS_SERVER_SIDE_ENCRYPTION"] = s3.sse
+        if s3.sse_kms_key_id:
+            opts["AWS_SSE_KMS_KEY_ID"] = s3.sse_kms_key_id
         return opts
 
     @cached_property
@@ -114,8 +157,38 @@ class Lake:
         """The lake's root as a path inside ``fs``."""
         return f"{self.bucket}/{self.prefix}".rstrip("/") if self.is_s3 else self.uri
 
+    def key(self, relative: str) -> str:
+        """The S3 object key of a path relative to the lake root."""
+        return f"{self.prefix}/{relative.lstrip('/')}".lstrip("/")
+
     def path(self, relative: str) -> str:
         return f"{self.root}/{relative.lstrip('/')}"
+
+    @cached_property
+    def _put_client(self):
+        return self.boto3_client()
+
+    def check_writable(self) -> None:
+        """Write (and remove) a small object as every object will be written; a refusal is one clear line.
+
+        Run before a command writes anything real, so a bucket policy that requires encryption (or a
+        role without ``s3:PutObject``) stops the run at its start rather than half-way.
+        """
+        if not self.is_s3:
+            return
+        try:
+            self.write_bytes(WRITE_CHECK, b"kbak write check\n")
+            with contextlib.suppress(Exception):  # left behind, it is only an orphan validate --repair removes
+                self.delete(WRITE_CHECK)
+        except Exception as exc:
+            if not is_access_denied(exc):
+                raise
+            hint = (
+                "does the bucket policy require server-side encryption? pass --sse aws:kms --sse-kms-key-id KEY"
+                if not self.s3.sse
+                else f"is s3:PutObject (with {self.s3.sse}) allowed, and kms:GenerateDataKey on the key?"
+            )
+            raise KbakError(f"access denied writing to {self.uri} ({WRITE_CHECK}): {hint}") from None
 
     def boto3_client(self):
         """A boto3 S3 client for the calls pyarrow does not offer (Object Lock, versions)."""
@@ -144,6 +217,10 @@ class Lake:
                 os.fsync(fh.fileno())
             os.replace(tmp, full)
             return
+        if self.s3.sse:  # pyarrow cannot ask for SSE-KMS: boto3 sends the encryption headers
+            key = self.key(relative)
+            self._put_client.put_object(Bucket=self.bucket, Key=key, Body=data, **self.s3.put_object_args())
+            return
         with self.fs.open_output_stream(full) as out:
             out.write(data)
 
@@ -169,4 +246,7 @@ class Lake:
         return sorted(i.path[cut:] for i in infos if i.type == pafs.FileType.File)
 
     def delete(self, relative: str) -> None:
+        if self.s3.sse:  # pyarrow re-creates the emptied "directory" as an object, unencrypted: not this way
+            self._put_client.delete_object(Bucket=self.bucket, Key=self.key(relative))
+            return
         self.fs.delete_file(self.path(relative))

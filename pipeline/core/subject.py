@@ -14,6 +14,7 @@ import hmac
 import os
 import secrets
 
+from pipeline.core.secrets import remember
 from pipeline.core.storage import Lake
 
 KEY_ENV = "KBAK_ERASURE_KEY"
@@ -27,6 +28,7 @@ def lake_secret(lake: Lake, create: bool = True) -> bytes:
     """The lake's HMAC secret: ``KBAK_ERASURE_KEY``, else the key file (created when ``create``)."""
     env = os.environ.get(KEY_ENV)
     if env:
+        remember(env)  # never shown in errors, logs or JSON output
         return env.encode()
     if lake.exists(KEY_FILE):
         return bytes.fromhex(lake.read_bytes(KEY_FILE).decode().strip())

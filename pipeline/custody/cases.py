@@ -20,6 +20,7 @@ from __future__ import annotations
 import io
 import json
 import re
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime
 
@@ -144,6 +145,36 @@ def held_rows(lake: Lake, rows: pa.Table, cases: list[Case] | None = None) -> li
         for i in np.nonzero(mask)[0]:
             out[int(i)].append(c.case_id)
     return out
+
+
+# -- checking the convenience documents against the chain ------------------------------------------
+
+CASE_STATE = "case-state"
+CHECKS = {CASE_STATE: "each case document under _kbak/cases/ says what the chain's latest case-hold/-release recorded"}
+
+
+def case_problems(lake: Lake, chain) -> Iterator[tuple[str, str, str, str]]:
+    """(check, subject, message, severity) for each case document that disagrees with the chain."""
+    recorded: dict[str, tuple[int, dict]] = {}
+    for rec in chain:
+        body = rec.body or {}
+        if body.get("operation") in (HOLD_OPERATION, RELEASE_OPERATION) and isinstance(body.get("case"), dict):
+            recorded[body["case"].get("case_id")] = (rec.version, body["case"])
+    docs = {c.case_id: c for c in all_cases(lake)}
+    versions = ("opened_version", "released_version")
+    for case_id, (version, state) in sorted(recorded.items()):
+        rel = f"{CASES_DIR}/{case_id}.json"
+        doc = docs.get(case_id)
+        if doc is None:
+            yield CASE_STATE, rel, f"missing: version {version} recorded case {case_id!r}", "error"
+            continue
+        have = {k: v for k, v in doc.as_dict().items() if k not in versions}
+        want = {k: v for k, v in state.items() if k not in versions}
+        stamp = doc.released_version if doc.status == "released" else doc.opened_version
+        if have != want or stamp != version:
+            yield CASE_STATE, rel, f"differs from the case state version {version} recorded", "error"
+    for case_id in sorted(set(docs) - set(recorded)):
+        yield CASE_STATE, f"{CASES_DIR}/{case_id}.json", "no case-hold commit records this case", "error"
 
 
 # -- opening and releasing ----------------------------------------------------------------------
@@ -279,7 +310,9 @@ def _lock_summary(lake: Lake, objects: list[str]) -> str | None:
 
 
 __all__ = [
+    "CHECKS",
     "Case",
+    "case_problems",
     "all_cases",
     "case_files",
     "held_partitions",

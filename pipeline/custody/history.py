@@ -84,9 +84,16 @@ def list_runs(chain: list[VersionRecord]) -> list[dict]:
 
 
 def coverage(chain: list[VersionRecord]) -> list[dict]:
-    """Per topic and partition: the offsets and record times archived, from the manifests' ranges."""
+    """Per topic and partition: the offsets and record times archived, from the manifests' ranges.
+
+    ``records`` is what the archive holds now: archived minus what erasure and retention removed
+    (``removed``, from their ``removed_offsets``).
+    """
     parts: dict[tuple[str, int], dict] = {}
+    runs: dict[tuple[str, int], list[tuple[int, int]]] = defaultdict(list)
     for rec in chain:
+        for r in (rec.body or {}).get("removed_offsets") or []:
+            runs[(r["topic"], r["partition"])].append((r["first_offset"], r["last_offset"]))
         for r in (rec.body or {}).get("partitions") or []:
             key = (r["topic"], r["partition"])
             cur = parts.get(key)
@@ -100,7 +107,8 @@ def coverage(chain: list[VersionRecord]) -> list[dict]:
                 cur[k] = max(cur[k], r[k])
     topics: dict[str, list[dict]] = defaultdict(list)
     for (topic, partition), r in sorted(parts.items()):
-        topics[topic].append({"partition": partition, **r})
+        gone = _union_size(runs.get((topic, partition), []))
+        topics[topic].append({"partition": partition, **r, "records": r["records"] - gone, "removed": gone})
     return [
         {
             "topic": topic,
@@ -111,6 +119,18 @@ def coverage(chain: list[VersionRecord]) -> list[dict]:
         }
         for topic, ps in topics.items()
     ]
+
+
+def _union_size(ranges: list[tuple[int, int]]) -> int:
+    """Offsets covered by these inclusive ranges, each once (erasure may re-list what retention removed)."""
+    total, end = 0, None
+    for lo, hi in sorted(ranges):
+        if end is not None and lo <= end:
+            lo = end + 1
+        if lo <= hi:
+            total += hi - lo + 1
+        end = hi if end is None else max(end, hi)
+    return total
 
 
 _RANGE_KEYS = ("records", "first_offset", "last_offset", "first_timestamp_ms", "last_timestamp_ms")
@@ -179,6 +199,7 @@ def describe_version(rec: VersionRecord) -> dict:
         "partitions": body.get("partitions") or [],
         "gaps": body.get("gaps") or [],
         "sealed_from_log": bool(body.get("sealed_from_log")),
+        "encryption": body.get("encryption"),  # as S3 reported it for the files added (None: local lake)
         "body_sha256": m.get("body_sha256") or rec.body_digest,
         "manifest_sha256": rec.manifest_sha256,
         "previous_manifest_sha256": m.get("previous_manifest_sha256"),

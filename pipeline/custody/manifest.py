@@ -66,7 +66,14 @@ def staged_path(digest: str) -> str:
 
 
 def stage(lake: Lake, body: dict) -> str:
-    """Stage a manifest body before its commit; returns the digest to put in the commit info."""
+    """Stage a manifest body before its commit; returns the digest to put in the commit info.
+
+    On S3 the body records the encryption S3 applied to the files it adds (``encryption``).
+    """
+    if lake.is_s3 and body.get("files_added"):
+        from pipeline.custody.encryption import observed
+
+        body["encryption"] = observed(lake, [f["path"] for f in body["files_added"]])
     data = canonical_json(body)
     digest = sha256_hex(data)
     lake.write_bytes(staged_path(digest), data)

@@ -36,7 +36,8 @@ def parse_period(text: str) -> tuple[date, date]:
     return start, end
 
 
-def build_report(lake: Lake, period: str, deep: bool = False) -> dict:
+def build_report(lake: Lake, period: str, deep: bool = False, access_log: str | None = None) -> dict:
+    """The report's data; with an access log (``access_log`` or ``KBAK_ACCESS_LOG``) also who read the lake."""
     start, end = parse_period(period)
     chain = load_chain(lake)
     dt = open_table(lake)
@@ -93,7 +94,19 @@ def build_report(lake: Lake, period: str, deep: bool = False) -> dict:
         "unreadable_files": sorted(unreadable),  # left out of the offset gaps; see validation
         "custody_head": head(chain),
         "holds": _holds(lake),
+        "access": _access(lake, access_log, start, end),
     }
+
+
+def _access(lake: Lake, uri: str | None, start: date, end: date) -> dict | None:
+    """Accesses to this lake in the period, summarised from the access log (None: no log configured)."""
+    from pipeline.core.access_log import AccessLog, summarise
+
+    log = AccessLog.configured(uri)
+    if log is None:
+        return None
+    bounds = [datetime(d.year, d.month, d.day, tzinfo=UTC) for d in (start, end)]
+    return {"log": log.location.uri, **summarise([r for r in log.read(*bounds) if r["lake"] == lake.uri])}
 
 
 def _touches(run: dict, start: date, end: date) -> bool:
@@ -204,8 +217,17 @@ def _summary_lines(r: dict) -> list[tuple[str, str]]:
         ),
         ("Head of custody chain", f"version {h['version']}, sha256:{h['manifest_sha256']}" if h else "none"),
         ("Holds in force", hold_text),
+        *_access_lines(r.get("access")),
         ("Generated", r["generated_at"]),
     ]
+
+
+def _access_lines(a: dict | None) -> list[tuple[str, str]]:
+    if a is None:
+        return []
+    users = ", ".join(f"{u} ({n})" for u, n in sorted(a["by_user"].items())) or "none"
+    commands = ", ".join(f"{c} {n}" for c, n in sorted(a["by_command"].items())) or "none"
+    return [("Accesses (access log)", f"{a['accesses']}: {commands}; {a['rows_returned']} rows returned; by {users}")]
 
 
 def day_ranges(days: list[str]) -> str:

@@ -59,10 +59,16 @@ def scrub_problems(lake: Lake, chain: list[VersionRecord], deep: bool) -> Iterat
     if not deep:
         return
     superseded = {s["original"] for _v, s in scrubbed}
+    vacuumed = {
+        f.get("path")
+        for rec in chain
+        if (rec.body or {}).get("operation") == "vacuum"
+        for f in (rec.body or {}).get("files_deleted") or []
+    }
     for version, s in scrubbed:
         rel = s.get("replacement")
-        if rel is None or rel in superseded:
-            continue
+        if rel is None or rel in superseded or rel in vacuumed:
+            continue  # nothing left, scrubbed again since, or deleted on the record (retention)
         try:
             ok = sha256_hex(lake.read_bytes(rel)) == s.get("replacement_sha256")
         except FileNotFoundError:

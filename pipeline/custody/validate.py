@@ -19,8 +19,12 @@ import pyarrow as pa
 from pipeline.core.errors import KbakError
 from pipeline.core.storage import Lake
 from pipeline.core.table import open_table
+from pipeline.custody.cases import CHECKS as CASE_CHECKS
+from pipeline.custody.cases import case_problems
 from pipeline.custody.chain import VersionRecord, load_chain
 from pipeline.custody.history import head
+from pipeline.custody.kept_schemas import CHECKS as SCHEMA_CHECKS
+from pipeline.custody.kept_schemas import kept_schema_problems
 from pipeline.custody.manifest import (
     FORMAT,
     STAGED_DIR,
@@ -62,8 +66,11 @@ CHECKS = {
     "anchor": "each --anchor VERSION=SHA256 recorded outside the lake still names that version's manifest",
     "foreign-commit": "(warning) versions not written by kbak",
     "orphan-staged-body": "(warning) staged manifest bodies no commit points at (a crash before committing)",
+    "encryption": "(S3 with --sse/KBAK_SSE, warning) every object carries the lake's configured server-side encryption",
     **REWRITE_CHECKS,
+    **SCHEMA_CHECKS,
     **SCRUB_CHECKS,
+    **CASE_CHECKS,
 }
 
 ORPHAN_AGE_S = 3600
@@ -145,11 +152,14 @@ def validate(
     _check_chain(lake, chain, add)
     for check, subject, message in removed_file_digests(chain):
         add(Finding(check, subject, message))
-    for check, subject, message, severity in scrub_problems(lake, chain, deep):
+    for check, subject, message, severity in [*scrub_problems(lake, chain, deep), *case_problems(lake, chain)]:
         add(Finding(check, subject, message, severity))
     _check_anchors(chain, anchors or {}, add)
+    for check, subject, message, severity in kept_schema_problems(lake, chain):
+        add(Finding(check, subject, message, severity))
     _check_orphans(lake, chain, add)
     live = _check_files(lake, chain, backup_id, deep, report)
+    _check_encryption(lake, add)
     if deep and live:
         _deep(lake, chain, live, report)
     if deep:
@@ -157,6 +167,17 @@ def validate(
         for check, subject, message in [*content_digests(lake, chain), *gone]:
             add(Finding(check, subject, message))
     return report
+
+
+def _check_encryption(lake: Lake, add) -> None:
+    if not (lake.is_s3 and lake.s3.sse):
+        return
+    from pipeline.custody.encryption import unencrypted
+
+    want = lake.s3.sse + (f" with key {lake.s3.sse_kms_key_id}" if lake.s3.sse_kms_key_id else "")
+    for path, sse, key in unencrypted(lake, lake.s3.sse, lake.s3.sse_kms_key_id):
+        has = f"{sse} with key {key}" if key else (sse or "no server-side encryption")
+        add(Finding("encryption", path, f"object has {has}, not the lake's {want}", "warning"))
 
 
 # -- the chain --------------------------------------------------------------------------------

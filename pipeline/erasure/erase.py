@@ -23,8 +23,10 @@ import io
 import time
 import uuid
 from collections import Counter, defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
@@ -40,6 +42,9 @@ from pipeline.custody.cases import held_rows
 from pipeline.custody.chain import load_chain
 from pipeline.custody.manifest import sha256_hex
 from pipeline.erasure.selectors import Selector
+
+if TYPE_CHECKING:
+    from pipeline.ingest.writer import DataFile
 
 OPERATION = "erase"
 NO_SPLIT = 1 << 62  # a replacement is one file, however large its original was
@@ -161,7 +166,6 @@ def execute(p: ErasePlan) -> dict:
     from deltalake.transaction import AddAction
 
     from pipeline.custody.operation import commit_operation, remove_action
-    from pipeline.ingest.writer import write_files
 
     lake = p.lake
     out = p.summary()
@@ -173,33 +177,24 @@ def execute(p: ErasePlan) -> dict:
     scrubbed, removed, added, adds, removes = [], [], [], [], []
     replacements: dict[str, str | None] = {}
     now_ms = int(time.time() * 1000)
-    for target in sorted(p.targets.values(), key=lambda t: t.path):
-        data = lake.read_bytes(target.path)
-        table = pq.read_table(io.BytesIO(data))
-        keep = np.ones(table.num_rows, dtype=bool)
-        part, offset = table["partition"].to_numpy(), table["offset"].to_numpy()
-        for partition, offsets in target.offsets.items():
-            keep &= ~((part == partition) & np.isin(offset, np.fromiter(offsets, np.int64)))
-        rest = table.filter(pa.array(keep))
-        new = None
-        if rest.num_rows:
-            full = _with_partitions(rest, target.topic, target.day)
-            (new,) = write_files(lake, full, target_file_size=NO_SPLIT)
+    targets = sorted(p.targets.values(), key=lambda t: t.path)
+    with ThreadPoolExecutor(max_workers=16 if lake.is_s3 else 4) as pool:
+        rewritten = list(pool.map(lambda t: _rewrite(lake, t), targets))
+    for target, (original, new, removed_n) in zip(targets, rewritten, strict=True):
         replacement = new.path if new else None
-        original_entry = _file_entry(target.path, len(data), table.num_rows, sha256_hex(data), target)
         scrubbed.append(
             {
                 "original": target.path,
                 "replacement": replacement,
-                "original_sha256": original_entry["sha256"],
+                "original_sha256": original["sha256"],
                 "replacement_sha256": new.sha256 if new else None,
-                "records_removed": int((~keep).sum()),
+                "records_removed": removed_n,
                 "current": target.current is not None,
             }
         )
         replacements[target.path] = replacement  # older paths reach it through earlier entries
         if target.current is not None:
-            removed.append(original_entry)
+            removed.append(original)
             removes.append(remove_action(target.current, now_ms))
             if new is not None:
                 added.append(_file_entry(new.path, new.size, new.records, new.sha256, target))
@@ -232,6 +227,27 @@ def execute(p: ErasePlan) -> dict:
     )
     write_index(lake, [*entries, {"request_id": p.request_id, "version": version, "replacements": replacements}])
     return {**out, "version": version, "files_scrubbed": len(scrubbed)}
+
+
+def _rewrite(lake: Lake, target: Target) -> tuple[dict, DataFile | None, int]:
+    """Write ``target`` without its erased records (the rest byte for byte, in order) next to it.
+
+    Returns the original's file entry, the replacement (None when nothing is left) and the records removed.
+    """
+    from pipeline.ingest.writer import write_files
+
+    data = lake.read_bytes(target.path)
+    table = pq.read_table(io.BytesIO(data))
+    keep = np.ones(table.num_rows, dtype=bool)
+    part, offset = table["partition"].to_numpy(), table["offset"].to_numpy()
+    for partition, offsets in target.offsets.items():
+        keep &= ~((part == partition) & np.isin(offset, np.fromiter(offsets, np.int64)))
+    rest = table.filter(pa.array(keep))
+    new = None
+    if rest.num_rows:
+        (new,) = write_files(lake, _with_partitions(rest, target.topic, target.day), target_file_size=NO_SPLIT)
+    original = _file_entry(target.path, len(data), table.num_rows, sha256_hex(data), target)
+    return original, new, int((~keep).sum())
 
 
 def index_entries(chain) -> list[dict]:

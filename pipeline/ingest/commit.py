@@ -28,14 +28,12 @@ from pipeline import __version__, custody
 from pipeline.core import defaults, profile
 from pipeline.core.errors import KbakError, first_line
 from pipeline.core.ranges import partition_ranges
-from pipeline.core.schema import PARTITION_COLUMNS, RECORD_SCHEMA
+from pipeline.core.schema import PARTITION_COLUMNS, RECORD_SCHEMA, TP
 from pipeline.core.storage import Lake
 from pipeline.core.table import TABLE_CONFIGURATION, app_id, open_table
 from pipeline.custody.operation import created_by, find_committed_version
 from pipeline.ingest.batch import without_partitions
 from pipeline.ingest.writer import DataFile, write_files
-
-TopicPartition = tuple[str, int]
 
 
 @dataclass
@@ -44,8 +42,8 @@ class CommitResult:
     files: list[DataFile]
     records: int
     bytes: int
-    committed: dict[TopicPartition, int]  # last offset now in the table, per partition written
-    rejected: dict[TopicPartition, int | None] = field(default_factory=dict)  # what the log says instead
+    committed: dict[TP, int]  # last offset now in the table, per partition written
+    rejected: dict[TP, int | None] = field(default_factory=dict)  # what the log says instead
     manifest_digest: str | None = None
 
 
@@ -82,18 +80,19 @@ def commit_records(
     lake: Lake,
     dt: DeltaTable,
     table: pa.Table,
-    expected: dict[TopicPartition, int | None],
+    expected: dict[TP, int | None],
     *,
     source_cluster: str,
     backup_id: str,
     gaps: list[dict] | None = None,
+    schemas: list[dict] | None = None,
     compression_level: int = defaults.COMPRESSION_LEVEL,
     target_file_size: int = defaults.TARGET_FILE_SIZE,
     max_attempts: int = 5,
     sleep: Callable[[float], None] = time.sleep,
 ) -> CommitResult:
     """Commit ``table``'s rows for the partitions whose fence holds; report the ones that moved."""
-    rejected: dict[TopicPartition, int | None] = {}
+    rejected: dict[TP, int | None] = {}
     files: list[DataFile] = []
     digest: str | None = None
     attempt = 0
@@ -116,6 +115,8 @@ def commit_records(
             with profile.stage("manifest"):
                 ranges = partition_ranges(table)
                 body = _manifest_body(files, ranges, gaps or [], source_cluster, backup_id)
+                if schemas:  # kept schema documents these records are the first to need (see ingest/schemas.py)
+                    body["schemas"] = schemas
                 digest = custody.stage(lake, body)
             txns = [Transaction(app_id(source_cluster, r["topic"], r["partition"]), r["last_offset"]) for r in ranges]
             meta = {
@@ -178,7 +179,7 @@ def _fault(point: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-def _fence(dt: DeltaTable, expected: dict[TopicPartition, int | None], cluster: str) -> dict:
+def _fence(dt: DeltaTable, expected: dict[TP, int | None], cluster: str) -> dict:
     moved = {}
     for (topic, partition), want in expected.items():
         have = dt.transaction_version(app_id(cluster, topic, partition))

@@ -12,11 +12,10 @@ from dataclasses import dataclass, field
 
 import pyarrow as pa
 
+from pipeline.core.schema import TP
 from pipeline.core.storage import Lake
 from pipeline.core.table import open_table
 from pipeline.ingest.commit import CommitResult, commit_records
-
-TP = tuple[str, int]
 
 
 @dataclass
@@ -27,6 +26,7 @@ class Flush:
     expected: dict[TP, int | None]
     generation: dict[TP, int]
     gaps: list[dict]
+    schemas: list[dict] = field(default_factory=list)  # kept schema documents this commit lists
     ranges: list[dict] = field(default_factory=list)  # partition_ranges(table), computed once
 
 
@@ -80,6 +80,7 @@ class Committer(threading.Thread):
             source_cluster=self.source_cluster,
             backup_id=self.backup_id,
             gaps=job.gaps,
+            schemas=job.schemas,
             compression_level=self.compression_level,
             target_file_size=self.target_file_size,
         )

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from pipeline.core import defaults
 from pipeline.core.storage import Lake
+
+if TYPE_CHECKING:
+    from pipeline.schemas.registry import RegistryOptions
 
 
 @dataclass
@@ -34,6 +38,9 @@ class IngestOptions:
     snapshot_timeout_seconds: float = 60.0
     # Continuous: warn when no partition has been assigned to this worker this long.
     unassigned_warning_seconds: float = 60.0
+    schema_registry: RegistryOptions | None = None  # keep the schemas of wire-format records
+    schema_registry_optional: bool = False  # archive records whose schema the registry cannot give now
+    connect_timeout_s: float = 10.0  # Kafka must answer (TLS, SASL, metadata) within this, or the run fails
 
 
 def default_group_id(lake: Lake) -> str:

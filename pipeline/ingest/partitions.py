@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-TP = tuple[str, int]
+from pipeline.core.schema import TP
 
 
 @dataclass

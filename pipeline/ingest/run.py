@@ -32,6 +32,7 @@ from pipeline.core.kafka import (
 from pipeline.core.metrics import IngestMetrics
 from pipeline.core.progress import Reporter, Snapshot
 from pipeline.core.ranges import partition_ranges
+from pipeline.core.schema import TP
 from pipeline.core.signals import stop_on_signals
 from pipeline.core.table import app_id
 from pipeline.ingest.batch import messages_to_table, only_partitions
@@ -39,7 +40,7 @@ from pipeline.ingest.buffer import Buffer
 from pipeline.ingest.commit import CommitResult, ensure_table
 from pipeline.ingest.committer import Committer, Flush
 from pipeline.ingest.options import IngestOptions, default_group_id
-from pipeline.ingest.partitions import TP, Partitions
+from pipeline.ingest.partitions import Partitions
 from pipeline.ingest.snapshot import behind, describe, snapshot_ends
 from pipeline.ingest.summary import IngestSummary
 from pipeline.ingest.writer import MIN_TARGET_FILE_SIZE
@@ -78,7 +79,9 @@ class _Run:
             )
         self.conf = client_config(opts.bootstrap_servers, opts.kafka_settings)
         # Made first: librdkafka checks its settings as a whole here, before the lake is touched.
-        self.consumer = consumer_for(self.conf, self.group_id, opts.kafka_settings)
+        # -X settings override the consumer defaults, as decoded by client_config (@file secrets read).
+        overrides = {k: self.conf[k] for k in opts.kafka_settings if k in self.conf}
+        self.consumer = consumer_for(self.conf, self.group_id, overrides)
         try:
             self._prepare()
         except BaseException:
@@ -95,7 +98,7 @@ class _Run:
             from pipeline.custody.hold import lock_configuration
 
             lock_configuration(self.lake)  # fail before consuming anything if the bucket cannot lock
-        md = cluster_metadata(self.conf)
+        md = cluster_metadata(self.conf, timeout=opts.connect_timeout_s)
         self.cluster = opts.source_cluster_id or md.cluster_id or opts.bootstrap_servers
         self.topics = select_topics(md.topics, self.include, self.exclude)
         self.partitions = {t: sorted(md.topics[t].partitions) for t in self.topics}
@@ -104,7 +107,13 @@ class _Run:
                 f"no topic on {opts.bootstrap_servers} matches --topics {opts.topics}"
                 + (f" minus --exclude {opts.exclude}" if opts.exclude else "")
             )
+        self.lake.check_writable()  # a refused write (policy, role) stops the run before any real one
         self.dt = ensure_table(self.lake)
+        self.schemas = None
+        if opts.schema_registry is not None:
+            from pipeline.ingest.schemas import SchemaKeeper
+
+            self.schemas = SchemaKeeper(self.lake, opts.schema_registry, opts.schema_registry_optional)
         custody.seal(self.lake, self.dt)  # recover manifests a killed run left unsealed
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
         self.summary = IngestSummary(
@@ -165,6 +174,9 @@ class _Run:
                 self._report(final=True)  # the last line shows the end state, not one from a second ago
             with contextlib.suppress(Exception):
                 consumer.close()
+            if self.schemas is not None:
+                self.schemas.close()
+                self.summary.schemas = self.schemas.stats.as_dict()
             self.reporter.close()
         if self.opts.snapshot_groups:
             from pipeline.ingest.groups import snapshot_groups
@@ -292,6 +304,8 @@ class _Run:
         ingested_at = now.replace(microsecond=now.microsecond // 1000 * 1000)  # ms, like Delta stats
         with profile.stage("build"):
             table = messages_to_table(msgs, self.cluster, ingested_at)
+        if self.schemas is not None:
+            self.schemas.observe(table)  # before buffering: no record is committed ahead of its schema
         last = table.group_by(["topic", "partition"]).aggregate([("offset", "max")]).to_pylist()
         for row in last:
             tp = (row["topic"], row["partition"])
@@ -330,8 +344,9 @@ class _Run:
             if s.gap is not None:
                 gaps.append(s.gap)
                 s.gap = None
+        schemas = self.schemas.take_pending() if self.schemas is not None else []
         with profile.stage("wait committer"):  # the queue holds one flush: time here is time behind it
-            self.committer.jobs.put(Flush(table, expected, generation, gaps, ranges))
+            self.committer.jobs.put(Flush(table, expected, generation, gaps, schemas, ranges))
 
     def _wait_committer(self) -> None:
         self.committer.jobs.join()
@@ -375,6 +390,8 @@ class _Run:
             if offsets:  # for lag monitoring only; the Delta log is the source of truth
                 with contextlib.suppress(Exception):
                     self.consumer.commit(offsets=offsets, asynchronous=True)
+        elif job.schemas and self.schemas is not None:
+            self.schemas.requeue(job.schemas)
         for tp, have in res.rejected.items():
             state = self.state[tp]
             if job.generation.get(tp) != state.generation or not state.assigned:

@@ -21,9 +21,9 @@ from confluent_kafka import Consumer, KafkaError, TopicPartition
 from deltalake import DeltaTable
 
 from pipeline.core.errors import KbakError
+from pipeline.core.schema import TP
 from pipeline.core.table import committed_offsets
 
-TP = tuple[str, int]
 PROBE_TIMEOUT_S = 15.0
 
 

@@ -20,6 +20,7 @@ class IngestSummary:
     partitions: dict[str, dict[int, dict]] = field(default_factory=dict)
     gaps: list[dict] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    schemas: dict | None = None  # with --schema-registry: kept, unknown and unkept schema ids
 
     def as_dict(self) -> dict:
         return {
@@ -36,4 +37,5 @@ class IngestSummary:
             "partitions": {t: {str(p): v for p, v in ps.items()} for t, ps in self.partitions.items()},
             "gaps": self.gaps,
             "warnings": self.warnings,
+            **({"schemas": self.schemas} if self.schemas is not None else {}),
         }

@@ -60,7 +60,7 @@ def deleted_file_retention(dt) -> timedelta:
 def candidates(chain: list[VersionRecord], now: datetime, keep_for: timedelta) -> list[Candidate]:
     """Every removed file the chain allows to delete now, oldest removal first (not yet checked in storage)."""
     removed: dict[str, Candidate] = {}
-    replacements: set[str] = set()
+    replacements: dict[str, str | None] = {}  # scrubbed replacement -> its SHA-256
     expired_partitions: dict[tuple[str, str], int] = {}  # (topic, date) -> version of the retention
     for rec in chain:
         body = rec.body or {}
@@ -74,8 +74,9 @@ def candidates(chain: list[VersionRecord], now: datetime, keep_for: timedelta) -
                     pv = f.get("partition_values") or {}
                     expired_partitions[(pv.get("topic"), pv.get("date"))] = rec.version
         for s in body.get("files_scrubbed") or []:
-            replacements.discard(s.get("original"))  # an earlier erasure's replacement, scrubbed again
-            replacements.add(s.get("replacement"))
+            replacements.pop(s.get("original"), None)  # an earlier erasure's replacement, scrubbed again
+            if s.get("replacement"):
+                replacements[s["replacement"]] = s.get("replacement_sha256")
             original = removed.get(s.get("original"))
             removed[s["original"]] = Candidate(
                 s["original"],
@@ -89,17 +90,19 @@ def candidates(chain: list[VersionRecord], now: datetime, keep_for: timedelta) -
             removed.pop(f.get("path"), None)  # re-added (never by kbak today): live again
     out = []
     for c in removed.values():
-        if c.path in replacements:
-            continue
         topic_date = _topic_date(c.path)
-        if (
-            c.reason != ERASED
-            and topic_date in expired_partitions
-            and c.removed_by_version <= expired_partitions[topic_date]
-        ):
+        expired = topic_date in expired_partitions and c.removed_by_version <= expired_partitions[topic_date]
+        if c.path in replacements and not expired:
+            continue  # a scrubbed replacement: older versions read it instead of its erased original
+        if c.reason != ERASED and expired:
             c.reason = RETENTION
         if c.reason in (RETENTION, ERASED) or _older_than(c.removed_at, now, keep_for):
             out.append(c)
+    # A replacement written for a file retention had already removed holds records past their policy too.
+    for path, sha in sorted(replacements.items()):
+        topic_date = _topic_date(path)
+        if path not in removed and topic_date in expired_partitions:
+            out.append(Candidate(path, sha, None, expired_partitions[topic_date], RETENTION, None))
     return sorted(out, key=lambda c: (c.removed_by_version, c.path))
 
 

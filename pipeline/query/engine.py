@@ -23,10 +23,12 @@ from urllib.parse import urlparse
 
 import duckdb
 
+from pipeline.core.access_log import log_access
 from pipeline.core.errors import KbakError, first_line
 from pipeline.core.readset import version_files
 from pipeline.core.storage import Lake
 from pipeline.core.table import open_table
+from pipeline.query import decoding
 
 log = logging.getLogger("kbak.engine")
 
@@ -78,11 +80,21 @@ class TableState:
     as_of: str | None
 
 
-def connect(lake: Lake, as_of: int | str | None = None, reader: str | None = None) -> duckdb.DuckDBPyConnection:
+def connect(
+    lake: Lake,
+    as_of: int | str | None = None,
+    reader: str | None = None,
+    *,
+    audit: bool = True,
+    decode: bool = False,
+) -> duckdb.DuckDBPyConnection:
     """A DuckDB connection whose ``records`` view is the archive (as of a version or time).
 
-    The connection also has the audit macros (``MACROS``) and a one-row ``kbak_table`` view saying
-    which lake, version and reader it uses.
+    The connection also has the audit macros (``MACROS``), a one-row ``kbak_table`` view saying
+    which lake, version and reader it uses, and the decoding functions over the kept schemas
+    (``decoding.py``; ``decode`` makes the named queries print decoded payloads). With an access log
+    configured (``KBAK_ACCESS_LOG``), the connection is recorded there; ``audit=False`` is for
+    callers that record a richer entry.
     """
     chosen = reader or os.environ.get(READER_ENV) or DEFAULT_READER
     if chosen not in READERS:
@@ -105,7 +117,7 @@ def connect(lake: Lake, as_of: int | str | None = None, reader: str | None = Non
                 raise KbakError(f"the delta_scan reader is unavailable: {first_line(exc)}") from None
             log.warning("delta_scan unavailable (%s); using deltalake's Arrow dataset", first_line(exc))
             con.close()
-            return connect(lake, as_of, reader="arrow")
+            return connect(lake, as_of, reader="arrow", audit=audit, decode=decode)
     else:
         dataset = dt.to_pyarrow_dataset() if files is None else files_dataset(lake, files.files)
         con.register("_kbak_records_dataset", dataset)
@@ -114,12 +126,15 @@ def connect(lake: Lake, as_of: int | str | None = None, reader: str | None = Non
     for stmt in macro_statements():
         con.execute(stmt)
     _create_recorded_gaps(con, lake, version, chosen)
+    decoding.register(con, lake, decode)
     state = TableState(lake.uri, version, chosen, None if as_of is None else str(as_of))
     con.execute(
         "CREATE VIEW kbak_table AS SELECT * FROM (VALUES ("
-        + ", ".join(_literal(v) for v in (state.lake, state.version, state.reader, state.as_of))
+        + ", ".join(sql_literal(v) for v in (state.lake, state.version, state.reader, state.as_of))
         + ")) AS t(lake, version, reader, as_of)"
     )
+    if audit:
+        log_access("connect", lake, table_version=version, as_of=state.as_of)
     return con
 
 
@@ -131,7 +146,7 @@ def connect_files(lake: Lake, files: list[str], filename: bool = False) -> duckd
     con = duckdb.connect(config={"autoinstall_known_extensions": False, "autoload_known_extensions": False})
     con.execute("SET TimeZone = 'UTC'")
     if lake.is_s3:
-        con.execute(f"LOAD {_literal(str(extension_path('httpfs')))}")
+        con.execute(f"LOAD {sql_literal(str(extension_path('httpfs')))}")
         con.execute(_s3_secret(lake, True))
     con.execute(files_view_statement(lake, files, filename=filename))
     for stmt in macro_statements():
@@ -149,7 +164,7 @@ def recorded_gaps_view(lake: Lake, version: int) -> str:
     ``removed_offsets`` (``erased`` / ``retention``) of every version: kbak's readers leave those records
     out at every version. From the sealed manifests; the ``offset_gaps`` query's reasons.
     """
-    glob = _literal(file_uri(lake, "_kbak/custody/*.json"))
+    glob = sql_literal(file_uri(lake, "_kbak/custody/*.json"))
     ingest, removed = _GAP % ("first_missing", "last_missing"), _GAP % ("first_offset", "last_offset")
     return (
         "CREATE OR REPLACE VIEW kbak_recorded_gaps AS "
@@ -163,7 +178,7 @@ def recorded_gaps_view(lake: Lake, version: int) -> str:
 def _create_recorded_gaps(con: duckdb.DuckDBPyConnection, lake: Lake, version: int, reader: str) -> None:
     try:
         if lake.is_s3 and reader != "delta_scan":  # the arrow reader has not loaded httpfs
-            con.execute(f"LOAD {_literal(str(extension_path('httpfs')))}")
+            con.execute(f"LOAD {sql_literal(str(extension_path('httpfs')))}")
             con.execute(_s3_secret(lake, True))
         con.execute(recorded_gaps_view(lake, version))
     except (duckdb.Error, KbakError) as exc:
@@ -192,7 +207,7 @@ def setup_sql(lake: Lake, as_of: int | str | None = None) -> str:
     S3 credentials are left as placeholders: they are the reader's to fill in.
     """
     version = open_table(lake, as_of).version() if as_of is not None else None
-    stmts = _delta_scan_statements(lake, version, secrets=False) + macro_statements()
+    stmts = _delta_scan_statements(lake, version, secrets=False) + macro_statements() + decoding.setup_statements()
     return ";\n".join(stmts) + ";\n"
 
 
@@ -211,12 +226,12 @@ def extension_path(name: str) -> Path:
 
 
 def _delta_scan_statements(lake: Lake, version: int | None, secrets: bool) -> list[str]:
-    stmts = [f"LOAD {_literal(str(extension_path('delta')))}"]
+    stmts = [f"LOAD {sql_literal(str(extension_path('delta')))}"]
     if lake.is_s3:
-        stmts.insert(0, f"LOAD {_literal(str(extension_path('httpfs')))}")
+        stmts.insert(0, f"LOAD {sql_literal(str(extension_path('httpfs')))}")
         stmts.append(_s3_secret(lake, secrets))
     pinned = "" if version is None else f", version => {int(version)}"
-    stmts.append(f"CREATE OR REPLACE VIEW records AS SELECT * FROM delta_scan({_literal(lake.uri)}{pinned})")
+    stmts.append(f"CREATE OR REPLACE VIEW records AS SELECT * FROM delta_scan({sql_literal(lake.uri)}{pinned})")
     return stmts
 
 
@@ -229,7 +244,7 @@ def files_view_statement(lake: Lake, files: list[str], view: str = "records", fi
     if not files:
         empty = ", ".join(f"NULL::{t} AS {_ident(n)}" for n, t in types)
         return f"CREATE OR REPLACE VIEW {view} AS SELECT {empty} WHERE false"
-    uris = "[" + ", ".join(_literal(file_uri(lake, f)) for f in files) + "]"
+    uris = "[" + ", ".join(sql_literal(file_uri(lake, f)) for f in files) + "]"
     cols = ", ".join(_ident(n) for n, _t in types)
     return (
         f"CREATE OR REPLACE VIEW {view} AS SELECT {cols} FROM read_parquet({uris}, hive_partitioning = true, "
@@ -277,26 +292,27 @@ def _ident(name: str) -> str:
 
 def _s3_secret(lake: Lake, with_credentials: bool) -> str:
     s3 = lake.s3
-    opts = {"TYPE": "s3", "REGION": _literal(s3.region or "us-east-1"), "SCOPE": _literal(f"s3://{lake.bucket}")}
+    opts = {"TYPE": "s3", "REGION": sql_literal(s3.region or "us-east-1"), "SCOPE": sql_literal(f"s3://{lake.bucket}")}
     if with_credentials:
         if s3.access_key_id:
-            opts["KEY_ID"] = _literal(s3.access_key_id)
-            opts["SECRET"] = _literal(s3.secret_access_key or "")
+            opts["KEY_ID"] = sql_literal(s3.access_key_id)
+            opts["SECRET"] = sql_literal(s3.secret_access_key or "")
         if s3.session_token:
-            opts["SESSION_TOKEN"] = _literal(s3.session_token)
+            opts["SESSION_TOKEN"] = sql_literal(s3.session_token)
     else:
-        opts["KEY_ID"] = _literal("<AWS_ACCESS_KEY_ID>")
-        opts["SECRET"] = _literal("<AWS_SECRET_ACCESS_KEY>")
+        opts["KEY_ID"] = sql_literal("<AWS_ACCESS_KEY_ID>")
+        opts["SECRET"] = sql_literal("<AWS_SECRET_ACCESS_KEY>")
     if s3.endpoint:
         parsed = urlparse(s3.endpoint if "://" in s3.endpoint else f"https://{s3.endpoint}")
-        opts["ENDPOINT"] = _literal(parsed.netloc)
+        opts["ENDPOINT"] = sql_literal(parsed.netloc)
         opts["USE_SSL"] = "false" if parsed.scheme == "http" else "true"
-        opts["URL_STYLE"] = _literal("path")  # custom endpoints (MinIO, moto, Ceph) rarely do virtual hosts
+        opts["URL_STYLE"] = sql_literal("path")  # custom endpoints (MinIO, moto, Ceph) rarely do virtual hosts
     body = ", ".join(f"{k} {v}" for k, v in opts.items())
     return f"CREATE OR REPLACE SECRET kbak_lake ({body})"
 
 
-def _literal(value) -> str:
+def sql_literal(value) -> str:
+    """A value as a SQL literal (NULL, an integer, or a quoted string), for statements DuckDB cannot bind."""
     if value is None:
         return "NULL"
     if isinstance(value, int):

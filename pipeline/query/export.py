@@ -26,6 +26,7 @@ from typing import Any
 import duckdb
 
 from pipeline.core.errors import KbakError, first_line
+from pipeline.query.engine import sql_literal
 from pipeline.query.named import split_statements
 
 _SHOWS = re.compile(r"\s*(describe|show|summarize|explain|pragma)\b", re.IGNORECASE)  # parsed as SELECTs
@@ -66,7 +67,7 @@ def write_result(
 
 
 def _copy(con: duckdb.DuckDBPyConnection, query: str, params, fmt: str, target: str) -> int | None:
-    copy = f"COPY ({query}) TO '{_escape(target)}' ({_COPY_OPTIONS[fmt]})"
+    copy = f"COPY ({query}) TO {sql_literal(target)} ({_COPY_OPTIONS[fmt]})"
     try:
         row = con.execute(copy, _used(params, query)).fetchone()
     except duckdb.Error as exc:
@@ -156,6 +157,3 @@ def _used(params: Mapping[str, Any] | None, query: str) -> dict[str, Any] | None
         names |= set(stmt.named_parameters)
     return {k: v for k, v in params.items() if k in names} or None
 
-
-def _escape(text: str) -> str:
-    return text.replace("'", "''")

@@ -20,12 +20,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline.core.errors import KbakError, first_line
+from pipeline.core.schema import TP
 from pipeline.core.storage import Lake
 from pipeline.core.timefmt import now_iso
 
 FORMAT = 1
 REPLAY_DIR = "_kbak/replay"  # default checkpoints, in the lake (outside the Delta table)
-TP = tuple[str, int]
 
 
 class Progress:

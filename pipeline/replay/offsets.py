@@ -13,8 +13,7 @@ from __future__ import annotations
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from pipeline.core.errors import KbakError
-
-TP = tuple[str, int]
+from pipeline.core.schema import TP
 
 
 class GroupMapper:

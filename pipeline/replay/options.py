@@ -12,6 +12,7 @@ from pipeline.core.errors import KbakError
 from pipeline.core.parsing import parse_key, parse_time
 from pipeline.core.storage import Lake
 from pipeline.core.timefmt import iso_ms
+from pipeline.schemas.registry import RegistryOptions
 
 __all__ = ["OffsetRange", "ReplayOptions", "parse_key", "parse_offsets", "parse_rate", "parse_time", "parse_topic_map"]
 
@@ -58,6 +59,7 @@ class ReplayOptions:
     delivery_timeout_s: float = 30.0  # how long a record may wait for the target's ack (a dead target fails then)
     batch_rows: int = 10_000  # rows per Arrow batch handed to the producer loop (bounds its Python lists)
     chunk_rows: int = 100_000  # rows of a topic sorted at a time (bounds the sort's memory)
+    schema_registry_target: RegistryOptions | None = None  # rewrite schema ids to this registry's (schema_ids.py)
 
     def validate(self) -> None:
         if self.from_ms is not None and self.to_ms is not None and self.to_ms < self.from_ms:

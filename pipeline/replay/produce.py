@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from confluent_kafka import KafkaError, KafkaException, Producer
 
+from pipeline.core.schema import TP
 from pipeline.replay.checkpoint import Progress
 from pipeline.replay.offsets import GroupMapper
 from pipeline.replay.partitioner import Partitioner
@@ -40,7 +41,6 @@ OFFSET_HEADER_PREFIX = "kbak.source."
 PURGED = (KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT)  # dropped by kbak on a stop: not delivered
 STOP_FLUSH_S = 3.0  # after a stop request (or a dead target), how long outstanding deliveries may still land
 _BROKER_TROUBLE = (KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT, KafkaError._RESOLVE)
-TP = tuple[str, int]
 
 
 class _Slot:

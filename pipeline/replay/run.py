@@ -54,6 +54,8 @@ def fingerprint(o: ReplayOptions) -> dict:
         "topic_map": dict(sorted(o.topic_map.items())),
         "repartition": o.repartition,
         "offset_headers": o.offset_headers,
+        # only when set, so checkpoints written before the option existed still resume
+        **({"schema_registry_target": o.schema_registry_target.display} if o.schema_registry_target else {}),
     }
 
 
@@ -96,6 +98,11 @@ def _replay(options: ReplayOptions, reporter: Reporter | None, stop: threading.E
                 check_targets(conf, options, _needed(plan), sel.archived, create=False)
             summary.duration_s = time.monotonic() - started
             return summary
+        rewriter = None
+        if options.schema_registry_target is not None:  # registers the kept schemas before producing anything
+            from pipeline.replay.schema_ids import IdRewriter
+
+            rewriter = IdRewriter.register(options.lake, options.schema_registry_target)
         try:  # file statistics first (no scan); only if they say no, the exact count of selected partitions
             targets = check_targets(conf, options, sel.partition_bound(), sel.archived, create=options.create_topics)
         except TargetMismatch:
@@ -122,6 +129,7 @@ def _replay(options: ReplayOptions, reporter: Reporter | None, stop: threading.E
         summary.delivered = dict(ckpt.progress) if ckpt else {}
         summary.created_topics = sorted(t.name for t in targets.values() if t.created)
         run = _Run(options, sel, conf, targets, ckpt, groups, snapshots, summary, reporter, stop)
+        run.rewriter = rewriter
         run.started = started  # the summary's duration covers the whole command, checks included
         return run.execute()
     finally:
@@ -179,6 +187,7 @@ class _Run:
         self.progress = Progress(ckpt.progress if ckpt else None)
         self.groups = groups
         self.snap = Snapshot(label="replay")
+        self.rewriter = None  # an IdRewriter with --schema-registry-target
         self._last_save = 0.0
         self.sender = Sender(
             conf,
@@ -201,7 +210,7 @@ class _Run:
             try:
                 with contextlib.closing(self.sel.prefetched()) as batches:
                     for batch in batches:
-                        if not sender.send(batch):
+                        if not sender.send(self.rewriter.apply(batch) if self.rewriter else batch):
                             break
             except BaseException as exc:  # reading failed: still account for what was delivered
                 error = exc
@@ -263,6 +272,8 @@ class _Run:
         s.delivered = self.progress.state()
         if final:
             s.duration_s = time.monotonic() - self.started
+            if self.rewriter is not None:
+                s.schema_ids = self.rewriter.as_dict()
         if self.ckpt is not None:
             self.ckpt.progress = s.delivered
             self.ckpt.records = s.skipped_by_checkpoint + sender.delivered

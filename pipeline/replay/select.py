@@ -26,7 +26,7 @@ import pyarrow.compute as pc
 from pipeline.core.errors import KbakError, first_line
 from pipeline.core.table import open_table
 from pipeline.core.timefmt import EPOCH
-from pipeline.query.engine import connect
+from pipeline.query.engine import connect, sql_literal
 from pipeline.replay.options import ReplayOptions
 from pipeline.replay.summary import with_iso_times
 
@@ -74,11 +74,11 @@ class Selection:
         self._files = pa.table(dt.get_add_actions(flatten=True))
         self.archived = _archived_partitions(self._files)  # topic -> partition count the archive implies
         self.topics = self._choose_topics()
-        self.con = connect(options.lake, as_of=self.version)
+        self.con = connect(options.lake, as_of=self.version, audit=False)  # replay logs its own access
         self._tmp = tempfile.TemporaryDirectory(prefix="kbak-replay-")
         self.con.execute(f"SET memory_limit = '{MEMORY_LIMIT}'")
         self.con.execute(f"SET threads = {THREADS}")
-        self.con.execute(f"SET temp_directory = {_text(self._tmp.name)}")
+        self.con.execute(f"SET temp_directory = {sql_literal(self._tmp.name)}")
         self.con.execute(f"CREATE TEMP VIEW {_ROWS} AS SELECT * FROM records WHERE {self._filter(resume or {})}")
         self.where = options.where
         if self.where:
@@ -116,7 +116,7 @@ class Selection:
 
     def _filter(self, resume: dict) -> str:
         o = self.options
-        parts = [f"topic IN ({', '.join(_text(t) for t in self.topics)})"]
+        parts = [f"topic IN ({', '.join(sql_literal(t) for t in self.topics)})"]
         if o.from_ms is not None:
             parts.append(f"\"date\" >= DATE '{_day(o.from_ms)}'")
             parts.append(f'"timestamp" >= {_timestamp(o.from_ms)}')
@@ -139,7 +139,7 @@ class Selection:
                 done.append(f'"offset" IN ({", ".join(str(int(x)) for x in extra)})')
             if done:
                 parts.append(
-                    f'NOT (topic = {_text(topic)} AND "partition" = {int(partition)} AND ({" OR ".join(done)}))'
+                    f'NOT (topic = {sql_literal(topic)} AND "partition" = {int(partition)} AND ({" OR ".join(done)}))'
                 )
         return " AND ".join(parts)
 
@@ -222,14 +222,14 @@ class Selection:
                         )
                 if not ranges:
                     continue
-                where = [f"topic = {_text(topic)}", f"({' OR '.join(ranges)})", *conds]
+                where = [f"topic = {sql_literal(topic)}", f"({' OR '.join(ranges)})", *conds]
                 sql = f'SELECT {columns} FROM {scope} WHERE {" AND ".join(where)} ORDER BY "partition", "offset"'
                 yield from self._run(sql).to_arrow_reader(rows or self.options.batch_rows)
 
     def rows_after(self, source: tuple[str, int], limit: int) -> list[dict]:
         """The next ``limit`` selected rows of one source partition, in offset order, as Python values."""
         scope, conds, k, v = self._source()
-        where = [f"topic = {_text(source[0])}", f'"partition" = {int(source[1])}', *conds]
+        where = [f"topic = {sql_literal(source[0])}", f'"partition" = {int(source[1])}', *conds]
         sql = (
             f'SELECT topic, "partition", "offset", epoch_ms("timestamp") AS ts_ms, {k} AS "key", {v} AS "value", '
             f'headers, source_cluster FROM {scope} WHERE {" AND ".join(where)} ORDER BY "offset" LIMIT {int(limit)}'
@@ -302,9 +302,6 @@ def _timestamp(ms: int) -> str:
     stamp = EPOCH + timedelta(milliseconds=ms)
     return f"TIMESTAMPTZ '{stamp.strftime('%Y-%m-%d %H:%M:%S.%f')}+00'"
 
-
-def _text(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
 
 
 def _blob(value: bytes) -> str:

@@ -63,6 +63,7 @@ class ReplaySummary:
     delivered: dict[tuple[str, int], tuple[int | None, list[int]]] = field(default_factory=dict)
     groups: dict[str, dict] = field(default_factory=dict)
     created_topics: list[str] = field(default_factory=list)
+    schema_ids: dict | None = None  # --schema-registry-target: kept id -> target id, records rewritten
 
     def time_range(self) -> tuple[int | None, int | None]:
         firsts = [s.first_timestamp_ms for s in self.targets.values() if s.first_timestamp_ms is not None]
@@ -100,6 +101,8 @@ class ReplaySummary:
             "created_topics": self.created_topics,
             "groups": self.groups,
         }
+        if self.schema_ids is not None:
+            out["schema_ids"] = self.schema_ids
         if self.dry_run:
             out["plan"] = self.plan
         if self.error:

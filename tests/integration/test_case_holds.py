@@ -55,6 +55,11 @@ def test_case_hold_open_list_release(lake):
     assert [b["operation"] for b in bodies[-3:]] == ["case-hold", "case-hold", "case-release"]
     assert bodies[-1]["case"]["case_id"] == "LIT-1" and bodies[-1]["case"]["release_reason"] == "settled"
     assert run_kbak("validate", "--lake", str(path), "--deep").returncode == 0
+    # The case documents are checked against the chain: reopening a case by editing its file is caught.
+    doc = path / "_kbak" / "cases" / "LIT-1.json"
+    doc.write_text(doc.read_text().replace('"status": "released"', '"status": "open"'))
+    proc = run_kbak("validate", "--lake", str(path), "--format", "json")
+    assert proc.returncode == 1 and [e["check"] for e in json.loads(proc.stdout)["errors"]] == ["case-state"]
 
 
 @pytest.mark.parametrize(

@@ -295,3 +295,36 @@ def erase_failing(lake: tuple[str, ...], request: tuple[str, ...], env: dict):
     proc = run_kbak("erase", *lake, *request, env=env)
     assert proc.returncode == 1 and proc.stderr.startswith("kbak: error: ") and proc.stderr.count("\n") == 1, proc
     return proc
+
+
+@pytest.mark.parametrize("erase_first", [True, False], ids=["erase-then-retention", "retention-then-erase"])
+def test_erasure_and_retention_then_vacuum(two_run_lake, tmp_path, erase_first):
+    """Whichever comes first, after vacuum no version reads the expired days, nor the erased key."""
+    lake = str(tmp_path / "lake")
+    shutil.copytree(two_run_lake.lake, lake)
+    before = erase_lakes.rows_at(lake, 1)
+    assert any(r.key == b"k0" for r in before)  # k0 is on 2024-11-01
+
+    def apply_retention() -> None:
+        run_json("retention", "set", "--lake", lake, "--topics", two_run_lake.topic, "--days", "1")
+        out = run_json("retention", "apply", "--lake", lake, "--now", "2024-11-04T00:00:00Z")
+        assert [p["date"] for p in out["partitions_removed"]] == ["2024-11-01", "2024-11-02"]
+
+    def erase_k0() -> None:
+        assert run_json("erase", "--lake", lake, "--request-id", "R", "--reason", "x", "--key", "k0")["records"] == 2
+
+    for step in (erase_k0, apply_retention) if erase_first else (apply_retention, erase_k0):
+        step()
+    vac = run_json("vacuum", "--lake", lake)
+    assert {f["reason"] for f in vac["files_deleted"]} >= {"retention"}
+    expired = ("2024-11-01", "2024-11-02")
+    kept = [r for r in before if r.key != b"k0" and _day(r) not in expired]
+    assert query_rows(lake, tmp_path, "--as-of", "1") == kept
+    assert not any(_day(r) in expired for r in query_rows(lake, tmp_path))
+    assert not [p for p in Path(lake).rglob("*.parquet") if any(f"date={d}" in str(p) for d in expired)]
+    proc = run_kbak("validate", "--lake", lake, "--deep", "--format", "json")
+    assert proc.returncode == 0, proc.stdout
+
+
+def _day(r: Rec) -> str:
+    return datetime.fromtimestamp(r.timestamp_ms / 1000, UTC).date().isoformat()

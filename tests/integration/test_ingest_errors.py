@@ -7,35 +7,25 @@ import time
 import pyarrow as pa
 import pytest
 from deltalake import DeltaTable, write_deltalake
-from support.kbak_testing import archive_rows, consume_all, produce, run_json, run_kbak
+from support.kbak_testing import archive_rows, consume_all, one_line_error, produce, run_json, run_kbak
 from support.s3_fault_proxy import FaultProxy
 
 from pipeline.dev.sample import create_topics
 from pipeline.dev.servers import free_port
 
 
-def _one_line_error(proc) -> str:
-    """The failure is one line, the last on stderr (progress lines may precede it), and no traceback."""
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert proc.returncode != 0
-    assert lines and lines[-1].startswith("kbak: error: "), proc.stderr
-    assert "Traceback" not in proc.stderr
-    assert sum(line.startswith("kbak: error:") for line in lines) == 1
-    return lines[-1]
-
-
 def test_unreachable_broker_fails_fast_and_writes_nothing(tmp_path):
     lake = tmp_path / "lake"
     started = time.monotonic()
     proc = run_kbak("ingest", "-b", f"127.0.0.1:{free_port()}", "--topics", ".*", "--lake", str(lake), "--once")
-    assert "cannot reach Kafka" in _one_line_error(proc)
+    assert "cannot reach Kafka" in one_line_error(proc)
     assert time.monotonic() - started < 30
     assert not lake.exists()
 
 
 def test_patterns_matching_no_topic(kafka, tmp_path):
     proc = run_kbak("ingest", "-b", kafka.bootstrap, "--topics", "no-such-topic-.*", "--lake", str(tmp_path / "l"))
-    assert "no topic" in _one_line_error(proc) and "no-such-topic-.*" in proc.stderr
+    assert "no topic" in one_line_error(proc) and "no-such-topic-.*" in proc.stderr
     assert not (tmp_path / "l").exists()
 
 
@@ -46,7 +36,7 @@ def test_client_setting_librdkafka_rejects_is_one_line_before_the_lake_exists(ka
     lake = tmp_path / "lake"
     bad = ("-X", "fetch.max.bytes=3000")
     proc = run_kbak("ingest", "-b", kafka.bootstrap, "--topics", topic, "--lake", str(lake), *bad)
-    assert "fetch.max.bytes" in _one_line_error(proc)
+    assert "fetch.max.bytes" in one_line_error(proc)
     assert not lake.exists()
 
 
@@ -55,34 +45,34 @@ def test_target_file_size_below_the_minimum_is_one_line(tmp_path, size):
     """Issue 14.10: values 1-4 crashed the writer; anything under 1 MiB is refused before any work."""
     lake = tmp_path / "lake"
     proc = run_kbak("ingest", "-b", "127.0.0.1:1", "--topics", "a", "--lake", str(lake), "--target-file-size", size)
-    assert "--target-file-size" in _one_line_error(proc) and proc.returncode == 2
+    assert "--target-file-size" in one_line_error(proc) and proc.returncode == 2
     assert not lake.exists()
 
 
 def test_invalid_regex(kafka, tmp_path):
     proc = run_kbak("ingest", "-b", kafka.bootstrap, "--topics", "orders(", "--lake", str(tmp_path / "l"))
-    assert "not a valid regular expression" in _one_line_error(proc)
+    assert "not a valid regular expression" in one_line_error(proc)
 
 
 def test_unknown_config_key_is_named(tmp_path):
     cfg = tmp_path / "backup.yaml"
     cfg.write_text("mode: backup\nsource:\n  bootstrap_servers: [x:1]\n  topicz: {include: [a]}\n")
     proc = run_kbak("ingest", "--config", str(cfg))
-    assert "unknown key 'source.topicz'" in _one_line_error(proc)
+    assert "unknown key 'source.topicz'" in one_line_error(proc)
 
 
 def test_bad_config_value_is_named(tmp_path):
     cfg = tmp_path / "backup.yaml"
     cfg.write_text("backup:\n  compression_level: 99\n")
     proc = run_kbak("ingest", "--config", str(cfg))
-    assert "'backup.compression_level'" in _one_line_error(proc)
+    assert "'backup.compression_level'" in one_line_error(proc)
 
 
 def test_unset_environment_variable_in_config(tmp_path):
     cfg = tmp_path / "backup.yaml"
     cfg.write_text("source:\n  bootstrap_servers: ['${KBAK_TEST_SURELY_UNSET}']\n")
     proc = run_kbak("ingest", "--config", str(cfg))
-    assert "KBAK_TEST_SURELY_UNSET is not set" in _one_line_error(proc)
+    assert "KBAK_TEST_SURELY_UNSET is not set" in one_line_error(proc)
 
 
 def test_bad_flag_value_exits_as_usage_error(tmp_path):
@@ -97,7 +87,7 @@ def test_unwritable_lake(kafka, tmp_path, topic_name):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a directory")
     proc = run_kbak("ingest", "-b", kafka.bootstrap, "--topics", topic, "--lake", str(blocker / "lake"), "--once")
-    assert "cannot write to lake" in _one_line_error(proc)
+    assert "cannot write to lake" in one_line_error(proc)
 
 
 def test_existing_table_that_is_not_kbaks(kafka, tmp_path, topic_name):
@@ -106,7 +96,7 @@ def test_existing_table_that_is_not_kbaks(kafka, tmp_path, topic_name):
     lake = tmp_path / "lake"
     write_deltalake(str(lake), pa.table({"id": [1, 2], "name": ["a", "b"]}))
     proc = run_kbak("ingest", "-b", kafka.bootstrap, "--topics", topic, "--lake", str(lake), "--once")
-    assert "not a kbak archive" in _one_line_error(proc)
+    assert "not a kbak archive" in one_line_error(proc)
     assert DeltaTable(str(lake)).version() == 0  # untouched
 
 
@@ -124,7 +114,7 @@ def test_s3_failure_during_commit_is_retried_then_reported_and_table_stays_consi
 
         proxy.fail_when = lambda method, path: method == "PUT" and "/_delta_log/" in path
         proc = run_kbak(*args, "--once", env=s3.env())
-        assert "storage error committing" in _one_line_error(proc)
+        assert "storage error committing" in one_line_error(proc)
         assert proxy.failed > 1  # retried
         assert DeltaTable(uri, storage_options=opts).version() == version  # nothing half-committed
         assert len(archive_rows(uri, opts, topic)) == 50

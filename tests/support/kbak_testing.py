@@ -137,6 +137,16 @@ def archive_rows(lake: str, storage_options: dict | None = None, topic: str | No
     return sorted(rows, key=lambda r: (r.topic, r.partition, r.offset))
 
 
+def one_line_error(proc) -> str:
+    """The failure is one line, the last on stderr (progress lines may precede it), and no traceback."""
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode != 0, proc.stdout
+    assert lines and lines[-1].startswith("kbak: error: "), proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert sum(line.startswith("kbak: error:") for line in lines) == 1, proc.stderr
+    return lines[-1]
+
+
 def table_count(lake) -> int:
     """Rows in the Delta table at ``lake`` (0 while it does not exist yet)."""
     from deltalake import DeltaTable

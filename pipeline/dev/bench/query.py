@@ -112,17 +112,28 @@ def _day_table(topic: str, partitions: int, n: int, day: date, next_offset: np.n
     )
 
 
-def build_lake(path: Path, records: int) -> Lake:
-    """The benchmark lake, built once and reused while its size matches."""
-    lake = Lake.at(path)
-    marker = path / "_kbak_bench.json"
+MARKER = "_kbak_bench.json"
+
+
+def cached(path: Path, records: int) -> bool:
+    """True when ``path`` holds a bench lake built for ``records``; otherwise it is cleared for a rebuild."""
+    marker = path / MARKER
     if marker.exists() and json.loads(marker.read_text()).get("records") == records:
         print(f"reusing lake {path} ({records:,} records)", flush=True)
-        return lake
+        return True
     if path.exists():
         import shutil
 
         shutil.rmtree(path)
+    return False
+
+
+def build_lake(path: Path, records: int) -> Lake:
+    """The benchmark lake, built once and reused while its size matches."""
+    lake = Lake.at(path)
+    if cached(path, records):
+        return lake
+    marker = path / MARKER
     started = time.monotonic()
     dt = ensure_table(lake)
     per_day = records // DAYS
@@ -284,3 +295,7 @@ def main() -> None:
     print(f"       the Python API is {restore_s / api_s:.0f}x faster", flush=True)
     if rows != found:
         print(f"WARNING: the two routes disagree: query {rows} rows, restore scan {found} records")
+    print("decoding: schema registry payloads (Avro) vs JSON, same records", flush=True)
+    from pipeline.dev.bench import decode
+
+    decode.main()
