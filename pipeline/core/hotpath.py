@@ -22,14 +22,15 @@ THRESHOLD = 50_000  # allocations between young-generation passes (CPython's def
 
 @contextmanager
 def fewer_gc_passes() -> Iterator[None]:
-    old = gc.get_threshold()
+    old, frozen = gc.get_threshold(), gc.get_freeze_count()
     gc.freeze()
     gc.set_threshold(max(THRESHOLD, old[0]), *old[1:])
     try:
         yield
     finally:
         gc.set_threshold(*old)
-        gc.unfreeze()
+        if not frozen:  # a caller that froze objects itself keeps them frozen
+            gc.unfreeze()
 
 
 M_ARENA_MAX = -8  # glibc's mallopt parameter
