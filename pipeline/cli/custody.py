@@ -176,6 +176,9 @@ def validate_cmd(
         list[str] | None,
         typer.Option("--anchor", help="VERSION=SHA256 of a manifest recorded outside the lake (repeatable)."),
     ] = None,
+    full: Annotated[
+        bool, typer.Option("--full", help="Re-check the whole chain, not only what is new since the verified point.")
+    ] = False,
     fmt: FormatOpt = TextJson.text,
     s3_endpoint: S3EndpointOpt = None,
     s3_region: S3RegionOpt = None,
@@ -187,7 +190,7 @@ def validate_cmd(
 
     lake_obj = _usage(lambda: lake_from(lake, s3_endpoint, s3_region, sse, sse_kms_key_id))
     anchors = dict(_usage(lambda: [parse_anchor(a) for a in anchor or []]))
-    report = validate(lake_obj, deep=deep, backup_id=backup_id, repair=repair, anchors=anchors)
+    report = validate(lake_obj, deep=deep, backup_id=backup_id, repair=repair, anchors=anchors, full=full)
     if fmt is TextJson.json:
         emit_json(report.as_dict())
     else:
@@ -201,6 +204,8 @@ def validate_cmd(
             typer.echo(
                 f"head of custody chain: version {report.head['version']} sha256:{report.head['manifest_sha256']}"
             )
+        if report.verified_from is not None:
+            typer.echo(f"checked from the verified point at version {report.verified_from} on (--full: everything)")
         if report.repaired:
             typer.echo(f"sealed versions {report.repaired}")
         for f in report.findings:

@@ -83,17 +83,12 @@ def list_runs(chain: list[VersionRecord]) -> list[dict]:
     return sorted(runs, key=lambda r: r["last_version"])
 
 
-def coverage(chain: list[VersionRecord]) -> list[dict]:
-    """Per topic and partition: the offsets and record times archived, from the manifests' ranges.
-
-    ``records`` is what the archive holds now: archived minus what erasure and retention removed
-    (``removed``, from their ``removed_offsets``).
-    """
-    parts: dict[tuple[str, int], dict] = {}
-    runs: dict[tuple[str, int], list[tuple[int, int]]] = defaultdict(list)
+def coverage_parts(chain: list[VersionRecord], base: list[dict] | None = None) -> list[dict]:
+    """Per (topic, partition): records, offset and time ranges archived (``base``: the same, from before)."""
+    parts: dict[tuple[str, int], dict] = {
+        (p["topic"], p["partition"]): {k: p[k] for k in _RANGE_KEYS} for p in base or []
+    }
     for rec in chain:
-        for r in (rec.body or {}).get("removed_offsets") or []:
-            runs[(r["topic"], r["partition"])].append((r["first_offset"], r["last_offset"]))
         for r in (rec.body or {}).get("partitions") or []:
             key = (r["topic"], r["partition"])
             cur = parts.get(key)
@@ -105,6 +100,21 @@ def coverage(chain: list[VersionRecord]) -> list[dict]:
                 cur[k] = min(cur[k], r[k])
             for k in ("last_offset", "last_timestamp_ms"):
                 cur[k] = max(cur[k], r[k])
+    return [{"topic": t, "partition": p, **r} for (t, p), r in sorted(parts.items())]
+
+
+def coverage(chain: list[VersionRecord], base: list[dict] | None = None) -> list[dict]:
+    """Per topic and partition: the offsets and record times archived, from the manifests' ranges.
+
+    ``records`` is what the archive holds now: archived minus what erasure and retention removed
+    (``removed``, from their ``removed_offsets``). ``base``: the ranges archived before ``chain``
+    (a verified point's), whose removals ``chain`` must then include.
+    """
+    runs: dict[tuple[str, int], list[tuple[int, int]]] = defaultdict(list)
+    for rec in chain:
+        for r in (rec.body or {}).get("removed_offsets") or []:
+            runs[(r["topic"], r["partition"])].append((r["first_offset"], r["last_offset"]))
+    parts = {(p["topic"], p["partition"]): {k: p[k] for k in _RANGE_KEYS} for p in coverage_parts(chain, base)}
     topics: dict[str, list[dict]] = defaultdict(list)
     for (topic, partition), r in sorted(parts.items()):
         gone = _union_size(runs.get((topic, partition), []))
@@ -144,9 +154,52 @@ def head(chain: list[VersionRecord]) -> dict | None:
     return None
 
 
+def merge_runs(before: list[dict], after: list[dict]) -> list[dict]:
+    """Runs listed up to a version, extended by the runs of the versions after it (a run may span both)."""
+    out = {_run_key(r): dict(r) for r in before}
+    for r in after:
+        cur = out.get(_run_key(r))
+        if cur is None:
+            out[_run_key(r)] = dict(r)
+            continue
+        cur["last_version"] = max(cur["last_version"], r["last_version"])
+        for k in ("commits", "records", "bytes", "gaps"):
+            cur[k] += r[k]
+        cur["topics"] = sorted(set(cur["topics"]) | set(r["topics"]))
+        cur["created_at"] = (
+            min(x for x in (cur["created_at"], r["created_at"]) if x)
+            if (cur["created_at"] or r["created_at"])
+            else None
+        )
+        for k, pick in (("first_timestamp_ms", min), ("last_timestamp_ms", max)):
+            values = [x for x in (cur[k], r[k]) if x]
+            cur[k] = pick(values) if values else None
+        order = ("manifest-missing", "unsealed", "sealed")
+        cur["outcome"] = min(cur["outcome"], r["outcome"], key=order.index)
+    return sorted(out.values(), key=lambda r: r["last_version"])
+
+
+def _run_key(run: dict) -> str:
+    return f"run:{run['backup_id']}" if run["backup_id"] else f"version:{run['first_version']}"
+
+
 def history(lake: Lake) -> dict:
-    chain = load_chain(lake)
-    return {"lake": lake.uri, "head": head(chain), "runs": list_runs(chain), "topics": coverage(chain)}
+    """``kbak list``: from the verified point on when there is one (see ``verified``), else the whole chain."""
+    from pipeline.custody import verified
+
+    point = verified.load(lake)
+    since = verified.chain_since(lake, point) if point else None
+    if point is None or since is None:
+        chain = load_chain(lake)
+        return {"lake": lake.uri, "head": head(chain), "runs": list_runs(chain), "topics": coverage(chain)}
+    new = [r for r in since if r.version > point.version]
+    return {
+        "lake": lake.uri,
+        "head": head(since),
+        "runs": merge_runs(point.runs, list_runs(new)),
+        "topics": coverage(point.prefix_records() + new, point.coverage_parts),
+        "verified_point": point.version,
+    }
 
 
 def describe(lake: Lake, version: int | None = None, backup_id: str | None = None) -> dict:

@@ -20,6 +20,7 @@ from pipeline.core.errors import aws_code as _code
 from pipeline.core.errors import aws_message as _msg
 from pipeline.core.storage import Lake
 from pipeline.custody.manifest import STAGED_DIR, checkpoint_path, log_path, manifest_path
+from pipeline.custody.verified import POINT
 
 if TYPE_CHECKING:
     from pipeline.ingest.commit import CommitResult
@@ -67,8 +68,11 @@ def _key(lake: Lake, rel: str) -> str:
 
 
 def table_objects(lake: Lake) -> list[str]:
-    """Every object of the table (data files, Delta log and checkpoints, manifests), lake-relative."""
-    objects = [p for p in lake.list_files() if not p.startswith(f"{STAGED_DIR}/")]
+    """Every object of the table (data files, Delta log and checkpoints, manifests), lake-relative.
+
+    Staged bodies and the verified point (a cache ``kbak validate`` rewrites) are not records: left out.
+    """
+    objects = [p for p in lake.list_files() if not p.startswith(f"{STAGED_DIR}/") and p != POINT]
     if not any(p.startswith("_delta_log/") for p in objects):
         raise KbakError(f"no kbak archive at {lake.uri} (no Delta log there)")
     return objects

@@ -30,9 +30,7 @@ _KMS_READ = ["kms:Decrypt"]
 _KMS_WRITE = ["kms:Decrypt", "kms:GenerateDataKey"]
 
 
-def iam_policy(
-    lake: Lake, role: str, kms_key_arn: str | None = None, sse: str | None = None
-) -> dict[str, Any]:
+def iam_policy(lake: Lake, role: str, kms_key_arn: str | None = None, sse: str | None = None) -> dict[str, Any]:
     """The IAM policy document for ``role`` on ``lake`` (an ``s3://bucket/prefix``)."""
     if role not in ROLES:
         raise KbakError(f"--role must be one of {', '.join(ROLES)}, not {role!r}")
@@ -66,9 +64,7 @@ def iam_policy(
     if role == "ingest":
         statements.append(_statement("LockWhatItWrites", ["s3:PutObjectRetention"], objects))
     if role in ("custody", "admin"):
-        statements.append(
-            _statement("HoldsAndRetention", ["s3:PutObjectLegalHold", "s3:PutObjectRetention"], objects)
-        )
+        statements.append(_statement("HoldsAndRetention", ["s3:PutObjectLegalHold", "s3:PutObjectRetention"], objects))
     if role == "admin":
         statements.append(_statement("DeleteUnderPrefix", ["s3:DeleteObject"], objects))
     if kms_key_arn:

@@ -30,8 +30,9 @@ CHECKS = {
 Problem = tuple[str, str, str]  # check, subject, message
 
 
-def removed_file_digests(chain: list[VersionRecord]) -> Iterator[Problem]:
-    added: dict[str, tuple[int, str]] = {}
+def removed_file_digests(chain: list[VersionRecord], live_before: dict | None = None) -> Iterator[Problem]:
+    """``live_before``: path -> (version, entry) of the files live before ``chain`` (a verified point's)."""
+    added: dict[str, tuple[int, str]] = {p: (v, e.get("sha256") or "") for p, (v, e) in (live_before or {}).items()}
     for rec in chain:
         body = rec.body or {}
         for f in body.get("files_removed") or []:

@@ -19,10 +19,11 @@ import pyarrow as pa
 from pipeline.core.errors import KbakError
 from pipeline.core.storage import Lake
 from pipeline.core.table import open_table
+from pipeline.custody import verified
 from pipeline.custody.cases import CHECKS as CASE_CHECKS
 from pipeline.custody.cases import case_problems
 from pipeline.custody.chain import VersionRecord, load_chain
-from pipeline.custody.history import head
+from pipeline.custody.history import coverage_parts, head, list_runs, merge_runs
 from pipeline.custody.kept_schemas import CHECKS as SCHEMA_CHECKS
 from pipeline.custody.kept_schemas import kept_schema_problems
 from pipeline.custody.manifest import (
@@ -97,6 +98,7 @@ class ValidationReport:
     findings: list[Finding] = field(default_factory=list)
     gaps: list[dict] = field(default_factory=list)
     repaired: list[int] = field(default_factory=list)
+    verified_from: int | None = None  # the verified point this validation started at (None: everything)
 
     @property
     def errors(self) -> list[Finding]:
@@ -125,6 +127,7 @@ class ValidationReport:
             "warnings": [asdict(f) for f in self.warnings],
             "gaps": self.gaps,
             "repaired_versions": self.repaired,
+            "verified_from": self.verified_from,
         }
 
 
@@ -134,6 +137,7 @@ def validate(
     backup_id: str | None = None,
     repair: bool = False,
     anchors: dict[int, str] | None = None,
+    full: bool = False,
 ) -> ValidationReport:
     """Check the lake; ``repair`` first seals unsealed versions and removes old orphan staged bodies.
 
@@ -143,22 +147,31 @@ def validate(
     report = ValidationReport(lake.uri, deep, backup_id)
     if repair:
         report.repaired = _repair(lake)
-    chain = load_chain(lake)
-    report.versions = len(chain)
+    # Everything is checked unless a verified point lets a plain validate start there (see verified.py).
+    point = None if (full or deep or repair or anchors or backup_id) else verified.load(lake)
+    chain = verified.chain_since(lake, point) if point else None
+    if chain is None:
+        point, chain = None, load_chain(lake)
+    report.verified_from = point.version if point else None
+    report.versions = len(chain) + (point.version if point else 0)
     report.head = head(chain)
     if backup_id is not None and not any((r.body or {}).get("backup_id") == backup_id for r in chain):
         raise KbakError(f"no ingest run with backup_id {backup_id!r} in {lake.uri} (see kbak list)", exit_code=2)
     add = report.findings.append
+    new = [r for r in chain if point is None or r.version > point.version]
+    live_before = {p: tuple(v) for p, v in point.live.items()} if point else None
+    by_manifest = _manifest_live(new, live_before)
     _check_chain(lake, chain, add)
-    for check, subject, message in removed_file_digests(chain):
+    for check, subject, message in removed_file_digests(chain, live_before):
         add(Finding(check, subject, message))
-    for check, subject, message, severity in [*scrub_problems(lake, chain, deep), *case_problems(lake, chain)]:
+    whole = (point.prefix_records() if point else []) + new  # what chain-wide checks need of the past
+    for check, subject, message, severity in [*scrub_problems(lake, whole, deep), *case_problems(lake, whole)]:
         add(Finding(check, subject, message, severity))
     _check_anchors(chain, anchors or {}, add)
-    for check, subject, message, severity in kept_schema_problems(lake, chain):
+    for check, subject, message, severity in kept_schema_problems(lake, whole):
         add(Finding(check, subject, message, severity))
     _check_orphans(lake, chain, add)
-    live = _check_files(lake, chain, backup_id, deep, report)
+    live = _check_files(lake, chain, backup_id, deep, report, by_manifest)
     _check_encryption(lake, add)
     if deep and live:
         _deep(lake, chain, live, report)
@@ -166,7 +179,29 @@ def validate(
         gone = removed_files_gone(chain, set(storage_sizes(lake)))
         for check, subject, message in [*content_digests(lake, chain), *gone]:
             add(Finding(check, subject, message))
+    if report.valid and backup_id is None:
+        _advance_point(lake, point, new, report.head)
     return report
+
+
+def _advance_point(lake: Lake, point: verified.VerifiedPoint | None, new: list[VersionRecord], at: dict | None) -> None:
+    """Record the newest sealed manifest of a clean validation as the next validation's starting point."""
+    if at is None:
+        return
+    upto = [r for r in new if r.version <= at["version"]]
+    live_before = {p: tuple(v) for p, v in point.live.items()} if point else None
+    verified.save(
+        lake,
+        verified.VerifiedPoint(
+            version=at["version"],
+            manifest_sha256=at["manifest_sha256"],
+            live={p: list(v) for p, v in _manifest_live(upto, live_before).items()},
+            bodies=(point.bodies if point else []) + verified.sparse_bodies(upto),
+            runs=merge_runs(point.runs if point else [], list_runs(upto)),
+            coverage_parts=coverage_parts(upto, point.coverage_parts if point else None),
+            verified_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        ),
+    )
 
 
 def _check_encryption(lake: Lake, add) -> None:
@@ -326,8 +361,8 @@ class _Live:
     entry: dict | None  # that manifest's file entry
 
 
-def _manifest_live(chain: list[VersionRecord]) -> dict[str, tuple[int, dict]]:
-    live: dict[str, tuple[int, dict]] = {}
+def _manifest_live(chain: list[VersionRecord], before: dict | None = None) -> dict[str, tuple[int, dict]]:
+    live: dict[str, tuple[int, dict]] = dict(before or {})
     for rec in chain:
         body = rec.body or {}
         for f in body.get("files_removed") or []:
@@ -338,7 +373,12 @@ def _manifest_live(chain: list[VersionRecord]) -> dict[str, tuple[int, dict]]:
 
 
 def _check_files(
-    lake: Lake, chain: list[VersionRecord], backup_id: str | None, deep: bool, report: ValidationReport
+    lake: Lake,
+    chain: list[VersionRecord],
+    backup_id: str | None,
+    deep: bool,
+    report: ValidationReport,
+    by_manifest: dict[str, tuple[int, dict]],
 ) -> list[_Live]:
     add = report.findings.append
     try:
@@ -349,7 +389,6 @@ def _check_files(
     except Exception as exc:
         add(Finding("delta-log-readable", "_delta_log", f"the Delta table does not load: {_line(exc)}"))
         return []
-    by_manifest = _manifest_live(chain)
     snapshot = {r["path"]: r for r in actions.to_pylist()}
     run_versions = {r.version for r in chain if (r.body or {}).get("backup_id") == backup_id} if backup_id else None
     sizes = storage_sizes(lake)

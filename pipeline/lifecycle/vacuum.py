@@ -144,6 +144,8 @@ def vacuum(lake: Lake, dry_run: bool = False, now: datetime | None = None) -> di
     }
     if dry_run or (not files_deleted and not retained):
         return result
+    if not files_deleted and {f["path"] for f in retained} <= _last_retained(chain):
+        return result  # only what the last vacuum already recorded as retained: no new commit
     body = {"files_deleted": files_deleted, "files_retained": retained, "files_added": [], "files_removed": []}
     result["version"] = commit_operation(lake, dt, OPERATION, body)
     failed = []
@@ -158,6 +160,15 @@ def vacuum(lake: Lake, dry_run: bool = False, now: datetime | None = None) -> di
             f"(the next vacuum retries them): {failed[0]}"
         )
     return result
+
+
+def _last_retained(chain: list[VersionRecord]) -> set[str]:
+    """The files the newest vacuum manifest recorded as retained under Object Lock."""
+    for rec in reversed(chain):
+        body = rec.body or {}
+        if body.get("operation") == OPERATION:
+            return {f.get("path") for f in body.get("files_retained") or []}
+    return set()
 
 
 def _topic_date(path: str) -> tuple[str | None, str | None]:

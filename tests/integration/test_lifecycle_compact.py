@@ -11,7 +11,7 @@ from pathlib import Path
 
 from deltalake import DeltaTable
 from support.custody_lakes import NOV_1_2024_MS, ingest, records
-from support.kbak_testing import KBAK, archive_rows, consume_all, produce, run_json, run_kbak
+from support.kbak_testing import KBAK, archive_rows, consume_all, produce, run_json, run_kbak, table_rows, wait_until
 
 from pipeline.custody.manifest import manifest_path
 from pipeline.dev.sample import create_topics
@@ -134,7 +134,7 @@ def test_compaction_while_ingest_runs_and_is_killed_and_restarted(kafka, tmp_pat
     worker = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     compactions = []
     try:
-        _wait(lambda: _rows(lake) >= 100)
+        wait_until(lambda: table_rows(lake) >= 100)
         for batch, tag in enumerate("bcd"):
             produce(kafka.bootstrap, records(topic, 150, NOV_1_2024_MS + batch * 3_600_000, 600_000, tag=tag))
             out = run_json("compact", "--lake", str(lake), "--target-file-size", MIB)  # while ingest commits
@@ -143,7 +143,7 @@ def test_compaction_while_ingest_runs_and_is_killed_and_restarted(kafka, tmp_pat
                 worker.send_signal(signal.SIGKILL)
                 worker.wait()
                 worker = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        _wait(lambda: _rows(lake) >= 650)
+        wait_until(lambda: table_rows(lake) >= 650)
         time.sleep(2)  # anything still in flight lands (and would show as a duplicate)
     finally:
         worker.send_signal(signal.SIGTERM)
@@ -157,24 +157,8 @@ def test_compaction_while_ingest_runs_and_is_killed_and_restarted(kafka, tmp_pat
     assert report["exit"] == 0 and report["valid"], report["errors"]
 
 
-def _rows(lake: Path) -> int:
-    try:
-        return DeltaTable(str(lake)).count()
-    except Exception:
-        return 0
-
-
 def _files_by_day(lake: Path) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
     for path in DeltaTable(str(lake)).get_add_actions(flatten=True).column("path").to_pylist():
         out.setdefault(path.split("/")[1], []).append(path)
     return out
-
-
-def _wait(cond, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return
-        time.sleep(0.3)
-    raise AssertionError("condition not reached in time")

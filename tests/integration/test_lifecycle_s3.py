@@ -62,6 +62,8 @@ def test_vacuum_under_object_lock_retains_and_reports_until_when(kafka, s3, topi
     assert all(_versions(s3, bucket, f"lake/{p}") for p in removed)  # still there, every version
     text = run_kbak("vacuum", *_lake(s3, bucket), "--dry-run", env=s3.env())
     assert text.returncode == 0 and "under Object Lock until" in text.stdout
+    again = run_json("vacuum", *_lake(s3, bucket), env=s3.env())  # nothing new: reported, not recorded again
+    assert again["version"] is None and {f["path"] for f in again["files_retained"]} == set(removed)
 
 
 def test_lifecycle_tiers_round_trip_data_files_only_and_never_expire(s3, bucket, tmp_path):

@@ -27,19 +27,46 @@ def _records(log: AccessLog) -> list[dict]:
 def _exercise(kafka, lake: tuple[str, ...], log_uri: str, topic: str, env: dict) -> None:
     """Run every logged command once against ``lake`` with the log at ``log_uri``."""
     q = "SELECT count(*) AS n FROM records WHERE key = $customer"
-    proc = run_kbak("query", *lake, "--sql", q, "-p", f"customer={PERSONAL}", "--format", "json",
-                    "--access-log", log_uri, env=env, check=True)
+    proc = run_kbak(
+        "query",
+        *lake,
+        "--sql",
+        q,
+        "-p",
+        f"customer={PERSONAL}",
+        "--format",
+        "json",
+        "--access-log",
+        log_uri,
+        env=env,
+        check=True,
+    )
     assert json.loads(proc.stdout) == [{"n": 3}]
     run_kbak("describe", *lake, "--format", "json", "--access-log", log_uri, env=env, check=True)
-    run_json("replay", *lake, "-b", kafka.bootstrap, "--topic-map", f"{topic}={topic}-copy", "--create-topics",
-             "--key", PERSONAL, env={**env, "KBAK_ACCESS_LOG": log_uri})
+    run_json(
+        "replay",
+        *lake,
+        "-b",
+        kafka.bootstrap,
+        "--topic-map",
+        f"{topic}={topic}-copy",
+        "--create-topics",
+        "--key",
+        PERSONAL,
+        env={**env, "KBAK_ACCESS_LOG": log_uri},
+    )
     # The Python API's connect, configured through the environment only.
     code = (
         "import sys; from pipeline import Lake, connect; "
         "con = connect(Lake.at(sys.argv[1])); print(con.execute('select count(*) from records').fetchone()[0])"
     )
-    out = subprocess.run([sys.executable, "-c", code, lake[1]], capture_output=True, text=True,
-                         env={**env, "KBAK_ACCESS_LOG": log_uri}, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code, lake[1]],
+        capture_output=True,
+        text=True,
+        env={**env, "KBAK_ACCESS_LOG": log_uri},
+        check=True,
+    )
     assert out.stdout.strip() == "10"
 
 
@@ -76,12 +103,25 @@ def test_access_log_local(kafka, tmp_path: Path, topic_name, monkeypatch):
     assert records[0]["params"] == log.param_hashes({"customer": PERSONAL})
 
     period = datetime.now(UTC).strftime("%Y-%m")
-    report = json.loads(run_kbak("report", "--lake", lake, "--period", period, "--format", "json",
-                                 "--access-log", str(log_dir), check=True).stdout)
+    report = json.loads(
+        run_kbak(
+            "report", "--lake", lake, "--period", period, "--format", "json", "--access-log", str(log_dir), check=True
+        ).stdout
+    )
     assert report["access"]["accesses"] == 4
     assert report["access"]["by_command"] == {"query": 1, "describe": 1, "replay": 1, "connect": 1}
-    md = run_kbak("report", "--lake", lake, "--period", period, "--output", str(tmp_path / "r.md"),
-                  "--access-log", str(log_dir), check=True)
+    md = run_kbak(
+        "report",
+        "--lake",
+        lake,
+        "--period",
+        period,
+        "--output",
+        str(tmp_path / "r.md"),
+        "--access-log",
+        str(log_dir),
+        check=True,
+    )
     assert md.returncode == 0 and "Accesses (access log)" in (tmp_path / "r.md").read_text()
     plain = run_kbak("report", "--lake", lake, "--period", period, "--format", "json", check=True)
     assert json.loads(plain.stdout)["access"] is None  # no log configured: no access section
@@ -93,9 +133,14 @@ def test_access_log_on_s3(kafka, s3, bucket, topic_name):
     env = s3.env()
     _setup(kafka, topic, lake_uri, env, "--s3-endpoint", s3.endpoint)
     _exercise(kafka, ("--lake", lake_uri, "--s3-endpoint", s3.endpoint), f"s3://{log_bucket}/access", topic, env)
-    log = AccessLog(Lake.at(f"s3://{log_bucket}/access", S3Settings(endpoint=s3.endpoint, region=s3.region,
-                                                                   access_key_id=s3.access_key,
-                                                                   secret_access_key=s3.secret_key)))
+    log = AccessLog(
+        Lake.at(
+            f"s3://{log_bucket}/access",
+            S3Settings(
+                endpoint=s3.endpoint, region=s3.region, access_key_id=s3.access_key, secret_access_key=s3.secret_key
+            ),
+        )
+    )
     _check(_records(log), lake_uri)
     keys = [o["Key"] for o in s3.client().list_objects_v2(Bucket=log_bucket)["Contents"]]
     assert len([k for k in keys if k.endswith(".jsonl")]) == 4

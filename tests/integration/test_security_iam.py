@@ -65,8 +65,12 @@ def test_policy_shapes():
     q = policy(lake, "query", "--kms-key-arn", "arn:aws:kms:eu-west-1:111122223333:key/k1")
     actions = {a for s in q["Statement"] for a in s["Action"]}
     assert actions == {
-        "s3:ListBucket", "s3:GetObject", "kms:Decrypt",
-        "s3:GetBucketObjectLockConfiguration", "s3:GetObjectRetention", "s3:GetObjectLegalHold",
+        "s3:ListBucket",
+        "s3:GetObject",
+        "kms:Decrypt",
+        "s3:GetBucketObjectLockConfiguration",
+        "s3:GetObjectRetention",
+        "s3:GetObjectLegalHold",
     }
     assert q["Statement"][0]["Condition"] == {"StringLike": {"s3:prefix": ["lake", "lake/*"]}}
     i = policy(lake, "ingest", "--kms-key-arn", "arn:aws:kms:eu-west-1:111122223333:key/k1")
@@ -110,8 +114,19 @@ def test_bucket_policy_requiring_sse_stops_ingest_at_its_start(kafka, iam_s3, to
     create_topics(kafka.bootstrap, {topic: 1})
     produce(kafka.bootstrap, [{"topic": topic, "value": b"v"}])
     lake = f"s3://{bucket}/archive"
-    proc = run_kbak("ingest", "-b", kafka.bootstrap, "--topics", topic, "--once", "--lake", lake,
-                    "--s3-endpoint", iam_s3.endpoint, env=iam_s3.env_for())
+    proc = run_kbak(
+        "ingest",
+        "-b",
+        kafka.bootstrap,
+        "--topics",
+        topic,
+        "--once",
+        "--lake",
+        lake,
+        "--s3-endpoint",
+        iam_s3.endpoint,
+        env=iam_s3.env_for(),
+    )
     line = one_line_error(proc)
     assert f"access denied writing to {lake}" in line and "pass --sse aws:kms" in line, line
     assert admin.list_objects_v2(Bucket=bucket)["KeyCount"] == 0

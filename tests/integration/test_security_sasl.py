@@ -31,8 +31,22 @@ def test_authentication_failure_is_reported_as_such_and_fast(kafka, tmp_path):
     lake = tmp_path / "lake"
     started = time.monotonic()
     proc = run_kbak(
-        "ingest", "-b", kafka.bootstrap, "--topics", ".*", "--once", "--lake", str(lake), "--connect-timeout", "20",
-        "-X", "security.protocol=sasl_plaintext", "-X", "sasl.mechanism=PLAIN", "-X", "sasl.username=alice",
+        "ingest",
+        "-b",
+        kafka.bootstrap,
+        "--topics",
+        ".*",
+        "--once",
+        "--lake",
+        str(lake),
+        "--connect-timeout",
+        "20",
+        "-X",
+        "security.protocol=sasl_plaintext",
+        "-X",
+        "sasl.mechanism=PLAIN",
+        "-X",
+        "sasl.username=alice",
         env={"KBAK_SASL_PASSWORD": "not-the-password-42"},
     )
     line = one_line_error(proc)
@@ -60,11 +74,32 @@ def test_sasl_right_password_ingests_wrong_one_fails_fast(mechanism, tmp_path, t
     pw_file.write_text(password + "\n")
     args = ["-X", f"security.protocol={conf['security.protocol']}", "-X", f"sasl.mechanism={mechanism}"]
     args += ["-X", f"sasl.username={user}"]
-    ok = run_json("ingest", "-b", SASL, "--topics", topic, "--once", "--lake", str(tmp_path / "ok"), *args,
-                  "-X", f"sasl.password=@{pw_file}")
+    ok = run_json(
+        "ingest",
+        "-b",
+        SASL,
+        "--topics",
+        topic,
+        "--once",
+        "--lake",
+        str(tmp_path / "ok"),
+        *args,
+        "-X",
+        f"sasl.password=@{pw_file}",
+    )
     assert ok["records"] == 5
     started = time.monotonic()
-    proc = run_kbak("ingest", "-b", SASL, "--topics", topic, "--once", "--lake", str(tmp_path / "bad"), *args,
-                    env={"KBAK_SASL_PASSWORD": "wrong-" + password})
+    proc = run_kbak(
+        "ingest",
+        "-b",
+        SASL,
+        "--topics",
+        topic,
+        "--once",
+        "--lake",
+        str(tmp_path / "bad"),
+        *args,
+        env={"KBAK_SASL_PASSWORD": "wrong-" + password},
+    )
     assert "authentication to Kafka broker" in one_line_error(proc)
     assert time.monotonic() - started < 15 and not (tmp_path / "bad").exists()

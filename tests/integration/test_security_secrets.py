@@ -65,10 +65,32 @@ def test_no_secret_in_any_output_or_object(kafka, s3, bucket, topic_name, tmp_pa
     ckpt = tmp_path / "replay.ckpt"
     report = tmp_path / "report.json"
     runs = [
-        ("ingest", "--config", str(cfg), *lake, "--once", "--snapshot-groups", "--json",
-         "-X", f"sasl.password=@{pw}", "-X", "debug=all"),
-        ("replay", *lake, "-b", kafka.bootstrap, "--topic-map", f"{src}={dst}", "--checkpoint", str(ckpt),
-         "--json", "-X", "debug=all"),
+        (
+            "ingest",
+            "--config",
+            str(cfg),
+            *lake,
+            "--once",
+            "--snapshot-groups",
+            "--json",
+            "-X",
+            f"sasl.password=@{pw}",
+            "-X",
+            "debug=all",
+        ),
+        (
+            "replay",
+            *lake,
+            "-b",
+            kafka.bootstrap,
+            "--topic-map",
+            f"{src}={dst}",
+            "--checkpoint",
+            str(ckpt),
+            "--json",
+            "-X",
+            "debug=all",
+        ),
         ("query", *lake, "--sql", "SELECT count(*) AS n FROM records", "--format", "json"),
         ("list", *lake, "--format", "json"),
         ("describe", *lake, "--format", "json"),
@@ -84,9 +106,25 @@ def test_no_secret_in_any_output_or_object(kafka, s3, bucket, topic_name, tmp_pa
             assert json.loads(proc.stdout)["records"] == 12
             assert "librdkafka" in proc.stderr  # the debug lines were there to be checked
     # A failed authentication, with librdkafka's debug lines on: the password shows nowhere.
-    bad = run_kbak("ingest", "-b", kafka.bootstrap, "--topics", src, *lake, "--once", "-X", "debug=all",
-                   "-X", "security.protocol=sasl_plaintext", "-X", "sasl.mechanism=PLAIN",
-                   "-X", f"sasl.password={SASL_SECRET}", env=env, timeout=60)
+    bad = run_kbak(
+        "ingest",
+        "-b",
+        kafka.bootstrap,
+        "--topics",
+        src,
+        *lake,
+        "--once",
+        "-X",
+        "debug=all",
+        "-X",
+        "security.protocol=sasl_plaintext",
+        "-X",
+        "sasl.mechanism=PLAIN",
+        "-X",
+        f"sasl.password={SASL_SECRET}",
+        env=env,
+        timeout=60,
+    )
     _assert_clean("a failed ingest", bad.stdout + bad.stderr)
     assert one_line_error(bad)
 
@@ -101,8 +139,9 @@ def test_no_secret_in_any_output_or_object(kafka, s3, bucket, topic_name, tmp_pa
 
 def test_secret_file_errors_name_the_file_not_the_value(tmp_path):
     missing = tmp_path / "nope"
-    proc = run_kbak("ingest", "-b", "127.0.0.1:1", "--topics", "x", "--lake", str(tmp_path / "l"),
-                    "-X", f"sasl.password=@{missing}")
+    proc = run_kbak(
+        "ingest", "-b", "127.0.0.1:1", "--topics", "x", "--lake", str(tmp_path / "l"), "-X", f"sasl.password=@{missing}"
+    )
     assert f"cannot read sasl.password from @{missing}" in one_line_error(proc)
     assert not (tmp_path / "l").exists()
 

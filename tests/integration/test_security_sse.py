@@ -39,8 +39,21 @@ def _ingest_many_commits(kafka, s3, topic: str, lake: str, *extra: str) -> dict:
     produce(kafka.bootstrap, [{"topic": topic, "partition": i % 2, "value": b"sse-%d" % i} for i in range(60)])
     # --flush-records 5: twelve commits, so Delta writes a checkpoint (interval 10) and _last_checkpoint.
     return run_json(
-        "ingest", "-b", kafka.bootstrap, "--topics", topic, "--lake", lake, "--once", "--flush-records", "5",
-        "--snapshot-groups", "--s3-endpoint", s3.endpoint, *extra, env=s3.env(),
+        "ingest",
+        "-b",
+        kafka.bootstrap,
+        "--topics",
+        topic,
+        "--lake",
+        lake,
+        "--once",
+        "--flush-records",
+        "5",
+        "--snapshot-groups",
+        "--s3-endpoint",
+        s3.endpoint,
+        *extra,
+        env=s3.env(),
     )
 
 
@@ -52,8 +65,17 @@ def test_sse_kms_on_every_object(kafka, s3, bucket, topic_name):
     assert out["records"] == 60 and out["commits"] >= 10
     # compact rewrites the twelve commits' small files (new data files, log commits, manifests).
     sse = ("--sse", "aws:kms", "--sse-kms-key-id", key["Arn"])
-    compacted = run_kbak("compact", "--lake", f"s3://{bucket}/lake", "--s3-endpoint", s3.endpoint, *sse, "--json",
-                         env=s3.env(), check=True)
+    compacted = run_kbak(
+        "compact",
+        "--lake",
+        f"s3://{bucket}/lake",
+        "--s3-endpoint",
+        s3.endpoint,
+        *sse,
+        "--json",
+        env=s3.env(),
+        check=True,
+    )
     assert json.loads(compacted.stdout)["groups"], compacted.stdout  # something was rewritten
     objects = heads(s3, bucket)
     kinds = {
@@ -72,8 +94,11 @@ def test_sse_kms_on_every_object(kafka, s3, bucket, topic_name):
 
     # The custody manifests (and so describe) record what S3 reported for each version's files.
     lake = ("--lake", f"s3://{bucket}/lake", "--s3-endpoint", s3.endpoint)
-    described = json.loads(run_kbak("describe", *lake, "--backup-id", out["backup_id"], "--format", "json",
-                                    env=s3.env(), check=True).stdout)
+    described = json.loads(
+        run_kbak(
+            "describe", *lake, "--backup-id", out["backup_id"], "--format", "json", env=s3.env(), check=True
+        ).stdout
+    )
     for v in described["versions"]:
         [enc] = v["encryption"]
         assert enc["sse"] == "aws:kms" and key["KeyId"] in enc["kms_key_id"]
@@ -115,8 +140,17 @@ def test_bad_sse_values_are_one_line_errors(s3, bucket, tmp_path):
         (["--sse", "AES256", "--sse-kms-key-id", "k"], "--sse-kms-key-id goes with --sse aws:kms"),
     ]:
         proc = run_kbak(
-            "ingest", "-b", "127.0.0.1:1", "--topics", "x", "--lake", f"s3://{bucket}/lake",
-            "--s3-endpoint", s3.endpoint, *args, env=s3.env(),
+            "ingest",
+            "-b",
+            "127.0.0.1:1",
+            "--topics",
+            "x",
+            "--lake",
+            f"s3://{bucket}/lake",
+            "--s3-endpoint",
+            s3.endpoint,
+            *args,
+            env=s3.env(),
         )
         assert expect in one_line_error(proc)
     assert "Contents" not in s3.client().list_objects_v2(Bucket=bucket)

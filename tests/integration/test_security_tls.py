@@ -57,7 +57,15 @@ def test_right_ca_ingest_and_replay_over_tls(tls_kafka: TlsKafka, tmp_path: Path
     lake = tmp_path / "lake"
 
     out = run_json(
-        "ingest", "-b", tls_kafka.bootstrap, "--topics", src, "--lake", str(lake), "--once", "--snapshot-groups",
+        "ingest",
+        "-b",
+        tls_kafka.bootstrap,
+        "--topics",
+        src,
+        "--lake",
+        str(lake),
+        "--once",
+        "--snapshot-groups",
         *_x(tls_kafka.settings()),
     )
     assert out["records"] == 30
@@ -145,8 +153,17 @@ def test_replay_target_with_wrong_ca_fails_fast(tls_kafka: TlsKafka, two_run_lak
     settings = tls_kafka.settings(**{"ssl.ca.location": str(other_ca(tmp_path))})
     started = time.monotonic()
     proc = run_kbak(
-        "replay", "--lake", str(two_run_lake.lake), "-b", tls_kafka.bootstrap, "--topic-map",
-        f"{two_run_lake.topic}=elsewhere", "--create-topics", "--connect-timeout", "20", *_x(settings),
+        "replay",
+        "--lake",
+        str(two_run_lake.lake),
+        "-b",
+        tls_kafka.bootstrap,
+        "--topic-map",
+        f"{two_run_lake.topic}=elsewhere",
+        "--create-topics",
+        "--connect-timeout",
+        "20",
+        *_x(settings),
     )
     line = one_line_error(proc)
     assert "TLS handshake with Kafka broker" in line and tls_kafka.bootstrap in line, line
@@ -157,8 +174,16 @@ def test_plaintext_client_to_tls_listener_times_out_clearly(tls_kafka: TlsKafka,
     # No TLS error to see (the terminator just hangs up): reported as unreachable when the timeout ends.
     started = time.monotonic()
     proc = run_kbak(
-        "ingest", "-b", tls_kafka.bootstrap, "--topics", ".*", "--once", "--lake", str(tmp_path / "lake"),
-        "--connect-timeout", "3",
+        "ingest",
+        "-b",
+        tls_kafka.bootstrap,
+        "--topics",
+        ".*",
+        "--once",
+        "--lake",
+        str(tmp_path / "lake"),
+        "--connect-timeout",
+        "3",
     )
     assert "cannot reach Kafka at " + tls_kafka.bootstrap in one_line_error(proc)
     assert 2.5 < time.monotonic() - started < 15

@@ -137,6 +137,26 @@ def archive_rows(lake: str, storage_options: dict | None = None, topic: str | No
     return sorted(rows, key=lambda r: (r.topic, r.partition, r.offset))
 
 
+def wait_until(cond, timeout: float = 120, what: str = "condition") -> None:
+    """Poll ``cond`` until it is true; fail the test after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return
+        time.sleep(0.3)
+    raise AssertionError(f"{what} not reached in {timeout:.0f}s")
+
+
+def table_rows(lake) -> int:
+    """Rows of the archive at its current version (0 while there is no table yet)."""
+    from deltalake import DeltaTable
+
+    try:
+        return DeltaTable(str(lake)).count()
+    except Exception:
+        return 0
+
+
 def one_line_error(proc) -> str:
     """The failure is one line, the last on stderr (progress lines may precede it), and no traceback."""
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
