@@ -9,7 +9,7 @@ import subprocess
 import urllib.request
 
 from deltalake import DeltaTable
-from support.kbak_testing import KBAK, archive_rows, consume_all, produce, run_json, run_kbak, table_count, wait_until
+from support.kbak_testing import KBAK, archive_rows, consume_all, produce, run_json, run_kbak, table_rows, wait_until
 
 from pipeline.dev.sample import create_topics
 from pipeline.dev.servers import free_port
@@ -45,7 +45,7 @@ def test_workers_stop_cleanly_on_sigterm_and_sum_their_metrics(kafka, tmp_path, 
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
-        wait_until(lambda: table_count(lake) >= 80, 90, "80 records archived")
+        wait_until(lambda: table_rows(lake) >= 80, 90, "80 records archived")
         metrics = ""
 
         def summed() -> bool:

@@ -165,23 +165,3 @@ def one_line_error(proc) -> str:
     assert "Traceback" not in proc.stderr
     assert sum(line.startswith("kbak: error:") for line in lines) == 1, proc.stderr
     return lines[-1]
-
-
-def table_count(lake) -> int:
-    """Rows in the Delta table at ``lake`` (0 while it does not exist yet)."""
-    from deltalake import DeltaTable
-
-    try:
-        return DeltaTable(str(lake)).count()
-    except Exception:
-        return 0
-
-
-def wait_until(cond, timeout: float = 60, what: str = "condition") -> None:
-    """Poll ``cond()`` until true; fail the test after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return
-        time.sleep(0.3)
-    raise AssertionError(f"{what} not met within {timeout:g}s")
