@@ -299,7 +299,7 @@ def _scan(lake: Lake, files: list[str], selectors: list[Selector]) -> pa.Table:
         where = " OR ".join(f"({s.predicate()})" for s in selectors)
         rows = con.execute(
             f'SELECT filename AS file, topic, "partition", "offset", "timestamp", key FROM records WHERE {where}'
-        ).fetch_arrow_table()
+        ).to_arrow_table()
     finally:
         con.close()
     back = {file_uri(lake, f): f for f in files}

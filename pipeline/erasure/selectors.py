@@ -23,12 +23,18 @@ class Selector:
         return selector_hmac(secret, self.kind, self.value, self.name)
 
     def predicate(self) -> str:
-        """A DuckDB predicate over the ``records`` columns (needs the engine's macros)."""
+        """A DuckDB predicate over the ``records`` columns (needs the engine's macros and decoding functions)."""
         blob = f"unhex('{self.value.hex()}')"
         if self.kind == KEY:
             return f"key = {blob}"
         if self.kind == JSON_FIELD:
-            return f"json_field(value, {_text(self.name)}) = {_text(self.value.decode())}"
+            # field(): JSON values, and Avro/Protobuf/JSON Schema payloads the lake's kept schemas decode
+            # (``pipeline.query.decoding``); may_hold() skips decoding payloads that cannot hold the value.
+            value, name = _text(self.value.decode()), _text(self.name)
+            return (
+                f"CASE WHEN is_framed(value) THEN may_hold(value, {value}) AND field(value, {name}) = {value} "
+                f"ELSE json_field(value, {name}) = {value} END"
+            )
         return f"len(list_filter(headers, lambda h: h.key = {_text(self.name)} AND h.value = {blob})) > 0"
 
 

@@ -151,6 +151,7 @@ def connect_files(lake: Lake, files: list[str], filename: bool = False) -> duckd
     con.execute(files_view_statement(lake, files, filename=filename))
     for stmt in macro_statements():
         con.execute(stmt)
+    decoding.register(con, lake)
     return con
 
 

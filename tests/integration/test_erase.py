@@ -16,6 +16,7 @@ from support.custody_lakes import two_runs
 from support.erase_lakes import SUBJECT, is_subject
 from support.kbak_testing import Rec, consume_all, produce, run_json, run_kbak
 from support.s3_fault_proxy import FaultProxy
+from support.schema_lake import CUSTOMER as SCHEMA_CUSTOMER
 
 
 @pytest.fixture(scope="module")
@@ -328,3 +329,22 @@ def test_erasure_and_retention_then_vacuum(two_run_lake, tmp_path, erase_first):
 
 def _day(r: Rec) -> str:
     return datetime.fromtimestamp(r.timestamp_ms / 1000, UTC).date().isoformat()
+
+
+def test_erase_by_field_in_avro_protobuf_and_json_payloads(schema_lake, tmp_path):
+    """--json-field matches a field in any payload the kept schemas decode, as field() does in queries."""
+    lake = str(tmp_path / "lake")
+    shutil.copytree(schema_lake.lake, lake)
+    count = f"SELECT count(*) AS n FROM records WHERE field(value, 'customer_id') = '{SCHEMA_CUSTOMER}'"
+
+    def held() -> int:
+        proc = run_kbak("query", "--lake", lake, "--sql", count, "-f", "json")
+        assert proc.returncode == 0, proc.stderr
+        return json.loads(proc.stdout)[0]["n"]
+
+    assert held() == 8  # two payments in each of the Avro, Protobuf, JSON Schema and plain JSON topics
+    out = run_json("erase", "--lake", lake, "--request-id", "R-S", "--reason", "x", "--json-field",
+                   f"customer_id={SCHEMA_CUSTOMER}")  # fmt: skip
+    assert out["records"] == 8 and {p["topic"] for p in out["partitions"]} == set(schema_lake.topics.values())
+    assert held() == 0
+    assert run_kbak("validate", "--lake", lake, "--deep").returncode == 0
