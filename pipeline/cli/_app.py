@@ -6,6 +6,7 @@ import functools
 import json
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
@@ -85,6 +86,23 @@ def lake_from(
     if not uri:
         raise KbakError("--lake is required (a directory or s3://bucket/prefix)")
     return Lake.at(uri, S3Settings(endpoint=endpoint, region=region, sse=sse, sse_kms_key_id=sse_kms_key_id))
+
+
+def prepare_output(path: Path | None) -> Path | None:
+    """An ``--output`` file: its parent directory is created now, before any work, or a one-line refusal (exit 2).
+
+    Every command writing to a file option calls this first, so a long run never ends in a traceback
+    about a directory that does not exist.
+    """
+    if path is None:
+        return None
+    if path.is_dir():
+        fail(f"--output {path} is a directory: give a file name", 2)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        fail(f"--output {path}: cannot create directory {path.parent}: {exc.strerror or exc}", 2)
+    return path
 
 
 def emit_json(obj: Any) -> None:

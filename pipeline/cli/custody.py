@@ -22,6 +22,7 @@ from pipeline.cli._app import (
     fail,
     friendly,
     lake_from,
+    prepare_output,
 )
 from pipeline.cli.cases import (
     CaseFromOpt,
@@ -35,7 +36,10 @@ from pipeline.cli.cases import (
     CaseTopicsOpt,
     case_hold,
 )
-from pipeline.core.errors import KbakError
+from pipeline.core.errors import KbakError, first_line
+
+# kbak validate's exit codes (documented in docs/custody.md)
+VALID, INVALID, USAGE, NOT_CHECKED = 0, 1, 2, 3
 
 
 class TextJson(StrEnum):
@@ -145,6 +149,8 @@ def describe_cmd(
 
 def _describe_text(d: dict) -> None:
     typer.echo(f"version {d['version']} [{d['status']}]: {d['operation']}")
+    if d.get("log_error"):
+        typer.echo(f"  corrupt Delta log entry _delta_log/{d['version']:020d}.json: {d['log_error']}")
     for key in ("backup_id", "created_at", "created_by", "source_cluster"):
         typer.echo(f"  {key}: {d[key]}")
     for key in ("body_sha256", "manifest_sha256", "previous_manifest_sha256", "delta_log_sha256", "checkpoint_sha256"):
@@ -185,12 +191,20 @@ def validate_cmd(
     sse: SseOpt = None,
     sse_kms_key_id: SseKeyOpt = None,
 ) -> None:
-    """Prove the archive is unchanged: exit 0 valid, 1 invalid, 2 usage error."""
+    """Prove the archive is unchanged: exit 0 valid, 1 invalid, 2 usage error, 3 could not check (storage)."""
+    from pipeline.core.table import CorruptLogError
     from pipeline.custody.validate import parse_anchor, validate
 
     lake_obj = _usage(lambda: lake_from(lake, s3_endpoint, s3_region, sse, sse_kms_key_id))
     anchors = dict(_usage(lambda: [parse_anchor(a) for a in anchor or []]))
-    report = validate(lake_obj, deep=deep, backup_id=backup_id, repair=repair, anchors=anchors, full=full)
+    try:
+        report = validate(lake_obj, deep=deep, backup_id=backup_id, repair=repair, anchors=anchors, full=full)
+    except CorruptLogError as exc:  # --repair refused: the archive is damaged, which is a failed check
+        fail(str(exc), INVALID)
+    except KbakError as exc:  # exit 1 means INVALID: anything else that stops the check is 2 or 3
+        fail(str(exc), USAGE if exc.exit_code == USAGE else NOT_CHECKED)
+    except OSError as exc:  # a storage failure kbak has no better words for: still "not checked", never 1
+        fail(f"could not check {lake_obj.uri}: {first_line(exc)}", NOT_CHECKED)
     if fmt is TextJson.json:
         emit_json(report.as_dict())
     else:
@@ -216,7 +230,7 @@ def validate_cmd(
                 f"({g['count']}): {'recorded, ' if g['recorded'] else ''}{g['reason']}"
             )
     if not report.valid:
-        raise typer.Exit(1)
+        raise typer.Exit(INVALID)
 
 
 @app.command("hold")
@@ -309,7 +323,8 @@ def report_cmd(
     """The monthly compliance report: coverage, gaps, validation, custody head, holds, accesses, chart."""
     from pipeline.custody import report as rp
 
-    rp.parse_period(period)  # bad periods fail before any work
+    rp.parse_period(period)  # bad periods and unwritable outputs fail before any work
+    output = prepare_output(output)
     data = rp.build_report(lake_from(lake, s3_endpoint, s3_region), period, deep=deep, access_log=access_log)
     if fmt is ReportFormat.json:
         text = json.dumps(data, indent=2, default=str) + "\n"
@@ -335,7 +350,7 @@ def _usage(fn):
     try:
         return fn()
     except KbakError as exc:
-        fail(str(exc), 2)
+        fail(str(exc), USAGE)
 
 
 def _ts(ms: int | None) -> str:

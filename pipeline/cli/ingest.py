@@ -187,8 +187,12 @@ def ingest_cmd(
         unassigned_warning_seconds=unassigned_warning,
         connect_timeout_s=connect_timeout,
         schema_registry=_registry_options(
-            cfg.schema_registry, schema_registry, schema_registry_auth, schema_registry_ca,
-            schema_registry_cert, schema_registry_key,
+            cfg.schema_registry,
+            schema_registry,
+            schema_registry_auth,
+            schema_registry_ca,
+            schema_registry_cert,
+            schema_registry_key,
         ),
         schema_registry_optional=bool(_pick(schema_registry_optional, cfg.schema_registry.optional or None, False)),
     )
@@ -227,10 +231,14 @@ def ingest_cmd(
             )
     if summary.schemas is not None:
         sch = summary.schemas
-        typer.echo(f"  schemas: {len(sch['kept'])} kept this run" + "".join(
-            f"; {sum(sch[k].values())} records with {len(sch[k])} {k} schema ids {sorted(map(int, sch[k]))}"
-            for k in ("unknown", "unkept") if sch[k]
-        ))
+        typer.echo(
+            f"  schemas: {len(sch['kept'])} kept this run"
+            + "".join(
+                f"; {sum(sch[k].values())} records with {len(sch[k])} {k} schema ids {sorted(map(int, sch[k]))}"
+                for k in ("unknown", "unkept")
+                if sch[k]
+            )
+        )
     for gap in summary.gaps:
         typer.echo(
             f"  gap {gap['topic']}[{gap['partition']}] {gap['first_missing']}..{gap['last_missing']}: {gap['reason']}"

@@ -7,7 +7,16 @@ from typing import Annotated
 
 import typer
 
-from pipeline.cli._app import AccessLogOpt, LakeOpt, S3EndpointOpt, S3RegionOpt, app, friendly, lake_from
+from pipeline.cli._app import (
+    AccessLogOpt,
+    LakeOpt,
+    S3EndpointOpt,
+    S3RegionOpt,
+    app,
+    friendly,
+    lake_from,
+    prepare_output,
+)
 from pipeline.core.errors import KbakError
 
 
@@ -51,6 +60,7 @@ def query_cmd(
         _print_list(queries)
         return
     target = lake_from(lake, s3_endpoint, s3_region)
+    output = prepare_output(output)
     _note_as_of(target, as_of)
     if print_setup:
         typer.echo(setup_sql(target, as_of), nl=False)

@@ -142,12 +142,24 @@ def _log_access(options, summary, uri: str | None) -> None:
 
     o = options
     selection = {
-        "topics": o.topics, "partitions": o.partitions, "from": o.from_ms, "to": o.to_ms, "key": o.key,
-        "where": o.where, "offsets": o.offsets, "as_of": o.as_of,
+        "topics": o.topics,
+        "partitions": o.partitions,
+        "from": o.from_ms,
+        "to": o.to_ms,
+        "key": o.key,
+        "where": o.where,
+        "offsets": o.offsets,
+        "as_of": o.as_of,
     }
     log_access(
-        "replay", o.lake, uri, params={k: v for k, v in selection.items() if v not in (None, [], {})},
-        table_version=summary.table_version, rows=summary.records, target=o.bootstrap_servers, dry_run=o.dry_run,
+        "replay",
+        o.lake,
+        uri,
+        params={k: v for k, v in selection.items() if v not in (None, [], {})},
+        table_version=summary.table_version,
+        rows=summary.records,
+        target=o.bootstrap_servers,
+        dry_run=o.dry_run,
     )
 
 

@@ -138,8 +138,13 @@ def _strip_broker(message: str) -> tuple[str, str]:
 
 
 # OpenSSL alerts a broker sends when it refuses (or missed) the client's certificate.
-_CLIENT_CERT_REFUSED = ("alert certificate required", "alert bad certificate", "alert unknown ca",
-                        "alert certificate unknown", "alert certificate expired")
+_CLIENT_CERT_REFUSED = (
+    "alert certificate required",
+    "alert bad certificate",
+    "alert unknown ca",
+    "alert certificate unknown",
+    "alert certificate expired",
+)
 
 
 def connection_failure(errors: list[KafkaError]) -> str | None:

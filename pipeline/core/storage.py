@@ -8,7 +8,11 @@ the same settings, so both always point at the same place.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
+import re
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -16,9 +20,112 @@ from urllib.parse import urlparse
 
 import pyarrow.fs as pafs
 
-from pipeline.core.errors import KbakError, aws_code
+from pipeline.core.errors import KbakError, aws_code, aws_message, first_line
 
 SSE_ALGORITHMS = ("aws:kms", "AES256")
+
+
+class StorageAccessError(KbakError):
+    """The lake's storage refused us or is not there: no credentials, access denied, no such bucket.
+
+    Raised in one form whichever library hit it (pyarrow, deltalake, boto3), so every command prints
+    the same line; ``kbak validate`` exits 3 ("could not check") on it, never 1 ("invalid").
+    """
+
+
+_DENIED = re.compile(
+    r"INVALID_ACCESS_KEY_ID|InvalidAccessKeyId|SIGNATURE_DOES_NOT_MATCH|SignatureDoesNotMatch|ACCESS_DENIED|"
+    r"AccessDenied|lacked the necessary privileges|Forbidden|\b403\b|ExpiredToken|InvalidToken|InvalidClientTokenId|"
+    r"UnrecognizedClientException|NoCredentialsError|Unable to locate credentials",
+)
+_NO_BUCKET = re.compile(r"NoSuchBucket|NO_SUCH_BUCKET|bucket does not exist|specified bucket does not exist", re.I)
+
+
+_UNREACHABLE = re.compile(
+    r"NETWORK_CONNECTION|Could not connect|Connection refused|error sending request|dns error|"
+    r"Name or service not known|Could not resolve host|timed out",
+    re.I,
+)
+
+
+def storage_error(
+    lake: Lake, exc: BaseException, probe: bool = True, unreachable: bool = True
+) -> StorageAccessError | None:
+    """The one-line error for a credential, permission, missing-bucket or unreachable-endpoint failure; else None.
+
+    deltalake often says only "Generic S3 error": then one listing through pyarrow (whose errors
+    carry the S3 error code) tells which it is (``probe``). ``unreachable=False`` leaves network
+    failures alone (they may pass: a caller that retries, such as ingest's commit, sees the OSError).
+    """
+    if not lake.is_s3 or isinstance(exc, (FileNotFoundError, KbakError)):
+        return None
+    text = " ".join(str(exc).split()) + " " + type(exc).__name__
+    text += f" {aws_code(exc)}"
+    if _NO_BUCKET.search(text):
+        return StorageAccessError(f"bucket {lake.bucket} of lake {lake.uri} does not exist")
+    if unreachable and _UNREACHABLE.search(text):
+        where = lake.s3.endpoint or "AWS S3"
+        return StorageAccessError(f"cannot reach {where} for lake {lake.uri}: {_reason(exc)}")
+    denied = _DENIED.search(text)
+    generic = "Generic S3 error" in text or "INTERNAL_FAILURE" in text
+    if (denied or generic) and not lake.has_credentials():
+        return StorageAccessError(
+            f"no AWS credentials found for {lake.uri}: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE)"
+        )
+    if denied:
+        return StorageAccessError(f"access denied to {lake.uri}: check AWS credentials ({_reason(exc)})")
+    if generic and probe:
+        try:
+            if lake.fs.get_file_info(lake.bucket).type == pafs.FileType.NotFound:
+                return StorageAccessError(f"bucket {lake.bucket} of lake {lake.uri} does not exist")
+            lake.fs.get_file_info(pafs.FileSelector(lake.path("_delta_log"), allow_not_found=True))
+        except Exception as again:
+            return storage_error(lake, again, probe=False, unreachable=unreachable)
+    return None
+
+
+def _reason(exc: BaseException) -> str:
+    """What the storage said, in one short line (boto3, pyarrow and deltalake word it differently)."""
+    if getattr(exc, "response", None):
+        return aws_message(exc).rstrip(":")
+    m = re.search(r"AWS Error (\w+) during (\w+) operation: ([^(]*)", str(exc))
+    if m:
+        return f"{m[1]} during {m[2]}: {m[3].strip()}"
+    chain = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).split("↳")  # deltalake: the innermost cause is last
+    return " ".join(chain[-1].split())[:200] if len(chain) > 1 else first_line(exc, 200)
+
+
+def _synced_tmp(full: str, data: bytes) -> str:
+    """``data`` written and fsynced to a temporary file next to ``full`` (for an atomic rename or link)."""
+    Path(full).parent.mkdir(parents=True, exist_ok=True)
+    tmp = f"{full}.tmp-{os.getpid()}-{threading.get_ident()}"
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    return tmp
+
+
+def translate_storage_errors(fn: Callable) -> Callable:
+    """Lake file helpers: credential/permission/bucket failures become ``StorageAccessError``.
+
+    Network failures stay OSError here (callers retry them); ``load_chain`` and ``open_table`` name
+    an unreachable endpoint once nothing will retry.
+    """
+
+    @functools.wraps(fn)
+    def wrapper(self: Lake, *args, **kwargs):
+        try:
+            return fn(self, *args, **kwargs)
+        except (FileNotFoundError, KbakError):
+            raise
+        except Exception as exc:
+            err = storage_error(self, exc, probe=False, unreachable=False)
+            if err is None:
+                raise
+            raise err from None
+
+    return wrapper
 
 
 @dataclass(frozen=True)
@@ -164,6 +271,17 @@ class Lake:
     def path(self, relative: str) -> str:
         return f"{self.root}/{relative.lstrip('/')}"
 
+    def has_credentials(self) -> bool:
+        """Whether any AWS credentials are configured (options, environment, profile, instance role)."""
+        if self.s3.access_key_id:
+            return True
+        try:
+            import botocore.session
+
+            return botocore.session.get_session().get_credentials() is not None
+        except Exception:  # a broken profile still counts as "configured": let the real error speak
+            return True
+
     @cached_property
     def _put_client(self):
         return self.boto3_client()
@@ -206,16 +324,11 @@ class Lake:
 
     # -- small file helpers over ``fs`` ------------------------------------------------------
 
+    @translate_storage_errors
     def write_bytes(self, relative: str, data: bytes | memoryview) -> None:
         full = self.path(relative)
         if not self.is_s3:
-            Path(full).parent.mkdir(parents=True, exist_ok=True)
-            tmp = f"{full}.tmp-{os.getpid()}"
-            with open(tmp, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, full)
+            os.replace(_synced_tmp(full, data), full)
             return
         if self.s3.sse:  # pyarrow cannot ask for SSE-KMS: boto3 sends the encryption headers
             key = self.key(relative)
@@ -224,17 +337,44 @@ class Lake:
         with self.fs.open_output_stream(full) as out:
             out.write(data)
 
+    @translate_storage_errors
+    def write_new(self, relative: str, data: bytes) -> bool:
+        """Write a file only if it does not exist yet; False (nothing written) when it does.
+
+        Local lakes: atomic (a hard link of the written temporary file fails if the name exists). S3:
+        checked just before the PUT, so two writers racing within one request's time can still both
+        write; callers use it where both would write the same bytes but for details that appear late.
+        """
+        full = self.path(relative)
+        if self.is_s3:
+            if self.exists(relative):
+                return False
+            self.write_bytes(relative, data)
+            return True
+        tmp = _synced_tmp(full, data)
+        try:
+            os.link(tmp, full)
+        except FileExistsError:
+            return False
+        finally:
+            os.unlink(tmp)
+        return True
+
+    @translate_storage_errors
     def read_bytes(self, relative: str) -> bytes:
         with self.fs.open_input_stream(self.path(relative)) as src:
             return src.read()
 
+    @translate_storage_errors
     def exists(self, relative: str) -> bool:
         return self.fs.get_file_info(self.path(relative)).type != pafs.FileType.NotFound
 
+    @translate_storage_errors
     def size(self, relative: str) -> int | None:
         info = self.fs.get_file_info(self.path(relative))
         return None if info.type == pafs.FileType.NotFound else info.size
 
+    @translate_storage_errors
     def list_files(self, relative: str = "") -> list[str]:
         """Files below ``relative``, as paths relative to the lake root."""
         base = self.path(relative) if relative else self.root
@@ -245,6 +385,7 @@ class Lake:
         cut = len(self.root) + 1
         return sorted(i.path[cut:] for i in infos if i.type == pafs.FileType.File)
 
+    @translate_storage_errors
     def delete(self, relative: str) -> None:
         if self.s3.sse:  # pyarrow re-creates the emptied "directory" as an object, unencrypted: not this way
             self._put_client.delete_object(Bucket=self.bucket, Key=self.key(relative))

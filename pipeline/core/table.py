@@ -12,8 +12,13 @@ from deltalake.exceptions import TableNotFoundError
 from pipeline.core.errors import KbakError, first_line
 from pipeline.core.parsing import parse_time
 from pipeline.core.schema import check_table_schema
-from pipeline.core.storage import Lake
+from pipeline.core.storage import Lake, storage_error
 from pipeline.core.timefmt import EPOCH, iso_ms
+
+
+class CorruptLogError(KbakError):
+    """A Delta log entry is not complete JSON (truncated, overwritten): the table cannot be read."""
+
 
 SEVEN_YEARS = "interval 2557 days"
 
@@ -39,12 +44,53 @@ def open_table(lake: Lake, version: int | str | None = None) -> DeltaTable:
         dt = DeltaTable(lake.uri, storage_options=lake.storage_options or None)
     except TableNotFoundError:
         raise KbakError(f"no kbak archive at {lake.uri} (no Delta table there)") from None
-    except OSError as exc:
-        raise KbakError(f"cannot open lake {lake.uri}: {first_line(exc)}") from None
+    except Exception as exc:  # deltalake raises OSError and DeltaError for storage and log problems
+        raise open_error(lake, exc) from None
     check_table_schema(pa.schema(dt.schema().to_arrow()), dt.metadata().partition_columns, lake.uri)
     if version is not None:
         _load_as_of(dt, version, lake)
     return dt
+
+
+def open_error(lake: Lake, exc: BaseException) -> KbakError:
+    """One line for a failure to load the table: storage access, a corrupt log entry, or the library's words."""
+    err = storage_error(lake, exc)
+    if err is not None:
+        return err
+    if "json" in str(exc).lower():
+        corrupt = corrupt_log_entries(lake)
+        if corrupt:
+            rel, detail = corrupt[0]
+            more = f" (and {len(corrupt) - 1} more)" if len(corrupt) > 1 else ""
+            return CorruptLogError(f"corrupt Delta log entry {rel}: {detail}{more}")
+    return KbakError(f"cannot open lake {lake.uri}: {first_line(exc)}")
+
+
+def log_entry_problem(data: bytes) -> str | None:
+    """None when a Delta log entry is complete newline-delimited JSON objects, else what is wrong."""
+    import json
+
+    try:
+        for n, line in enumerate(data.decode().splitlines(), 1):
+            if line.strip() and not isinstance(json.loads(line), dict):
+                return f"line {n} is not a JSON object"
+    except UnicodeDecodeError as exc:
+        return f"not UTF-8 ({exc.reason})"
+    except ValueError as exc:
+        return f"not valid JSON, truncated or overwritten? ({exc})"
+    return None
+
+
+def corrupt_log_entries(lake: Lake) -> list[tuple[str, str]]:
+    """(entry, problem) for every Delta log entry that is not valid JSON, oldest first."""
+    out = []
+    for rel in lake.list_files("_delta_log"):
+        name = rel.rsplit("/", 1)[-1]
+        if rel.count("/") == 1 and name.endswith(".json") and name[:-5].isdigit():
+            problem = log_entry_problem(lake.read_bytes(rel))
+            if problem:
+                out.append((rel, problem))
+    return out
 
 
 def _load_as_of(dt: DeltaTable, version: int | str, lake: Lake) -> None:

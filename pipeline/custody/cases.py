@@ -32,10 +32,12 @@ from pipeline.core.errors import KbakError
 from pipeline.core.storage import Lake
 from pipeline.core.subject import KEY, lake_secret, selector_hmac
 from pipeline.core.timefmt import now_iso
+from pipeline.custody.checks import Check
+from pipeline.custody.manifest import Operation
 
 CASES_DIR = "_kbak/cases"
-HOLD_OPERATION = "case-hold"
-RELEASE_OPERATION = "case-release"
+HOLD_OPERATION = Operation.CASE_HOLD.value
+RELEASE_OPERATION = Operation.CASE_RELEASE.value
 _CASE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
 
 
@@ -149,8 +151,7 @@ def held_rows(lake: Lake, rows: pa.Table, cases: list[Case] | None = None) -> li
 
 # -- checking the convenience documents against the chain ------------------------------------------
 
-CASE_STATE = "case-state"
-CHECKS = {CASE_STATE: "each case document under _kbak/cases/ says what the chain's latest case-hold/-release recorded"}
+CASE_STATE = Check.CASE_STATE
 
 
 def case_problems(lake: Lake, chain) -> Iterator[tuple[str, str, str, str]]:
@@ -310,7 +311,6 @@ def _lock_summary(lake: Lake, objects: list[str]) -> str | None:
 
 
 __all__ = [
-    "CHECKS",
     "Case",
     "case_problems",
     "all_cases",

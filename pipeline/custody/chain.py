@@ -10,12 +10,18 @@ from __future__ import annotations
 import json
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import cached_property
+
+from pyarrow.fs import FileType
 
 from pipeline.core.errors import KbakError
-from pipeline.core.storage import Lake
+from pipeline.core.storage import Lake, storage_error
+from pipeline.core.table import log_entry_problem
 from pipeline.custody.manifest import (
     BODY_DIGEST_KEY,
     MANIFEST_DIR,
+    InfoKey,
+    ManifestBody,
     commit_actions,
     commit_info,
     log_path,
@@ -35,6 +41,7 @@ class VersionRecord:
 
     version: int
     log_bytes: bytes | None = None
+    log_error: str | None = None  # the log entry is not valid JSON (truncated, overwritten): what is wrong
     manifest_bytes: bytes | None = None
     manifest: dict | None = None  # parsed; None when missing or not JSON
     manifest_error: str | None = None
@@ -52,17 +59,24 @@ class VersionRecord:
 
     @property
     def status(self) -> str:
-        """sealed | unsealed (commit made, manifest pending, staged body intact) | missing."""
+        """log-corrupt | sealed | unsealed (commit made, manifest pending, staged body intact) | missing."""
+        if self.log_error is not None:
+            return "log-corrupt"
         if self.manifest_bytes is not None:
             return "sealed"
         return "unsealed" if self.staged_body is not None else "missing"
 
     @property
     def body(self) -> dict | None:
-        """The manifest body: from the sealed manifest, else from the staged body."""
+        """The manifest body as stored: from the sealed manifest, else from the staged body."""
         if self.manifest is not None and isinstance(self.manifest.get("body"), dict):
             return self.manifest["body"]
         return self.staged_body
+
+    @cached_property
+    def manifest_body(self) -> ManifestBody:
+        """The manifest body, typed (empty, operation "", when the version has none)."""
+        return ManifestBody.from_dict(self.body)
 
     @property
     def manifest_sha256(self) -> str | None:
@@ -70,7 +84,7 @@ class VersionRecord:
 
     @property
     def is_kbak(self) -> bool:
-        return "kbak.operation" in self.info
+        return InfoKey.OPERATION in self.info
 
 
 def log_versions(lake: Lake) -> list[int]:
@@ -89,8 +103,13 @@ def is_archive(lake: Lake) -> bool:
 
 def load_chain(lake: Lake, versions: list[int] | None = None) -> list[VersionRecord]:
     """Every version's record, oldest first (the union of log entries and manifests found)."""
-    logs = set(log_versions(lake))
+    try:
+        logs = set(log_versions(lake))
+    except OSError as exc:  # the first request every custody command makes: name an unreachable endpoint
+        raise storage_error(lake, exc) or exc from None
     if not logs and not lake.list_files(MANIFEST_DIR):
+        if lake.is_s3 and lake.fs.get_file_info(lake.bucket).type == FileType.NotFound:
+            raise KbakError(f"bucket {lake.bucket} of lake {lake.uri} does not exist", exit_code=2)
         raise KbakError(f"no kbak archive at {lake.uri} (no Delta log there)", exit_code=2)
     sealed = set(sealed_versions(lake))
     if versions is None:  # every version from the oldest kept to the newest, holes included
@@ -104,10 +123,8 @@ def load_chain(lake: Lake, versions: list[int] | None = None) -> list[VersionRec
         if version in logs:
             rec.log_bytes = _read(lake, log_path(version))
             if rec.log_bytes is not None:
-                try:
-                    rec.actions = commit_actions(rec.log_bytes)
-                except (ValueError, UnicodeDecodeError):
-                    rec.actions = []
+                rec.log_error = log_entry_problem(rec.log_bytes)
+                rec.actions = [] if rec.log_error else commit_actions(rec.log_bytes)
         if version in sealed:
             rec.manifest_bytes = _read(lake, manifest_path(version))
             if rec.manifest_bytes is not None:

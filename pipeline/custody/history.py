@@ -11,37 +11,38 @@ from collections import defaultdict
 from pipeline.core.errors import KbakError
 from pipeline.core.storage import Lake
 from pipeline.custody.chain import VersionRecord, load_chain
+from pipeline.custody.manifest import FileEntry, InfoKey
 
 
 def version_summary(rec: VersionRecord) -> dict:
     """Records, bytes and topics a version added, from its manifest body (or its commit info)."""
-    body = rec.body or {}
-    added = body.get("files_added") or []
-    records = sum(f.get("records") or 0 for f in added) if added else int(rec.info.get("kbak.records") or 0)
+    body = rec.manifest_body
+    added = body.files_added
+    records = sum(f.records or 0 for f in added) if added else int(rec.info.get(InfoKey.RECORDS) or 0)
     topics = sorted({file_topic(f) for f in added} - {None})
-    ranges = body.get("partitions") or []
+    ranges = body.partitions
     return {
         "version": rec.version,
-        "operation": body.get("operation") or rec.info.get("kbak.operation") or rec.info.get("operation") or "unknown",
-        "backup_id": body.get("backup_id") or rec.info.get("kbak.backup_id"),
-        "created_at": body.get("created_at"),
+        "operation": body.operation or rec.info.get(InfoKey.OPERATION) or rec.info.get("operation") or "unknown",
+        "backup_id": body.backup_id or rec.info.get(InfoKey.BACKUP_ID),
+        "created_at": body.created_at,
         "records": records,
-        "bytes": sum(f.get("size") or 0 for f in added),
+        "bytes": sum(f.size or 0 for f in added),
         "files_added": len(added),
-        "files_removed": len(body.get("files_removed") or []),
+        "files_removed": len(body.files_removed),
         "topics": topics,
-        "gaps": len(body.get("gaps") or []),
+        "gaps": len(body.gaps),
         "status": rec.status,
         "first_timestamp_ms": min((p["first_timestamp_ms"] for p in ranges), default=None),
         "last_timestamp_ms": max((p["last_timestamp_ms"] for p in ranges), default=None),
     }
 
 
-def file_topic(f: dict) -> str | None:
-    pv = f.get("partition_values") or {}
+def file_topic(f: FileEntry) -> str | None:
+    pv = f.partition_values or {}
     if pv.get("topic"):
         return pv["topic"]
-    for part in str(f.get("path", "")).split("/"):
+    for part in str(f.path).split("/"):
         if part.startswith("topic="):
             return part[len("topic=") :]
     return None
@@ -57,7 +58,7 @@ def list_runs(chain: list[VersionRecord]) -> list[dict]:
     runs = []
     for items in groups.values():
         statuses = {v["status"] for v in items}
-        outcome = "manifest-missing" if "missing" in statuses else "unsealed" if "unsealed" in statuses else "sealed"
+        outcome = next((o for s, o in _OUTCOMES if s in statuses), "sealed")
         versions = [v["version"] for v in items]
         runs.append(
             {
@@ -81,6 +82,10 @@ def list_runs(chain: list[VersionRecord]) -> list[dict]:
             }
         )
     return sorted(runs, key=lambda r: r["last_version"])
+
+
+# A run's outcome is its worst version's status.
+_OUTCOMES = (("log-corrupt", "log-corrupt"), ("missing", "manifest-missing"), ("unsealed", "unsealed"))
 
 
 def coverage_parts(chain: list[VersionRecord], base: list[dict] | None = None) -> list[dict]:
@@ -210,7 +215,7 @@ def describe(lake: Lake, version: int | None = None, backup_id: str | None = Non
     if not chain:
         raise KbakError(f"{lake.uri} has no versions yet", exit_code=2)
     if backup_id is not None:
-        recs = [r for r in chain if (r.body or {}).get("backup_id") == backup_id]
+        recs = [r for r in chain if r.manifest_body.backup_id == backup_id]
         if not recs:
             raise KbakError(f"no ingest run with backup_id {backup_id!r} in {lake.uri} (see kbak list)", exit_code=2)
         described = [describe_version(r) for r in recs]
@@ -236,23 +241,24 @@ def describe(lake: Lake, version: int | None = None, backup_id: str | None = Non
 
 
 def describe_version(rec: VersionRecord) -> dict:
-    body = rec.body or {}
+    body = rec.manifest_body
     m = rec.manifest or {}
-    added = body.get("files_added") or []
+    added = [f.to_dict() for f in body.files_added]
     return {
         "version": rec.version,
         "status": rec.status,
-        "operation": body.get("operation"),
-        "backup_id": body.get("backup_id"),
-        "created_at": body.get("created_at"),
-        "created_by": body.get("created_by"),
-        "source_cluster": body.get("source_cluster"),
+        "log_error": rec.log_error,
+        "operation": body.operation or None,
+        "backup_id": body.backup_id,
+        "created_at": body.created_at,
+        "created_by": body.created_by,
+        "source_cluster": body.source_cluster,
         "files_added": added,
-        "files_removed": body.get("files_removed") or [],
-        "partitions": body.get("partitions") or [],
-        "gaps": body.get("gaps") or [],
-        "sealed_from_log": bool(body.get("sealed_from_log")),
-        "encryption": body.get("encryption"),  # as S3 reported it for the files added (None: local lake)
+        "files_removed": [f.to_dict() for f in body.files_removed],
+        "partitions": body.partitions,
+        "gaps": body.gaps,
+        "sealed_from_log": body.sealed_from_log,
+        "encryption": body.extra.get("encryption"),  # as S3 reported it for the files added (None: local lake)
         "body_sha256": m.get("body_sha256") or rec.body_digest,
         "manifest_sha256": rec.manifest_sha256,
         "previous_manifest_sha256": m.get("previous_manifest_sha256"),

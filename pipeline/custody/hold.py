@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from pipeline.core.errors import KbakError
 from pipeline.core.errors import aws_code as _code
 from pipeline.core.errors import aws_message as _msg
-from pipeline.core.storage import Lake
+from pipeline.core.storage import Lake, storage_error
 from pipeline.custody.manifest import STAGED_DIR, checkpoint_path, log_path, manifest_path
 from pipeline.custody.verified import POINT
 
@@ -52,6 +52,9 @@ def lock_configuration(lake: Lake, client=None) -> dict:
         if code in ("ObjectLockConfigurationNotFoundError", "InvalidRequest"):
             conf = {}
         else:
+            err = storage_error(lake, exc)
+            if err is not None:
+                raise err from None
             raise KbakError(f"cannot read the Object Lock configuration of bucket {lake.bucket}: {_msg(exc)}") from None
     if conf.get("ObjectLockEnabled") != "Enabled":
         raise KbakError(

@@ -12,16 +12,12 @@ from collections.abc import Iterator
 
 from pipeline.core.storage import Lake
 from pipeline.custody.chain import VersionRecord
+from pipeline.custody.checks import Check
 from pipeline.custody.manifest import sha256_hex
 
 SCHEMAS_DIR = "_kbak/schemas"
-SCHEMA_DIGEST = "schema-sha256"
-SCHEMA_LISTED = "schema-listed"
-
-CHECKS = {
-    SCHEMA_DIGEST: "each kept schema document a manifest lists exists and hashes to the SHA-256 it recorded",
-    SCHEMA_LISTED: "(warning) each kept schema document under _kbak/schemas is listed by a manifest",
-}
+SCHEMA_DIGEST = Check.SCHEMA_SHA256
+SCHEMA_LISTED = Check.SCHEMA_LISTED
 
 Problem = tuple[str, str, str, str]  # check, subject, message, severity
 

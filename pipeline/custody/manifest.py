@@ -16,7 +16,8 @@ leaves a version whose commit info names a staged body: ``kbak validate`` report
 next ``seal`` (every ingest start and end, and ``kbak validate --repair``) turns it into its
 manifest. Versions made by other Delta writers get a manifest built from their log entry.
 
-Sealing is deterministic, so two workers sealing the same version write identical bytes. The
+Sealing is deterministic but for a Delta checkpoint that appears meanwhile, so a manifest is never
+overwritten: the first one written for a version is the chain's (``Lake.write_new``). The
 staged body is removed only after its manifest is written, so a worker that finds the staged body
 gone re-checks for the manifest instead of building a different one from the log.
 """
@@ -26,8 +27,10 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from enum import StrEnum
+from typing import Any, Protocol
 
 from deltalake import DeltaTable
 
@@ -36,7 +39,161 @@ from pipeline.core.storage import Lake
 MANIFEST_DIR = "_kbak/custody"
 STAGED_DIR = f"{MANIFEST_DIR}/staged"
 FORMAT = "kbak-custody/1"
-BODY_DIGEST_KEY = "kbak.manifest_body_sha256"
+
+
+class InfoKey:
+    """The keys kbak writes into a Delta commit's commit info (``custom_metadata``)."""
+
+    OPERATION = "kbak.operation"
+    BACKUP_ID = "kbak.backup_id"
+    SOURCE_CLUSTER = "kbak.source_cluster"
+    VERSION = "kbak.version"
+    CREATED_BY = "kbak.created_by"
+    HOST = "kbak.host"
+    RECORDS = "kbak.records"
+    PARTITIONS = "kbak.partitions"
+    GAPS = "kbak.gaps"
+    MANIFEST_BODY_SHA256 = "kbak.manifest_body_sha256"
+
+
+BODY_DIGEST_KEY = InfoKey.MANIFEST_BODY_SHA256
+
+
+class Operation(StrEnum):
+    """What a commit did (``body.operation`` and the commit info's ``kbak.operation``).
+
+    A new kind of commit (erasure, retention, compaction, ...) is a member here, committed through
+    ``custody.operation.commit_operation`` (or, for ingest, a builder like ``ingest_body``).
+    """
+
+    CREATE = "create"
+    INGEST = "ingest"
+    CASE_HOLD = "case-hold"
+    CASE_RELEASE = "case-release"
+    COMPACT = "compact"
+    RETENTION = "retention"
+    RETENTION_POLICY = "retention-policy"
+    VACUUM = "vacuum"
+    ERASE = "erase"
+
+
+class _FileLike(Protocol):
+    path: str
+    size: int
+    records: int
+    sha256: str
+    partition_values: dict[str, str]
+
+
+@dataclass
+class FileEntry:
+    """One file a commit added or removed, as its manifest records it."""
+
+    path: str
+    size: int | None = None
+    records: int | None = None
+    sha256: str | None = None
+    partition_values: dict[str, str] | None = None  # absent in bodies built from a foreign log entry
+
+    @classmethod
+    def of(cls, f: _FileLike) -> FileEntry:
+        return cls(f.path, f.size, f.records, f.sha256, dict(f.partition_values))
+
+    @classmethod
+    def from_dict(cls, d: dict) -> FileEntry:
+        d = d if isinstance(d, dict) else {}
+        return cls(d.get("path") or "", d.get("size"), d.get("records"), d.get("sha256"), d.get("partition_values"))
+
+    def to_dict(self) -> dict:
+        out: dict[str, Any] = {"path": self.path, "size": self.size, "records": self.records, "sha256": self.sha256}
+        if self.partition_values is not None:
+            out["partition_values"] = self.partition_values
+        return out
+
+
+@dataclass
+class ManifestBody:
+    """The body of a custody manifest: what one commit did. ``to_dict`` is what gets hashed and stored.
+
+    ``from_dict`` is lenient (a tampered manifest still loads; validate compares digests of the
+    stored bytes, never of a re-serialised body); keys it does not know are kept in ``extra`` so
+    a body round-trips unchanged.
+    """
+
+    operation: str
+    backup_id: str | None = None
+    created_at: str | None = None
+    created_by: str | None = None
+    source_cluster: str | None = None
+    files_added: list[FileEntry] = field(default_factory=list)
+    files_removed: list[FileEntry] = field(default_factory=list)
+    partitions: list[dict] = field(default_factory=list)  # per (topic, partition): records, offset/time ranges
+    gaps: list[dict] = field(default_factory=list)  # offset ranges ingest found deleted at the source
+    sealed_from_log: bool = False  # built from the Delta log entry at sealing (foreign writers, create)
+    missing_staged_body: str | None = None  # the digest of a staged body the commit named but that was gone
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    _KNOWN = (
+        "operation", "backup_id", "created_at", "created_by", "source_cluster", "files_added",
+        "files_removed", "partitions", "gaps", "sealed_from_log", "missing_staged_body",
+    )  # fmt: skip
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> ManifestBody:
+        d = d if isinstance(d, dict) else {}
+        return cls(
+            operation=d.get("operation") or "",
+            backup_id=d.get("backup_id"),
+            created_at=d.get("created_at"),
+            created_by=d.get("created_by"),
+            source_cluster=d.get("source_cluster"),
+            files_added=[FileEntry.from_dict(f) for f in _list(d.get("files_added"))],
+            files_removed=[FileEntry.from_dict(f) for f in _list(d.get("files_removed"))],
+            partitions=[p for p in _list(d.get("partitions")) if isinstance(p, dict)],
+            gaps=[g for g in _list(d.get("gaps")) if isinstance(g, dict)],
+            sealed_from_log=bool(d.get("sealed_from_log")),
+            missing_staged_body=d.get("missing_staged_body"),
+            extra={k: v for k, v in d.items() if k not in cls._KNOWN},
+        )
+
+    def to_dict(self) -> dict:
+        out: dict[str, Any] = {
+            "operation": str(self.operation),
+            "backup_id": self.backup_id,
+            "created_at": self.created_at,
+            "created_by": self.created_by,
+            "source_cluster": self.source_cluster,
+            "files_added": [f.to_dict() for f in self.files_added],
+            "files_removed": [f.to_dict() for f in self.files_removed],
+            "partitions": self.partitions,
+            "gaps": self.gaps,
+        }
+        if self.sealed_from_log:
+            out["sealed_from_log"] = True
+        if self.missing_staged_body:
+            out["missing_staged_body"] = self.missing_staged_body
+        return {**self.extra, **out}
+
+
+def _list(value: Any) -> list:
+    return value if isinstance(value, list) else []
+
+
+def ingest_body(
+    files: list[_FileLike], ranges: list[dict], gaps: list[dict], source_cluster: str, backup_id: str, created_by: str
+) -> ManifestBody:
+    """The manifest body of one ingest commit (staged before the commit, sealed after)."""
+    return ManifestBody(
+        operation=Operation.INGEST,
+        backup_id=backup_id,
+        created_at=datetime.now(UTC).isoformat(timespec="milliseconds"),
+        created_by=created_by,
+        source_cluster=source_cluster,
+        files_added=[FileEntry.of(f) for f in files],
+        partitions=ranges,
+        gaps=gaps,
+    )
+
 
 _SEALED_HEAD: dict[str, tuple[int, str]] = {}
 
@@ -65,11 +222,12 @@ def staged_path(digest: str) -> str:
     return f"{STAGED_DIR}/{digest}.json"
 
 
-def stage(lake: Lake, body: dict) -> str:
+def stage(lake: Lake, body: ManifestBody | dict) -> str:
     """Stage a manifest body before its commit; returns the digest to put in the commit info.
 
     On S3 the body records the encryption S3 applied to the files it adds (``encryption``).
     """
+    body = body.to_dict() if isinstance(body, ManifestBody) else body
     if lake.is_s3 and body.get("files_added"):
         from pipeline.custody.encryption import observed
 
@@ -158,12 +316,16 @@ def seal(lake: Lake, dt: DeltaTable | None = None, head: int | None = None, full
         if lake.exists(checkpoint_path(version)):
             manifest["checkpoint_sha256"] = sha256_hex(lake.read_bytes(checkpoint_path(version)))
         data = canonical_json(manifest)
-        lake.write_bytes(path, data)
+        # Never overwrite: a worker sealing the same version a moment earlier may have seen a checkpoint
+        # that did not exist yet for us (or the reverse); the first manifest written is the chain's.
+        if lake.write_new(path, data):
+            written.append(version)
+        else:
+            data = lake.read_bytes(path)
         if staged:
             with contextlib.suppress(FileNotFoundError):
                 lake.delete(staged)
         prev_digest = sha256_hex(data)
-        written.append(version)
     if prev_digest is not None:
         _SEALED_HEAD[lake.uri] = (head, prev_digest)
     return written
@@ -215,30 +377,28 @@ def _body_from_log(lake: Lake, actions: list[dict], info: dict, missing_staged: 
             rel = _unquote(add["path"])
             stats = json.loads(add.get("stats") or "{}")
             sha = sha256_hex(lake.read_bytes(rel)) if lake.exists(rel) else None
-            added.append({"path": rel, "size": add.get("size"), "records": stats.get("numRecords"), "sha256": sha})
+            added.append(FileEntry(rel, add.get("size"), stats.get("numRecords"), sha))
         elif "remove" in action:
             rem = action["remove"]
             rel = _unquote(rem["path"])
-            entry = {"path": rel, "size": rem.get("size"), "records": None, "sha256": None}
+            entry = FileEntry(rel, rem.get("size"))
             if lake.exists(rel):  # removed files stay in storage until vacuumed
                 data = lake.read_bytes(rel)
-                entry.update(sha256=sha256_hex(data), records=_parquet_rows(data))
+                entry.sha256, entry.records = sha256_hex(data), _parquet_rows(data)
             removed.append(entry)
-    body = {
-        "operation": info.get("kbak.operation") or info.get("operation", "UNKNOWN"),
-        "backup_id": info.get("kbak.backup_id"),
-        "created_at": _iso_ms(info.get("timestamp")),
-        "created_by": info.get("kbak.created_by") or info.get("engineInfo") or info.get("clientVersion"),
-        "source_cluster": info.get("kbak.source_cluster"),
-        "files_added": added,
-        "files_removed": removed,
-        "partitions": info.get("kbak.partitions") or [],
-        "gaps": info.get("kbak.gaps") or [],
-        "sealed_from_log": True,
-    }
-    if missing_staged:
-        body["missing_staged_body"] = missing_staged
-    return body
+    return ManifestBody(
+        operation=info.get(InfoKey.OPERATION) or info.get("operation", "UNKNOWN"),
+        backup_id=info.get(InfoKey.BACKUP_ID),
+        created_at=_iso_ms(info.get("timestamp")),
+        created_by=info.get(InfoKey.CREATED_BY) or info.get("engineInfo") or info.get("clientVersion"),
+        source_cluster=info.get(InfoKey.SOURCE_CLUSTER),
+        files_added=added,
+        files_removed=removed,
+        partitions=info.get(InfoKey.PARTITIONS) or [],
+        gaps=info.get(InfoKey.GAPS) or [],
+        sealed_from_log=True,
+        missing_staged_body=missing_staged,
+    ).to_dict()
 
 
 def _parquet_rows(data: bytes) -> int | None:

@@ -21,7 +21,7 @@ from pipeline import __version__
 from pipeline.core.errors import KbakError, first_line
 from pipeline.core.schema import PARTITION_COLUMNS, RECORD_SCHEMA
 from pipeline.core.storage import Lake
-from pipeline.custody.manifest import BODY_DIGEST_KEY, log_path, seal, stage
+from pipeline.custody.manifest import BODY_DIGEST_KEY, InfoKey, log_path, seal, stage
 
 
 def created_by() -> str:
@@ -63,10 +63,10 @@ def commit_operation(
     body = {"operation": operation, "created_at": _now_iso(), "created_by": created_by(), **body}
     digest = stage(lake, body)
     meta = {
-        "kbak.operation": operation,
-        "kbak.version": __version__,
-        "kbak.created_by": created_by(),
-        "kbak.host": socket.gethostname(),
+        InfoKey.OPERATION: operation,
+        InfoKey.VERSION: __version__,
+        InfoKey.CREATED_BY: created_by(),
+        InfoKey.HOST: socket.gethostname(),
         **(metadata or {}),
         BODY_DIGEST_KEY: digest,
     }

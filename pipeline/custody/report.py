@@ -41,12 +41,13 @@ def build_report(lake: Lake, period: str, deep: bool = False, access_log: str | 
     start, end = parse_period(period)
     chain = load_chain(lake)
     dt = open_table(lake)
-    files = pa.table(dt.get_add_actions(flatten=True)).select(
-        ["path", "size_bytes", "num_records", "partition.topic", "partition.date"]
-    )
+    actions = pa.table(dt.get_add_actions(flatten=True))
+    stats = [c for c in ("min.offset", "max.offset") if c in actions.column_names]
+    files = actions.select(["path", "size_bytes", "num_records", "partition.topic", "partition.date", *stats])
     rows = [
         {"path": r["path"], "bytes": r["size_bytes"], "records": r["num_records"] or 0,
-         "topic": r["partition.topic"], "date": r["partition.date"]}
+         "topic": r["partition.topic"], "date": r["partition.date"],
+         "min_offset": r.get("min.offset"), "max_offset": r.get("max.offset")}
         for r in files.to_pylist()
     ]  # fmt: skip
     in_period = [r for r in rows if start <= r["date"] < end]
@@ -137,8 +138,10 @@ def _holds(lake: Lake) -> dict:
 def _period_gaps(lake: Lake, rows: list[dict], chain, start: date, end: date, skipped: list[str]) -> list[dict]:
     """Holes between archived offsets with a neighbour record dated in the period.
 
-    Files of the period and one day either side are read (two columns): a record whose timestamp is
-    out of order by more than a day may make a hole look open that a file further away fills.
+    Files of the period and one day either side are read (two columns); then every other file whose
+    Delta statistics say it may hold offsets of a hole (a record filed under another date, e.g. a
+    timestamp in 1970 or 2100) is read too, until no hole has such a file: the holes left are the
+    ones ``validate --deep`` and the ``offset_gaps`` query see.
     """
     window = [r for r in rows if start - timedelta(1) <= r["date"] < end + timedelta(1)]
 
@@ -149,27 +152,42 @@ def _period_gaps(lake: Lake, rows: list[dict], chain, start: date, end: date, sk
             skipped.append(r["path"])
             return None
 
-    with ThreadPoolExecutor(max_workers=16 if lake.is_s3 else 4) as pool:
-        tables = list(pool.map(read, window))
-    found = [(r, t) for r, t in zip(window, tables, strict=True) if t is not None]
-    keys = Keys.build([(r["topic"], r["path"], t) for r, t in found], with_day=[r["date"] for r, _t in found])
     recorded = recorded_gaps(rec.body for rec in chain)
+    found: list[tuple[dict, pa.Table]] = []
+    todo, seen_paths, holes = window, set(), []
+    while todo:
+        seen_paths.update(r["path"] for r in todo)
+        with ThreadPoolExecutor(max_workers=16 if lake.is_s3 else 4) as pool:
+            tables = list(pool.map(read, todo))
+        found += [(r, t) for r, t in zip(todo, tables, strict=True) if t is not None]
+        keys = Keys.build([(r["topic"], r["path"], t) for r, t in found], with_day=[r["date"] for r, _t in found])
+        holes = find_gaps(keys, recorded, leading=False)
+        todo = [r for r in rows if r["path"] not in seen_paths and _may_fill(r, holes)]
     out = []
-    for g in find_gaps(keys, recorded, leading=False):
+    for g in holes:
         if any(d is not None and start <= d < end for d in g.pop("days")):
             out.append(g)
     # Gaps ingest recorded before a partition's first archived record in the period are listed too.
     seen = {(g["topic"], g["partition"], g["first_missing"]) for g in out}
     for rec in chain:
-        body = rec.body or {}
-        created = str(body.get("created_at") or "")[:10]
-        for g in body.get("gaps") or []:
+        created = str(rec.manifest_body.created_at or "")[:10]
+        for g in rec.manifest_body.gaps:
             key = (g["topic"], g["partition"], g["first_missing"])
             if start.isoformat() <= created < end.isoformat() and key not in seen:
                 seen.add(key)
                 count = g["last_missing"] - g["first_missing"] + 1
                 out.append({**g, "count": count, "recorded": True})
     return sorted(out, key=lambda g: (g["topic"], g["partition"], g["first_missing"]))
+
+
+def _may_fill(row: dict, holes: list[dict]) -> bool:
+    """Whether a file's offset statistics overlap a hole of its topic (no statistics: it may)."""
+    lo, hi = row.get("min_offset"), row.get("max_offset")
+    return any(
+        g["topic"] == row["topic"]
+        and (lo is None or hi is None or (lo <= g["last_missing"] and g["first_missing"] <= hi))
+        for g in holes
+    )
 
 
 def chart_png(report: dict) -> bytes:

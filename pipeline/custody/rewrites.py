@@ -12,41 +12,34 @@ from collections.abc import Iterator
 
 from pipeline.core.storage import Lake
 from pipeline.custody.chain import VersionRecord
+from pipeline.custody.checks import Check
 from pipeline.custody.digest import RecordDigest, combine, record_digest
-from pipeline.custody.manifest import manifest_path
+from pipeline.custody.manifest import FileEntry, Operation, manifest_path
 
-REMOVED_FILE_DIGEST = "removed-file-digest"
-CONTENT_DIGEST = "content-digest"
-REMOVED_FILE_GONE = "removed-file-gone"
+REMOVED_FILE_DIGEST = Check.REMOVED_FILE_DIGEST
+CONTENT_DIGEST = Check.CONTENT_DIGEST
+REMOVED_FILE_GONE = Check.REMOVED_FILE_GONE
 
-CHECKS = {
-    REMOVED_FILE_DIGEST: "each removed file's SHA-256 in a removing manifest equals the one recorded when it was added",
-    CONTENT_DIGEST: "(deep) each compaction's record digest equals that of the files it added and removed "
-    "(those still in storage)",
-    REMOVED_FILE_GONE: "(deep) each file removed from the table and gone from storage was deleted by a "
-    "`kbak vacuum` that recorded it",
-}
-
-Problem = tuple[str, str, str]  # check, subject, message
+Problem = tuple[Check, str, str]  # check, subject, message
 
 
 def removed_file_digests(chain: list[VersionRecord], live_before: dict | None = None) -> Iterator[Problem]:
     """``live_before``: path -> (version, entry) of the files live before ``chain`` (a verified point's)."""
     added: dict[str, tuple[int, str]] = {p: (v, e.get("sha256") or "") for p, (v, e) in (live_before or {}).items()}
     for rec in chain:
-        body = rec.body or {}
-        for f in body.get("files_removed") or []:
-            was = added.get(f.get("path"))
-            if was and f.get("sha256") and was[1] and f["sha256"] != was[1]:
+        body = rec.manifest_body
+        for f in body.files_removed:
+            was = added.get(f.path)
+            if was and f.sha256 and was[1] and f.sha256 != was[1]:
                 yield (
                     REMOVED_FILE_DIGEST,
-                    f["path"],
-                    f"version {rec.version} removed it with SHA-256 {f['sha256'][:16]}…, version {was[0]} "
+                    f.path,
+                    f"version {rec.version} removed it with SHA-256 {f.sha256[:16]}…, version {was[0]} "
                     f"added it with {was[1][:16]}…: the file changed before it was rewritten",
                 )
-        for f in body.get("files_added") or []:
-            if f.get("path"):
-                added[f["path"]] = (rec.version, f.get("sha256") or "")
+        for f in body.files_added:
+            if f.path:
+                added[f.path] = (rec.version, f.sha256 or "")
 
 
 def removed_files_gone(chain: list[VersionRecord], present: set[str]) -> Iterator[Problem]:
@@ -74,13 +67,13 @@ def removed_files_gone(chain: list[VersionRecord], present: set[str]) -> Iterato
 
 def content_digests(lake: Lake, chain: list[VersionRecord]) -> Iterator[Problem]:
     for rec in chain:
-        body = rec.body or {}
-        recorded = body.get("content_digest")
-        if body.get("operation") != "compact" or not isinstance(recorded, dict):
+        body = rec.manifest_body
+        recorded = body.extra.get("content_digest")
+        if body.operation != Operation.COMPACT or not isinstance(recorded, dict):
             continue
         want = RecordDigest.from_dict(recorded)
-        for side in ("files_added", "files_removed"):
-            got = _digest_of(lake, body.get(side) or [], body.get("topic"))
+        for side, files in (("files_added", body.files_added), ("files_removed", body.files_removed)):
+            got = _digest_of(lake, files, body.extra.get("topic"))
             if got is not None and got != want:
                 yield (
                     CONTENT_DIGEST,
@@ -91,7 +84,7 @@ def content_digests(lake: Lake, chain: list[VersionRecord]) -> Iterator[Problem]
                 )
 
 
-def _digest_of(lake: Lake, files: list[dict], topic: str | None) -> RecordDigest | None:
+def _digest_of(lake: Lake, files: list[FileEntry], topic: str | None) -> RecordDigest | None:
     """The files' record digest, or None when any of them is no longer in storage."""
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -99,9 +92,9 @@ def _digest_of(lake: Lake, files: list[dict], topic: str | None) -> RecordDigest
     parts = []
     for f in files:
         try:
-            data = lake.read_bytes(f["path"])
+            data = lake.read_bytes(f.path)
         except FileNotFoundError:
             return None
-        file_topic = topic or (f.get("partition_values") or {}).get("topic") or ""
+        file_topic = topic or (f.partition_values or {}).get("topic") or ""
         parts.append(record_digest(pq.read_table(pa.BufferReader(data)), file_topic))
     return combine(parts)

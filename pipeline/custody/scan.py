@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 
 from pipeline.core.ranges import partition_ranges
 from pipeline.core.schema import FILE_SCHEMA, same_type
-from pipeline.core.storage import Lake
+from pipeline.core.storage import Lake, storage_error
 
 ROWS_PER_BATCH = 65_536
 KEPT = ("partition", "offset", "timestamp")
@@ -89,7 +89,10 @@ def _unordered(partitions: np.ndarray, offsets: np.ndarray) -> list[int]:
 
 def storage_sizes(lake: Lake) -> dict[str, int]:
     """Size of every file under the lake, from one recursive listing (one LIST call chain on S3)."""
-    infos = lake.fs.get_file_info(pafs.FileSelector(lake.root, recursive=True, allow_not_found=True))
+    try:
+        infos = lake.fs.get_file_info(pafs.FileSelector(lake.root, recursive=True, allow_not_found=True))
+    except OSError as exc:
+        raise storage_error(lake, exc) or exc from None
     cut = len(lake.root) + 1
     return {i.path[cut:]: i.size for i in infos if i.type == pafs.FileType.File}
 
@@ -130,6 +133,14 @@ class Keys:
         return cls(
             cat["topic"][order], cat["partition"][order], cat["offset"][order], cat["file"][order], topics, files, day
         )
+
+    def offsets_of(self, topic: str, partition: int, first: int, last: int) -> np.ndarray:
+        """The archived offsets of one partition within [first, last], sorted."""
+        if topic not in self.topics:
+            return np.array([], np.int64)
+        tid = self.topics.index(topic)
+        mask = (self.topic == tid) & (self.partition == partition) & (self.offset >= first) & (self.offset <= last)
+        return np.unique(self.offset[mask])
 
     def _same_partition(self) -> np.ndarray:
         return (self.topic[1:] == self.topic[:-1]) & (self.partition[1:] == self.partition[:-1])

@@ -12,17 +12,13 @@ from collections.abc import Iterator
 from pipeline.core.readset import INDEX, load_index, replacements
 from pipeline.core.storage import Lake
 from pipeline.custody.chain import VersionRecord
+from pipeline.custody.checks import Check
 from pipeline.custody.manifest import manifest_path, sha256_hex
 
-READSET_INDEX = "readset-index"
-SCRUBBED_REPLACEMENT = "scrubbed-replacement"
+READSET_INDEX = Check.READSET_INDEX
+SCRUBBED_REPLACEMENT = Check.SCRUBBED_REPLACEMENT
 
-CHECKS = {
-    READSET_INDEX: "the erasure readset index maps every original to the replacement its erase manifest names",
-    SCRUBBED_REPLACEMENT: "(deep) each scrubbed replacement readers use exists and hashes to its manifest's SHA-256",
-}
-
-Problem = tuple[str, str, str, str]  # check, subject, message, severity
+Problem = tuple[Check, str, str, str]  # check, subject, message, severity
 
 
 def scrub_problems(lake: Lake, chain: list[VersionRecord], deep: bool) -> Iterator[Problem]:

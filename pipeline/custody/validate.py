@@ -2,7 +2,7 @@
 
 Shallow checks read the Delta log, the manifests and a listing of the lake; ``deep`` also fetches every
 live data file once (hash + full Parquet decode). Nothing is taken from the in-process seal cache.
-Every check is listed in ``CHECKS``; a failing one becomes a ``Finding`` naming the file it is about.
+Every check is a member of ``Check`` (checks.py); a failing one becomes a ``Finding`` naming the file it is about.
 """
 
 from __future__ import annotations
@@ -14,21 +14,24 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime
 
+import numpy as np
 import pyarrow as pa
 
 from pipeline.core.errors import KbakError
-from pipeline.core.storage import Lake
+from pipeline.core.storage import Lake, StorageAccessError
 from pipeline.core.table import open_table
 from pipeline.custody import verified
-from pipeline.custody.cases import CHECKS as CASE_CHECKS
 from pipeline.custody.cases import case_problems
 from pipeline.custody.chain import VersionRecord, load_chain
+from pipeline.custody.checks import Check
 from pipeline.custody.history import coverage_parts, head, list_runs, merge_runs
-from pipeline.custody.kept_schemas import CHECKS as SCHEMA_CHECKS
 from pipeline.custody.kept_schemas import kept_schema_problems
 from pipeline.custody.manifest import (
     FORMAT,
     STAGED_DIR,
+    FileEntry,
+    InfoKey,
+    Operation,
     canonical_json,
     checkpoint_path,
     log_path,
@@ -36,53 +39,22 @@ from pipeline.custody.manifest import (
     seal,
     sha256_hex,
 )
-from pipeline.custody.rewrites import CHECKS as REWRITE_CHECKS
 from pipeline.custody.rewrites import content_digests, removed_file_digests, removed_files_gone
 from pipeline.custody.scan import FileScan, Keys, duplicates, find_gaps, recorded_gaps, scan_file, storage_sizes
-from pipeline.custody.scrubbed import CHECKS as SCRUB_CHECKS
 from pipeline.custody.scrubbed import scrub_problems
-
-# check name -> what it verifies (README lists the same)
-CHECKS = {
-    "delta-log-readable": "the Delta table opens and its current snapshot loads",
-    "delta-log-present": "every version from the oldest kept to the newest has its log entry",
-    "manifest-present": "every version has its sealed manifest (unsealed with an intact staged body: warning)",
-    "manifest-format": "each manifest is canonical JSON of kbak's format naming its own version",
-    "manifest-body-digest": "each manifest body hashes to its body_sha256 and to the digest in the Delta commit info",
-    "delta-log-digest": "each Delta log entry hashes to the digest its manifest recorded",
-    "checkpoint-digest": "each checkpoint a manifest recorded still hashes to that digest",
-    "chain-link": "each manifest's previous_manifest_sha256 is the digest of the previous manifest",
-    "file-in-manifest": "each file the snapshot references was added by a manifest and not removed since",
-    "snapshot-matches-manifests": "each file the manifests say is live is referenced by the Delta snapshot",
-    "file-present": "each referenced file exists",
-    "file-size": "each file's size equals the size in the Delta log and in its manifest",
-    "file-sha256": "(deep) each file's SHA-256 equals its manifest's",
-    "parquet-readable": "(deep) each file decodes fully as Parquet",
-    "parquet-schema": "(deep) each file has kbak's record schema",
-    "row-count": "(deep) each file's rows equal its manifest's and its Delta statistics' record counts",
-    "offset-order": "(deep) offsets increase strictly within each partition of a file and from commit to commit",
-    "duplicate-offset": "(deep) no (topic, partition, offset) is archived twice",
-    "manifest-ranges": "(deep) each commit's per-partition records, offset and time ranges match its files",
-    "offset-gap": "(deep, warning) offset holes ingest did not record as deleted before archiving",
-    "anchor": "each --anchor VERSION=SHA256 recorded outside the lake still names that version's manifest",
-    "foreign-commit": "(warning) versions not written by kbak",
-    "orphan-staged-body": "(warning) staged manifest bodies no commit points at (a crash before committing)",
-    "encryption": "(S3 with --sse/KBAK_SSE, warning) every object carries the lake's configured server-side encryption",
-    **REWRITE_CHECKS,
-    **SCHEMA_CHECKS,
-    **SCRUB_CHECKS,
-    **CASE_CHECKS,
-}
 
 ORPHAN_AGE_S = 3600
 
 
 @dataclass
 class Finding:
-    check: str
+    check: Check
     subject: str  # the file (or version) the finding is about
     message: str
-    severity: str = "error"
+    severity: str = ""  # "error" or "warning"; default: the check's own (``Check.warning``)
+
+    def __post_init__(self) -> None:
+        self.severity = self.severity or ("warning" if self.check.warning else "error")
 
 
 @dataclass
@@ -155,7 +127,7 @@ def validate(
     report.verified_from = point.version if point else None
     report.versions = len(chain) + (point.version if point else 0)
     report.head = head(chain)
-    if backup_id is not None and not any((r.body or {}).get("backup_id") == backup_id for r in chain):
+    if backup_id is not None and not any(r.manifest_body.backup_id == backup_id for r in chain):
         raise KbakError(f"no ingest run with backup_id {backup_id!r} in {lake.uri} (see kbak list)", exit_code=2)
     add = report.findings.append
     new = [r for r in chain if point is None or r.version > point.version]
@@ -195,7 +167,7 @@ def _advance_point(lake: Lake, point: verified.VerifiedPoint | None, new: list[V
         verified.VerifiedPoint(
             version=at["version"],
             manifest_sha256=at["manifest_sha256"],
-            live={p: list(v) for p, v in _manifest_live(upto, live_before).items()},
+            live={p: [v, e.to_dict()] for p, (v, e) in _manifest_live(upto, live_before).items()},
             bodies=(point.bodies if point else []) + verified.sparse_bodies(upto),
             runs=merge_runs(point.runs if point else [], list_runs(upto)),
             coverage_parts=coverage_parts(upto, point.coverage_parts if point else None),
@@ -212,7 +184,7 @@ def _check_encryption(lake: Lake, add) -> None:
     want = lake.s3.sse + (f" with key {lake.s3.sse_kms_key_id}" if lake.s3.sse_kms_key_id else "")
     for path, sse, key in unencrypted(lake, lake.s3.sse, lake.s3.sse_kms_key_id):
         has = f"{sse} with key {key}" if key else (sse or "no server-side encryption")
-        add(Finding("encryption", path, f"object has {has}, not the lake's {want}", "warning"))
+        add(Finding(Check.ENCRYPTION, path, f"object has {has}, not the lake's {want}"))
 
 
 # -- the chain --------------------------------------------------------------------------------
@@ -227,56 +199,64 @@ def _check_chain(lake: Lake, chain: list[VersionRecord], add) -> None:
         if rec.log_bytes is None:
             if any(c >= v for c in checkpoints) and rec.manifest is not None:
                 add(
-                    Finding("delta-log-present", log_path(v), "log entry gone (expired behind a checkpoint)", "warning")
+                    Finding(
+                        Check.DELTA_LOG_PRESENT, log_path(v), "log entry gone (expired behind a checkpoint)", "warning"
+                    )
                 )
             else:
-                add(Finding("delta-log-present", log_path(v), f"version {v}'s Delta log entry is missing"))
-        if rec.log_bytes is not None and not rec.is_kbak:
+                add(Finding(Check.DELTA_LOG_PRESENT, log_path(v), f"version {v}'s Delta log entry is missing"))
+        if rec.log_error is not None:
+            add(Finding(Check.DELTA_LOG_PARSEABLE, log_path(v), f"corrupt Delta log entry: {rec.log_error}"))
+        elif rec.log_bytes is not None and not rec.is_kbak:
             engine = rec.info.get("engineInfo") or rec.info.get("clientVersion") or "an unknown writer"
-            add(Finding("foreign-commit", log_path(v), f"version {v} was written by {engine}, not kbak", "warning"))
-        if rec.status == "missing":
-            add(Finding("manifest-present", mpath, f"version {v} has no custody manifest and no staged body"))
+            add(Finding(Check.FOREIGN_COMMIT, log_path(v), f"version {v} was written by {engine}, not kbak", "warning"))
+        if rec.manifest_bytes is not None:
+            _check_manifest(lake, rec, prev, add)
+        elif rec.log_error is not None:
+            pass  # a corrupt entry names no staged body: delta-log-parseable says what is wrong
+        elif rec.status == "missing":
+            add(Finding(Check.MANIFEST_PRESENT, mpath, f"version {v} has no custody manifest and no staged body"))
         elif rec.status == "unsealed":
             add(
                 Finding(
-                    "manifest-present",
+                    Check.MANIFEST_PRESENT,
                     mpath,
                     f"version {v} is unsealed: its staged body is intact (digest in the commit info); "
                     "`kbak validate --repair` or the next ingest seals it",
                     "warning",
                 )
             )
-        else:
-            _check_manifest(lake, rec, prev, add)
         prev = rec
 
 
 def _check_manifest(lake: Lake, rec: VersionRecord, prev: VersionRecord | None, add) -> None:
     v, mpath, m = rec.version, manifest_path(rec.version), rec.manifest
     if m is None:
-        add(Finding("manifest-format", mpath, f"manifest is {rec.manifest_error or 'unreadable'}"))
+        add(Finding(Check.MANIFEST_FORMAT, mpath, f"manifest is {rec.manifest_error or 'unreadable'}"))
         return
     if m.get("format") != FORMAT or m.get("version") != v or not isinstance(m.get("body"), dict):
-        add(Finding("manifest-format", mpath, f"not a {FORMAT} manifest of version {v}"))
+        add(Finding(Check.MANIFEST_FORMAT, mpath, f"not a {FORMAT} manifest of version {v}"))
         return
     if canonical_json(m) != rec.manifest_bytes:
-        add(Finding("manifest-format", mpath, "manifest bytes are not in canonical form: edited after sealing"))
+        add(Finding(Check.MANIFEST_FORMAT, mpath, "manifest bytes are not in canonical form: edited after sealing"))
     body_digest = sha256_hex(canonical_json(m["body"]))
     if body_digest != m.get("body_sha256"):
-        add(Finding("manifest-body-digest", mpath, "manifest body does not hash to its body_sha256: body edited"))
-    if rec.info.get("kbak.operation") == "ingest" and not rec.body_digest:
-        add(Finding("manifest-body-digest", log_path(v), "kbak ingest commit carries no manifest digest: rewritten"))
+        add(Finding(Check.MANIFEST_BODY_DIGEST, mpath, "manifest body does not hash to its body_sha256: body edited"))
+    if rec.info.get(InfoKey.OPERATION) == Operation.INGEST and not rec.body_digest:
+        add(
+            Finding(Check.MANIFEST_BODY_DIGEST, log_path(v), "kbak ingest commit carries no manifest digest: rewritten")
+        )
     if rec.body_digest and rec.body_digest not in (body_digest, None):
         add(
             Finding(
-                "manifest-body-digest",
+                Check.MANIFEST_BODY_DIGEST,
                 mpath,
                 f"manifest body sha256 {body_digest[:12]}… differs from the commit info's "
-                f"kbak.manifest_body_sha256 {rec.body_digest[:12]}…",
+                f"{InfoKey.MANIFEST_BODY_SHA256} {rec.body_digest[:12]}…",
             )
         )
     if rec.log_bytes is not None and sha256_hex(rec.log_bytes) != m.get("delta_log_sha256"):
-        add(Finding("delta-log-digest", log_path(v), f"Delta log entry of version {v} changed since it was sealed"))
+        add(Finding(Check.DELTA_LOG_DIGEST, log_path(v), f"Delta log entry of version {v} changed since it was sealed"))
     if m.get("checkpoint_sha256"):
         cp = checkpoint_path(v)
         try:
@@ -284,15 +264,15 @@ def _check_manifest(lake: Lake, rec: VersionRecord, prev: VersionRecord | None, 
         except FileNotFoundError:
             ok = False
         if not ok:
-            add(Finding("checkpoint-digest", cp, "checkpoint is missing or changed since it was sealed"))
+            add(Finding(Check.CHECKPOINT_DIGEST, cp, "checkpoint is missing or changed since it was sealed"))
     want_prev = m.get("previous_manifest_sha256")
     if prev is None:
         if v == 0 and want_prev is not None:
-            add(Finding("chain-link", mpath, "the first manifest names a previous manifest"))
+            add(Finding(Check.CHAIN_LINK, mpath, "the first manifest names a previous manifest"))
     elif prev.manifest_bytes is not None and want_prev != prev.manifest_sha256:
         add(
             Finding(
-                "chain-link",
+                Check.CHAIN_LINK,
                 manifest_path(prev.version),
                 f"manifest of version {prev.version} no longer hashes to the link version {v}'s manifest recorded",
             )
@@ -307,7 +287,7 @@ def _check_anchors(chain: list[VersionRecord], anchors: dict[int, str], add) -> 
         if have != digest.removeprefix("sha256:").lower():
             add(
                 Finding(
-                    "anchor",
+                    Check.ANCHOR,
                     manifest_path(version),
                     f"manifest of version {version} hashes to {have or 'nothing (missing)'}, the anchor says {digest}",
                 )
@@ -328,7 +308,13 @@ def _check_orphans(lake: Lake, chain: list[VersionRecord], add) -> None:
     for rel in lake.list_files(STAGED_DIR):
         digest = rel.rsplit("/", 1)[-1].removesuffix(".json")
         if digest not in named:
-            add(Finding("orphan-staged-body", rel, "staged body no commit points at (crash before commit)", "warning"))
+            add(Finding(Check.ORPHAN_STAGED_BODY, rel, _ORPHAN))
+
+
+_ORPHAN = (
+    "staged manifest body of a commit that never committed (the process stopped before committing, or it "
+    "lost a commit race to a concurrent ingest); harmless, `kbak validate --repair` removes it once an hour old"
+)
 
 
 def _repair(lake: Lake) -> list[int]:
@@ -336,7 +322,7 @@ def _repair(lake: Lake) -> list[int]:
     try:
         sealed = seal(lake, open_table(lake), full=True)
     except KbakError as exc:
-        raise KbakError(f"cannot repair {lake.uri}: {exc}") from None
+        raise type(exc)(f"cannot repair {lake.uri}: {exc}", exc.exit_code) from None
     chain = load_chain(lake)
     named = {r.body_digest for r in chain if r.body_digest}
     now = time.time()
@@ -358,17 +344,17 @@ class _Live:
     delta_size: int
     delta_records: int | None
     version: int | None  # the version whose manifest added it
-    entry: dict | None  # that manifest's file entry
+    entry: FileEntry | None  # that manifest's file entry
 
 
-def _manifest_live(chain: list[VersionRecord], before: dict | None = None) -> dict[str, tuple[int, dict]]:
-    live: dict[str, tuple[int, dict]] = dict(before or {})
+def _manifest_live(chain: list[VersionRecord], before: dict | None = None) -> dict[str, tuple[int, FileEntry]]:
+    # ``before`` is a verified point's, as stored: path -> (version, manifest entry as a dict).
+    live = {path: (version, FileEntry.from_dict(entry)) for path, (version, entry) in (before or {}).items()}
     for rec in chain:
-        body = rec.body or {}
-        for f in body.get("files_removed") or []:
-            live.pop(f.get("path"), None)
-        for f in body.get("files_added") or []:
-            live[f.get("path")] = (rec.version, f)
+        for f in rec.manifest_body.files_removed:
+            live.pop(f.path, None)
+        for f in rec.manifest_body.files_added:
+            live[f.path] = (rec.version, f)
     return live
 
 
@@ -386,11 +372,13 @@ def _check_files(
         # (a running ingest) is not half-seen.
         dt = open_table(lake, chain[-1].version if chain else None)
         actions = pa.table(dt.get_add_actions(flatten=True)).select(["path", "size_bytes", "num_records"])
+    except StorageAccessError:
+        raise  # could not check: not a finding about the archive
     except Exception as exc:
-        add(Finding("delta-log-readable", "_delta_log", f"the Delta table does not load: {_line(exc)}"))
+        add(Finding(Check.DELTA_LOG_READABLE, "_delta_log", f"the Delta table does not load: {_line(exc)}"))
         return []
     snapshot = {r["path"]: r for r in actions.to_pylist()}
-    run_versions = {r.version for r in chain if (r.body or {}).get("backup_id") == backup_id} if backup_id else None
+    run_versions = {r.version for r in chain if r.manifest_body.backup_id == backup_id} if backup_id else None
     sizes = storage_sizes(lake)
     live: list[_Live] = []
     for path, row in sorted(snapshot.items()):
@@ -400,17 +388,27 @@ def _check_files(
         item = _Live(path, row["size_bytes"], row["num_records"], version, entry)
         live.append(item)
         if entry is None:
-            add(Finding("file-in-manifest", path, "referenced by the Delta snapshot but added by no custody manifest"))
+            add(
+                Finding(
+                    Check.FILE_IN_MANIFEST, path, "referenced by the Delta snapshot but added by no custody manifest"
+                )
+            )
         if path not in sizes:
-            add(Finding("file-present", path, "file is missing from storage"))
+            add(Finding(Check.FILE_PRESENT, path, "file is missing from storage"))
             continue
         if sizes[path] != item.delta_size:
-            add(Finding("file-size", path, f"size {sizes[path]} differs from the Delta log's {item.delta_size}"))
-        elif entry is not None and entry.get("size") not in (None, item.delta_size):
-            add(Finding("file-size", path, f"Delta log size {item.delta_size} differs from manifest's {entry['size']}"))
+            add(Finding(Check.FILE_SIZE, path, f"size {sizes[path]} differs from the Delta log's {item.delta_size}"))
+        elif entry is not None and entry.size not in (None, item.delta_size):
+            add(
+                Finding(Check.FILE_SIZE, path, f"Delta log size {item.delta_size} differs from manifest's {entry.size}")
+            )
     if run_versions is None:
         for path in sorted(set(by_manifest) - set(snapshot)):
-            add(Finding("snapshot-matches-manifests", path, "manifests say this file is live; the snapshot lacks it"))
+            add(
+                Finding(
+                    Check.SNAPSHOT_MATCHES_MANIFESTS, path, "manifests say this file is live; the snapshot lacks it"
+                )
+            )
     report.files = len(live)
     report.bytes = sum(i.delta_size for i in live)
     report.records = sum(i.delta_records or 0 for i in live)
@@ -425,40 +423,44 @@ def _deep(lake: Lake, chain: list[VersionRecord], live: list[_Live], report: Val
     parts: list[tuple[str, str, pa.Table]] = []
     by_version: dict[int, dict[tuple[str, int], list[dict]]] = defaultdict(lambda: defaultdict(list))
     unreadable_versions: set[int] = set()
+    missing: list[_Live] = []
     for item, scan in zip(live, scans, strict=True):
         topic = _topic_of(item)
         if scan.error == "missing":
             unreadable_versions.add(item.version if item.version is not None else -1)
+            missing.append(item)
             continue  # named by file-present already
-        if item.entry is not None and item.entry.get("sha256") and scan.sha256 != item.entry["sha256"]:
+        if item.entry is not None and item.entry.sha256 and scan.sha256 != item.entry.sha256:
             add(
                 Finding(
-                    "file-sha256",
+                    Check.FILE_SHA256,
                     item.path,
                     f"SHA-256 {scan.sha256[:16]}… differs from version {item.version}'s manifest "
-                    f"{item.entry['sha256'][:16]}…",
+                    f"{item.entry.sha256[:16]}…",
                 )
             )
         if scan.error:
-            add(Finding("parquet-readable", item.path, scan.error))
+            add(Finding(Check.PARQUET_READABLE, item.path, scan.error))
             unreadable_versions.add(item.version if item.version is not None else -1)
             continue
         if scan.schema_problem:
-            add(Finding("parquet-schema", item.path, scan.schema_problem))
+            add(Finding(Check.PARQUET_SCHEMA, item.path, scan.schema_problem))
             unreadable_versions.add(item.version if item.version is not None else -1)
             continue
         want = [
-            ("its manifest", item.entry.get("records") if item.entry else None),
+            ("its manifest", item.entry.records if item.entry else None),
             ("Delta stats", item.delta_records),
         ]
         for where, n in want:
             if n is not None and n != scan.rows:
-                add(Finding("row-count", item.path, f"file holds {scan.rows} rows, {where} says {n}"))
+                add(Finding(Check.ROW_COUNT, item.path, f"file holds {scan.rows} rows, {where} says {n}"))
         for p in scan.unordered_partitions:
-            add(Finding("offset-order", item.path, f"offsets of partition {p} are not strictly increasing"))
+            add(Finding(Check.OFFSET_ORDER, item.path, f"offsets of partition {p} are not strictly increasing"))
         day = _day_of(item)
         if day is not None and any(not _within_day(r, day) for r in scan.ranges):
-            add(Finding("partition-date", item.path, f"holds records whose UTC day is not its partition date {day}"))
+            add(
+                Finding(Check.PARTITION_DATE, item.path, f"holds records whose UTC day is not its partition date {day}")
+            )
         if scan.keys is not None:
             parts.append((topic, item.path, scan.keys))
         if item.version is not None:
@@ -467,17 +469,29 @@ def _deep(lake: Lake, chain: list[VersionRecord], live: list[_Live], report: Val
     keys = Keys.build(parts)
     for d in duplicates(keys):
         where = f"{d['topic']}[{d['partition']}] offset {d['offset']}"
-        add(Finding("duplicate-offset", ", ".join(d["files"]), f"{where} is archived more than once"))
-    rewrites = {r.version for r in chain if (r.body or {}).get("files_removed")}
+        add(Finding(Check.DUPLICATE_OFFSET, ", ".join(d["files"]), f"{where} is archived more than once"))
+    rewrites = {r.version for r in chain if r.manifest_body.files_removed}
     _check_version_order({v: tps for v, tps in by_version.items() if v not in rewrites}, add)
     _check_ranges(chain, by_version, unreadable_versions, live, add)
     recorded = recorded_gaps(rec.body for rec in chain)
-    report.gaps = find_gaps(keys, recorded)
+    lost = lost_offsets(chain, missing, keys)
+    report.gaps = [g for g in find_gaps(keys, recorded) if not _covered(g, lost)] + lost
+    report.gaps.sort(key=lambda g: (g["topic"], g["partition"], g["first_missing"]))
     for g in report.gaps:
-        if not g["recorded"]:
+        if g.get("lost_with"):
             add(
                 Finding(
-                    "offset-gap",
+                    Check.OFFSET_GAP,
+                    f"{g['topic']}[{g['partition']}]",
+                    f"offsets {g['first_missing']}..{g['last_missing']} ({g['count']}) lost: held by missing file "
+                    f"{g['lost_with']} (version {g['version']}'s manifest)",
+                    "error",
+                )
+            )
+        elif not g["recorded"]:
+            add(
+                Finding(
+                    Check.OFFSET_GAP,
                     f"{g['topic']}[{g['partition']}]",
                     f"offsets {g['first_missing']}..{g['last_missing']} ({g['count']}) missing, not recorded by "
                     "ingest (transaction markers or compaction explain some)",
@@ -486,8 +500,61 @@ def _deep(lake: Lake, chain: list[VersionRecord], live: list[_Live], report: Val
             )
 
 
+def lost_offsets(chain: list[VersionRecord], missing: list[_Live], keys: Keys) -> list[dict]:
+    """The offsets missing files held: their commit's declared ranges (for their topic) no present file holds."""
+    by_version = {r.version: r for r in chain}
+    out: list[dict] = []
+    for item in missing:
+        rec = by_version.get(item.version) if item.version is not None else None
+        if rec is None:
+            continue
+        topic = _topic_of(item)
+        for d in rec.manifest_body.partitions:
+            if d.get("topic") != topic:
+                continue
+            present = keys.offsets_of(topic, d["partition"], d["first_offset"], d["last_offset"])
+            for first, last in _runs_missing(present, d["first_offset"], d["last_offset"]):
+                out.append(
+                    {
+                        "topic": topic,
+                        "partition": d["partition"],
+                        "first_missing": first,
+                        "last_missing": last,
+                        "count": last - first + 1,
+                        "recorded": False,
+                        "reason": f"lost: file {item.path} is missing",
+                        "lost_with": item.path,
+                        "version": item.version,
+                    }
+                )
+    return out
+
+
+def _runs_missing(present: np.ndarray, first: int, last: int) -> list[tuple[int, int]]:
+    """Maximal runs of [first, last] not in ``present`` (sorted offsets within the range)."""
+    runs, at = [], first
+    for o in present.tolist():
+        if o > at:
+            runs.append((at, o - 1))
+        at = max(at, o + 1)
+    if at <= last:
+        runs.append((at, last))
+    return runs
+
+
+def _covered(gap: dict, lost: list[dict]) -> bool:
+    """A hole find_gaps saw lies wholly inside the offsets a missing file held."""
+    return any(
+        x["topic"] == gap["topic"]
+        and x["partition"] == gap["partition"]
+        and x["first_missing"] <= gap["first_missing"]
+        and gap["last_missing"] <= x["last_missing"]
+        for x in lost
+    )
+
+
 def _topic_of(item: _Live) -> str:
-    pv = (item.entry or {}).get("partition_values") or {}
+    pv = (item.entry.partition_values if item.entry else None) or {}
     if pv.get("topic"):
         return pv["topic"]
     first = item.path.split("/", 1)[0]
@@ -496,7 +563,7 @@ def _topic_of(item: _Live) -> str:
 
 def _day_of(item: _Live) -> date | None:
     """The file's ``date`` partition value (from its manifest entry, else from its path)."""
-    pv = (item.entry or {}).get("partition_values") or {}
+    pv = (item.entry.partition_values if item.entry else None) or {}
     from_path = (p.removeprefix("date=") for p in item.path.split("/") if p.startswith("date="))
     text = pv.get("date") or next(from_path, None)
     try:
@@ -523,7 +590,7 @@ def _check_version_order(by_version: dict, add) -> None:
             if tp in high and lo <= high[tp][0]:
                 add(
                     Finding(
-                        "offset-order",
+                        Check.OFFSET_ORDER,
                         manifest_path(version),
                         f"version {version} archives {tp[0]}[{tp[1]}] from offset {lo}, not after version "
                         f"{high[tp][1]}'s offset {high[tp][0]}",
@@ -538,9 +605,8 @@ def _check_ranges(chain: list[VersionRecord], by_version: dict, unreadable: set[
     """Per commit: what the manifest says it archived equals what its files hold."""
     live_paths = {i.path for i in live}
     for rec in chain:
-        body = rec.body or {}
-        declared = body.get("partitions") or []
-        added = [f.get("path") for f in body.get("files_added") or []]
+        declared = rec.manifest_body.partitions
+        added = [f.path for f in rec.manifest_body.files_added]
         if not declared or rec.version in unreadable or not all(p in live_paths for p in added):
             continue  # removed since (erasure, compaction) or already named as unreadable
         actual = by_version.get(rec.version, {})
@@ -559,7 +625,7 @@ def _check_ranges(chain: list[VersionRecord], by_version: dict, unreadable: set[
             if got != want:
                 add(
                     Finding(
-                        "manifest-ranges",
+                        Check.MANIFEST_RANGES,
                         manifest_path(rec.version),
                         f"{d['topic']}[{d['partition']}]: manifest says {_fmt(want)}, files hold {_fmt(got)}",
                     )

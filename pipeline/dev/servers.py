@@ -89,16 +89,22 @@ class LocalBroker(_Server):
 
 
 class LocalS3(_Server):
-    """A moto S3 server in a subprocess (moto's in-thread server deadlocks with deltalake)."""
+    """A moto S3 server in a subprocess (moto's in-thread server deadlocks with deltalake).
+
+    ``auth=True``: the server checks credentials like AWS (moto's ``INITIAL_NO_AUTH_ACTION_COUNT``):
+    ``start`` creates an IAM user allowed everything and switches ``access_key``/``secret_key`` to
+    its keys; any other key is refused (``InvalidAccessKeyId``, ``SignatureDoesNotMatch``).
+    """
 
     access_key = "testing"
     secret_key = "testing"
     region = "us-east-1"
 
-    def __init__(self, port: int | None = None, env: dict[str, str] | None = None) -> None:
+    def __init__(self, port: int | None = None, env: dict[str, str] | None = None, auth: bool = False) -> None:
         self.port = port or free_port()
         # e.g. INITIAL_NO_AUTH_ACTION_COUNT: moto checks signatures and IAM policies after that many requests
         self.extra_env = env or {}
+        self.auth = auth
         self.proc: subprocess.Popen | None = None
 
     @property
@@ -116,7 +122,33 @@ class LocalS3(_Server):
             env={**os.environ, **self.extra_env},
         )
         _wait_port(self.port, self.proc, "moto S3 server")
+        if self.auth:
+            self._require_auth()
         return self
+
+    def _require_auth(self) -> None:
+        """Make an all-powerful IAM user (while the server still lets anyone in), then turn checks on."""
+        import json
+        import urllib.request
+
+        import boto3
+
+        iam = boto3.client(
+            "iam",
+            endpoint_url=self.endpoint,
+            region_name=self.region,
+            aws_access_key_id=self.access_key,
+            aws_secret_access_key=self.secret_key,
+        )
+        iam.create_user(UserName="kbak")
+        policy = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}
+        iam.put_user_policy(UserName="kbak", PolicyName="all", PolicyDocument=json.dumps(policy))
+        key = iam.create_access_key(UserName="kbak")["AccessKey"]
+        self.access_key, self.secret_key = key["AccessKeyId"], key["SecretAccessKey"]
+        req = urllib.request.Request(
+            f"{self.endpoint}/moto-api/reset-auth", data=b"0", method="POST", headers={"Content-Type": "text/plain"}
+        )
+        urllib.request.urlopen(req, timeout=10).read()
 
     def env(self) -> dict[str, str]:
         return {

@@ -17,7 +17,6 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 
 import pyarrow as pa
 from deltalake import CommitProperties, DeltaTable, Transaction
@@ -31,6 +30,7 @@ from pipeline.core.ranges import partition_ranges
 from pipeline.core.schema import PARTITION_COLUMNS, RECORD_SCHEMA, TP
 from pipeline.core.storage import Lake
 from pipeline.core.table import TABLE_CONFIGURATION, app_id, open_table
+from pipeline.custody.manifest import InfoKey, Operation, ingest_body
 from pipeline.custody.operation import created_by, find_committed_version
 from pipeline.ingest.batch import without_partitions
 from pipeline.ingest.writer import DataFile, write_files
@@ -55,7 +55,7 @@ def ensure_table(lake: Lake) -> DeltaTable:
         if "no Delta table" not in str(exc):
             raise
     try:
-        props = CommitProperties(custom_metadata={"kbak.operation": "create"})
+        props = CommitProperties(custom_metadata={InfoKey.OPERATION: Operation.CREATE.value})
         DeltaTable.create(
             lake.uri,
             schema=RECORD_SCHEMA,
@@ -114,22 +114,22 @@ def commit_records(
                 _fault("after-write")
             with profile.stage("manifest"):
                 ranges = partition_ranges(table)
-                body = _manifest_body(files, ranges, gaps or [], source_cluster, backup_id)
+                body = ingest_body(files, ranges, gaps or [], source_cluster, backup_id, created_by())
                 if schemas:  # kept schema documents these records are the first to need (see ingest/schemas.py)
-                    body["schemas"] = schemas
+                    body.extra["schemas"] = schemas
                 digest = custody.stage(lake, body)
             txns = [Transaction(app_id(source_cluster, r["topic"], r["partition"]), r["last_offset"]) for r in ranges]
             meta = {
-                "kbak.operation": "ingest",
-                "kbak.backup_id": backup_id,
-                "kbak.source_cluster": source_cluster,
-                "kbak.version": __version__,
-                "kbak.created_by": created_by(),
-                "kbak.host": socket.gethostname(),
-                "kbak.records": table.num_rows,
-                "kbak.partitions": ranges,
-                "kbak.gaps": gaps or [],
-                custody.manifest.BODY_DIGEST_KEY: digest,
+                InfoKey.OPERATION: Operation.INGEST.value,
+                InfoKey.BACKUP_ID: backup_id,
+                InfoKey.SOURCE_CLUSTER: source_cluster,
+                InfoKey.VERSION: __version__,
+                InfoKey.CREATED_BY: created_by(),
+                InfoKey.HOST: socket.gethostname(),
+                InfoKey.RECORDS: table.num_rows,
+                InfoKey.PARTITIONS: ranges,
+                InfoKey.GAPS: gaps or [],
+                InfoKey.MANIFEST_BODY_SHA256: digest,
             }
             _fault("before-commit")
             read_version = dt.version()
@@ -191,17 +191,3 @@ def _fence(dt: DeltaTable, expected: dict[TP, int | None], cluster: str) -> dict
 def add_action(f: DataFile) -> AddAction:
     """The Delta add action of a data file kbak wrote (ingest, compaction)."""
     return AddAction(f.path, f.size, f.partition_values, f.modification_time, True, f.stats)
-
-
-def _manifest_body(files: list[DataFile], ranges: list[dict], gaps: list[dict], cluster: str, backup_id: str) -> dict:
-    return {
-        "operation": "ingest",
-        "backup_id": backup_id,
-        "created_at": datetime.now(UTC).isoformat(timespec="milliseconds"),
-        "created_by": created_by(),
-        "source_cluster": cluster,
-        "files_added": [f.manifest_entry() for f in files],
-        "files_removed": [],
-        "partitions": ranges,
-        "gaps": gaps,
-    }

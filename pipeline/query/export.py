@@ -156,4 +156,3 @@ def _used(params: Mapping[str, Any] | None, query: str) -> dict[str, Any] | None
     for stmt in duckdb.extract_statements(query):
         names |= set(stmt.named_parameters)
     return {k: v for k, v in params.items() if k in names} or None
-

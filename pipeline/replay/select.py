@@ -303,6 +303,5 @@ def _timestamp(ms: int) -> str:
     return f"TIMESTAMPTZ '{stamp.strftime('%Y-%m-%d %H:%M:%S.%f')}+00'"
 
 
-
 def _blob(value: bytes) -> str:
     return "'" + "".join(f"\\x{b:02X}" for b in value) + "'::BLOB"

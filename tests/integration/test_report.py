@@ -10,7 +10,7 @@ import pyarrow as pa
 import pytest
 from confluent_kafka import Producer
 from support.custody_lakes import ingest
-from support.kbak_testing import run_kbak
+from support.kbak_testing import produce, run_kbak
 
 from pipeline.core.errors import KbakError
 from pipeline.custody.report import day_ranges, parse_period
@@ -130,3 +130,47 @@ def test_period_and_day_ranges():
         parse_period("2024-1")
     assert day_ranges(["2024-11-03", "2024-11-01", "2024-11-02", "2024-11-09"]) == "2024-11-01..2024-11-03, 2024-11-09"
     assert day_ranges([]) == "none"
+
+
+def test_records_filed_under_far_dates_leave_no_false_gaps(kafka, tmp_path, topic_name):
+    """Offsets 3 and 4 carry timestamps in 1970 and 2100: present, filed outside the period, not gaps."""
+    topic = topic_name("fardates")
+    create_topics(kafka.bootstrap, {topic: 1})
+    nov = 1_730_419_200_000
+    far = {3: 1_000, 4: 4_102_444_800_000}  # 1970-01-01, 2100-01-01
+    produce(
+        kafka.bootstrap,
+        [
+            {"topic": topic, "partition": 0, "value": b"v%d" % i, "timestamp": far.get(i, nov + i * 60_000)}
+            for i in range(8)
+        ],
+    )
+    lake = tmp_path / "lake"
+    ingest(kafka, topic, str(lake))
+    r = json.loads(report(lake, "--period", "2024-11", "--format", "json").stdout)
+    assert r["topics"][0]["offset_gaps"] == []
+    v = json.loads(run_kbak("validate", "--lake", str(lake), "--deep", "--format", "json").stdout)
+    assert v["gaps"] == []
+
+
+def test_output_into_a_missing_directory_is_created_before_any_work(built, tmp_path):
+    lake, _topic, _first, _second = built
+    out = tmp_path / "reports" / "2024-11.md"
+    proc = report(lake, "--period", "2024-11", "--output", str(out))
+    assert out.exists() and (tmp_path / "reports" / "2024-11-2024-11.png").read_bytes().startswith(PNG)
+    assert proc.stderr.strip() == f"wrote {out}"
+    q = tmp_path / "exports" / "deep" / "n.csv"
+    proc = run_kbak(
+        "query", "--lake", str(lake), "--sql", "select count(*) as n from records", "-f", "csv", "-o", str(q)
+    )
+    assert proc.returncode == 0 and q.read_text().splitlines() == ["n", "90"], proc.stderr
+
+
+def test_output_that_cannot_be_created_is_refused_in_one_line(built, tmp_path):
+    lake, _topic, _first, _second = built
+    (tmp_path / "afile").write_text("x")
+    for args in (("report", "--period", "2024-11"), ("query", "--sql", "select 1")):
+        proc = run_kbak(*args, "--lake", str(lake), "--output", str(tmp_path / "afile" / "x.md"))
+        assert proc.returncode == 2, proc.stderr
+        (line,) = proc.stderr.strip().splitlines()
+        assert line.startswith(f"kbak: error: --output {tmp_path / 'afile' / 'x.md'}: cannot create directory")

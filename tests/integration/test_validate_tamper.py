@@ -237,3 +237,60 @@ def test_records_filed_under_the_wrong_date_partition(lake):
     code, report = validate(lake, "--deep")
     assert code == 1
     assert ("partition-date", new_file) in failing(report)
+
+
+def test_truncated_log_entry_is_named_everywhere(lake, pristine):
+    _src, topic = pristine
+    entry = log_path(2)
+    path = lake / entry
+    path.write_bytes(path.read_bytes()[:150])
+    code, report = validate(lake)
+    assert code == 1
+    assert ("delta-log-parseable", entry) in failing(report)
+    assert not any(w["check"] == "foreign-commit" for w in report["warnings"])
+    runs = json.loads(run_kbak("list", "--lake", str(lake), "--format", "json").stdout)["runs"]
+    assert runs[-1]["outcome"] == "log-corrupt"
+    d = run_kbak("describe", "--lake", str(lake), "--version", "2")
+    assert d.returncode == 0 and "[log-corrupt]" in d.stdout and f"corrupt Delta log entry {entry}" in d.stdout
+    for cmd, code in (
+        (("query", "--sql", "select count(*) from records"), 1),
+        (("replay", "--topic", topic, "--dry-run"), 1),
+        (("report", "--period", "2024-11"), 1),
+        (("validate", "--repair"), 1),
+    ):
+        proc = run_kbak(*cmd, "--lake", str(lake))
+        assert proc.returncode == code, (cmd, proc.stderr)
+        (line,) = proc.stderr.strip().splitlines()
+        assert f"corrupt Delta log entry {entry}: " in line, (cmd, line)
+
+
+def test_orphan_staged_body_says_what_it_is(lake):
+    from pipeline.core.storage import Lake
+    from pipeline.custody.manifest import ManifestBody, Operation, stage
+
+    stage(Lake.at(lake), ManifestBody(operation=Operation.INGEST, backup_id="lost-race"))
+    proc = run_kbak("validate", "--lake", str(lake))
+    assert proc.returncode == 0, proc.stderr
+    (line,) = [x for x in proc.stdout.splitlines() if "orphan-staged-body" in x]
+    assert line.startswith("WARNING") and "never committed" in line and "harmless" in line and "--repair" in line
+
+
+def test_deleted_file_reports_the_offsets_it_held_as_lost(lake):
+    victim = data_files(lake)[0]
+    (lake / victim).unlink()
+    code, report = validate(lake, "--deep")
+    assert code == 1 and ("file-present", victim) in failing(report)
+    lost = [g for g in report["gaps"] if g.get("lost_with") == victim]
+    assert lost and all(g["reason"] == f"lost: file {victim} is missing" for g in lost)
+    lost_errors = [e for e in report["errors"] if e["check"] == "offset-gap"]
+    assert len(lost_errors) == len(lost)
+    # every offset the file held is listed: the counts add up to its rows, per its manifest
+    entries = [
+        f
+        for v in (1, 2)
+        for f in json.loads(run_kbak("describe", "--lake", str(lake), "--version", str(v), "-f", "json").stdout)[
+            "files_added"
+        ]
+    ]
+    (entry,) = [f for f in entries if f["path"] == victim]
+    assert sum(g["count"] for g in lost) == entry["records"]

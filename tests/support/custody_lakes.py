@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import UTC, date, datetime
+
+import pyarrow as pa
+
+from pipeline.core.schema import RECORD_SCHEMA
 from pipeline.dev.sample import create_topics
 from support.kbak_testing import produce, run_json
 
@@ -29,3 +34,24 @@ def two_runs(kafka, topic: str, lake: str, *extra: str, env: dict | None = None)
     produce(kafka.bootstrap, records(topic, 30, NOV_1_2024_MS + 4 * DAY_MS, 60_000, tag="w"))
     second = ingest(kafka, topic, lake, *extra, env=env)
     return first, second
+
+
+def record_rows(topic: str, partition: int, first: int, n: int) -> pa.Table:
+    """``n`` archive rows of one partition from offset ``first``, all on 2024-11-02 (for commit-path tests)."""
+    ts = datetime(2024, 11, 2, tzinfo=UTC)
+    return pa.table(
+        {
+            "topic": [topic] * n,
+            "partition": [partition] * n,
+            "offset": list(range(first, first + n)),
+            "timestamp": [ts] * n,
+            "timestamp_type": ["create"] * n,
+            "key": [b"k"] * n,
+            "value": [b"v%d" % i for i in range(n)],
+            "headers": [[] for _ in range(n)],
+            "date": [date(2024, 11, 2)] * n,
+            "source_cluster": ["c"] * n,
+            "ingested_at": [ts] * n,
+        },
+        schema=RECORD_SCHEMA,
+    )

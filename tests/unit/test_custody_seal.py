@@ -2,36 +2,15 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from support.custody_lakes import record_rows
 
-import pyarrow as pa
-
-from pipeline.core.schema import RECORD_SCHEMA
 from pipeline.core.storage import Lake
 from pipeline.custody import manifest
 from pipeline.custody.history import history
 from pipeline.custody.validate import validate
 from pipeline.ingest.commit import commit_records, ensure_table
 
-
-def rows(topic: str, partition: int, first: int, n: int) -> pa.Table:
-    ts = datetime(2024, 11, 2, tzinfo=UTC)
-    return pa.table(
-        {
-            "topic": [topic] * n,
-            "partition": [partition] * n,
-            "offset": list(range(first, first + n)),
-            "timestamp": [ts] * n,
-            "timestamp_type": ["create"] * n,
-            "key": [b"k"] * n,
-            "value": [b"v%d" % i for i in range(n)],
-            "headers": [[] for _ in range(n)],
-            "date": [date(2024, 11, 2)] * n,
-            "source_cluster": ["c"] * n,
-            "ingested_at": [ts] * n,
-        },
-        schema=RECORD_SCHEMA,
-    )
+rows = record_rows
 
 
 def test_many_commits_in_one_process_chain_and_validate(tmp_path):
