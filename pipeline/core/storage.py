@@ -325,7 +325,7 @@ class Lake:
     # -- small file helpers over ``fs`` ------------------------------------------------------
 
     @translate_storage_errors
-    def write_bytes(self, relative: str, data: bytes) -> None:
+    def write_bytes(self, relative: str, data: bytes | memoryview) -> None:
         full = self.path(relative)
         if not self.is_s3:
             os.replace(_synced_tmp(full, data), full)

@@ -13,6 +13,7 @@ import threading
 import time
 
 from pipeline.core.errors import Interrupted, KbakError, first_line
+from pipeline.core.hotpath import fewer_gc_passes
 from pipeline.core.kafka import client_config
 from pipeline.core.progress import Reporter, Snapshot
 from pipeline.core.signals import interrupt_on_signals, stop_on_signals
@@ -68,7 +69,7 @@ def replay(
     """Run (or, with ``dry_run``, plan) a replay. Raises KbakError before producing on bad input, and
     ReplayFailed (carrying the summary of what was delivered) when a started run stops early."""
     options.validate()
-    with interrupt_on_signals():  # until producing starts, SIGINT/SIGTERM just end the run (exit 130)
+    with interrupt_on_signals(), fewer_gc_passes():  # until producing starts, SIGINT/SIGTERM end the run (130)
         return _replay(options, reporter, stop)
 
 
