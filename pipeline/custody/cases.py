@@ -161,6 +161,10 @@ def case_problems(lake: Lake, chain) -> Iterator[tuple[str, str, str, str]]:
         body = rec.body or {}
         if body.get("operation") in (HOLD_OPERATION, RELEASE_OPERATION) and isinstance(body.get("case"), dict):
             recorded[body["case"].get("case_id")] = (rec.version, body["case"])
+        for carried in body.get(CARRIED) or []:  # an erasure legal-held its replacements for the case
+            if carried.get("case") in recorded:
+                version, state = recorded[carried["case"]]
+                recorded[carried["case"]] = (version, {**state, "objects": state["objects"] + carried["added"]})
     docs = {c.case_id: c for c in all_cases(lake)}
     versions = ("opened_version", "released_version")
     for case_id, (version, state) in sorted(recorded.items()):
@@ -176,6 +180,41 @@ def case_problems(lake: Lake, chain) -> Iterator[tuple[str, str, str, str]]:
             yield CASE_STATE, rel, f"differs from the case state version {version} recorded", "error"
     for case_id in sorted(set(docs) - set(recorded)):
         yield CASE_STATE, f"{CASES_DIR}/{case_id}.json", "no case-hold commit records this case", "error"
+
+
+# -- erasure rewriting legal-held files ------------------------------------------------------------
+
+CARRIED = "case_objects"  # an erase manifest's key: [{case, added: [replacement paths]}]
+
+
+def carry_legal_holds(lake: Lake, rewrites: dict[str, str | None]) -> list[dict]:
+    """Legal-hold the replacements of files an open case legal-held (S3), before erasure commits them.
+
+    ``--except-held`` (or a subject sharing files with held records) rewrites files a case put a legal
+    hold on: the replacement holds the case's records now, so it gets the case's legal hold too. The
+    original keeps its own until the case is released. Returns what to record (``CARRIED``).
+    """
+    if not lake.is_s3:
+        return []
+    out = []
+    for case in open_cases(lake):
+        held = set(case.objects)
+        added = sorted({new for old, new in rewrites.items() if new and old in held})
+        if added:
+            from pipeline.custody.hold import set_legal_hold
+
+            set_legal_hold(lake, added, on=True)
+            out.append({"case": case.case_id, "added": added})
+    return out
+
+
+def record_carried(lake: Lake, carried: list[dict]) -> None:
+    """After the erasure's commit: the cases' documents list the replacements they legal-hold."""
+    cases = {c.case_id: c for c in all_cases(lake)}
+    for item in carried:
+        case = cases[item["case"]]
+        case.objects = case.objects + item["added"]
+        _write(lake, case)
 
 
 # -- opening and releasing ----------------------------------------------------------------------
@@ -314,10 +353,12 @@ __all__ = [
     "Case",
     "case_problems",
     "all_cases",
+    "carry_legal_holds",
     "case_files",
     "held_partitions",
     "held_rows",
     "open_case",
     "open_cases",
+    "record_carried",
     "release_case",
 ]

@@ -13,7 +13,7 @@ from pipeline.core.readset import INDEX, load_index, replacements
 from pipeline.core.storage import Lake
 from pipeline.custody.chain import VersionRecord
 from pipeline.custody.checks import Check
-from pipeline.custody.manifest import manifest_path, sha256_hex
+from pipeline.custody.manifest import Operation, manifest_path, sha256_hex
 
 READSET_INDEX = Check.READSET_INDEX
 SCRUBBED_REPLACEMENT = Check.SCRUBBED_REPLACEMENT
@@ -25,7 +25,7 @@ def scrub_problems(lake: Lake, chain: list[VersionRecord], deep: bool) -> Iterat
     scrubbed: list[tuple[int, dict]] = []
     for rec in chain:
         body = rec.body or {}
-        if body.get("operation") == "erase":
+        if body.get("operation") == Operation.ERASE:
             scrubbed.extend((rec.version, s) for s in body.get("files_scrubbed") or [])
     if not scrubbed and not lake.exists(INDEX):
         return
@@ -58,7 +58,7 @@ def scrub_problems(lake: Lake, chain: list[VersionRecord], deep: bool) -> Iterat
     vacuumed = {
         f.get("path")
         for rec in chain
-        if (rec.body or {}).get("operation") == "vacuum"
+        if (rec.body or {}).get("operation") == Operation.VACUUM
         for f in (rec.body or {}).get("files_deleted") or []
     }
     for version, s in scrubbed:

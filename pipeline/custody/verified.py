@@ -26,7 +26,7 @@ from pipeline.custody.manifest import canonical_json, manifest_path, sealed_vers
 
 POINT = "_kbak/verified.json"
 FORMAT = "kbak-verified/1"
-SPARSE_KEYS = ("files_scrubbed", "case", "removed_offsets", "schemas")
+SPARSE_KEYS = ("files_scrubbed", "case", "case_objects", "removed_offsets", "schemas")
 
 
 @dataclass

@@ -38,15 +38,15 @@ from pipeline.core.schema import RECORD_SCHEMA
 from pipeline.core.storage import Lake
 from pipeline.core.subject import lake_secret
 from pipeline.core.table import open_table
-from pipeline.custody.cases import held_rows
+from pipeline.custody.cases import CARRIED, carry_legal_holds, held_rows, record_carried
 from pipeline.custody.chain import load_chain
-from pipeline.custody.manifest import sha256_hex
+from pipeline.custody.manifest import Operation, sha256_hex
 from pipeline.erasure.selectors import Selector
 
 if TYPE_CHECKING:
     from pipeline.ingest.writer import DataFile
 
-OPERATION = "erase"
+OPERATION = Operation.ERASE.value
 NO_SPLIT = 1 << 62  # a replacement is one file, however large its original was
 
 
@@ -211,6 +211,9 @@ def execute(p: ErasePlan) -> dict:
         "files_added": added,
         "files_scrubbed": scrubbed,
     }
+    carried = carry_legal_holds(lake, {s["original"]: s["replacement"] for s in scrubbed})
+    if carried:
+        body[CARRIED] = carried
     nonce = uuid.uuid4().hex
     entries = p.committed  # rebuilt from the chain: drops failed attempts, repairs a crash after a commit
     pending = {"request_id": p.request_id, "nonce": nonce, "read_version": p.read_version, "version": None}
@@ -226,6 +229,7 @@ def execute(p: ErasePlan) -> dict:
         metadata={NONCE_KEY: nonce, "kbak.request_id": p.request_id},
     )
     write_index(lake, [*entries, {"request_id": p.request_id, "version": version, "replacements": replacements}])
+    record_carried(lake, carried)
     return {**out, "version": version, "files_scrubbed": len(scrubbed)}
 
 

@@ -12,6 +12,7 @@ from pipeline.core.errors import KbakError
 from pipeline.core.storage import Lake
 from pipeline.core.subject import lake_secret
 from pipeline.custody.chain import load_chain
+from pipeline.custody.manifest import Operation
 from pipeline.erasure.erase import OPERATION
 from pipeline.erasure.selectors import Selector
 
@@ -75,7 +76,7 @@ def _retained(chain) -> dict[str, str]:
     out: dict[str, str] = {}
     for rec in chain:
         body = rec.body or {}
-        if body.get("operation") == "vacuum":
+        if body.get("operation") == Operation.VACUUM:
             for f in body.get("files_retained") or []:
                 out[f["path"]] = str(f.get("retain_until") or "a legal hold is released")
     return out

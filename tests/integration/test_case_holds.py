@@ -117,3 +117,31 @@ def test_case_hold_s3_sets_and_clears_object_legal_holds(kafka, s3, topic_name):
 
 def _data_files(lake: Lake) -> list[str]:
     return [p for p in lake.list_files() if p.endswith(".parquet") and not p.startswith("_")]
+
+
+def test_erasure_beside_held_records_carries_the_case_legal_hold(kafka, s3, topic_name):
+    """Erasing k6 rewrites files the case legal-held for k5: the replacements get the case's legal hold."""
+    bucket = s3.create_bucket(f"lock-{uuid.uuid4().hex[:10]}", object_lock=True)
+    topic = topic_name("custody")
+    uri, env, args = f"s3://{bucket}/lake", s3.env(), ("--s3-endpoint", s3.endpoint)
+    two_runs(kafka, topic, uri, *args, env=env)
+    opened = json.loads(hold(uri, *args, "--case", "S3-2", "--topics", topic, "--key", "k5", "--json", env=env).stdout)
+    assert len(opened["objects"]) == 2  # k5 is on 2024-11-01 (first run) and 2024-11-05 (second run)
+    client = s3.client()
+
+    def legal(rel: str) -> str | None:
+        return client.head_object(Bucket=bucket, Key=f"lake/{rel}").get("ObjectLockLegalHoldStatus")
+
+    out = run_json("erase", "--lake", uri, *args, "--request-id", "R-9", "--reason", "art17", "--key", "k6", env=env)
+    assert out["records"] == 2  # k6 shares both files with k5
+    case = run_json("hold", "--lake", uri, *args, "--cases", env=env)["cases"][0]
+    replacements = [o for o in case["objects"] if o not in opened["objects"]]
+    assert len(replacements) == 2 and {legal(o) for o in case["objects"]} == {"ON"}
+    assert run_kbak("validate", "--lake", uri, *args, "--deep", env=env).returncode == 0  # case-state agrees
+
+    vac = run_json("vacuum", "--lake", uri, *args, env=env)
+    assert {f["path"] for f in vac["files_retained"]} == set(opened["objects"])  # the originals, legal-held
+    hold(uri, *args, "--case", "S3-2", "--release", env=env)
+    assert {legal(o) for o in case["objects"]} == {"OFF"}
+    vac = run_json("vacuum", "--lake", uri, *args, env=env)
+    assert {f["path"] for f in vac["files_deleted"]} == set(opened["objects"])
