@@ -61,9 +61,26 @@ def write_result(
         return _write_table(con, query, params, output, max_rows)
     if output is None:
         return _copy_to_stdout(con, query, params, fmt)
-    target = Path(output).resolve()
+    return _copy_to_file(con, query, params, fmt, Path(output))
+
+
+def _copy_to_file(con: duckdb.DuckDBPyConnection, query: str, params, fmt: str, target: Path) -> int | None:
+    """``COPY`` into a new file next to ``target``, renamed over it only when complete.
+
+    A failed or interrupted export leaves ``target`` as it was and nothing else behind (DuckDB's own
+    ``tmp_<name>`` survives an interrupt, 200 MB of it after a few seconds).
+    """
+    if target.exists() and not target.is_file():  # a device or pipe (-o /dev/stdout): written through
+        return _copy(con, query, params, fmt, str(target))  # (resolved, a pipe's name is no path)
+    target = target.resolve()
     target.parent.mkdir(parents=True, exist_ok=True)
-    return _copy(con, query, params, fmt, str(target))
+    partial = target.with_name(f".{target.name}.kbak-partial-{os.getpid()}")
+    try:
+        rows = _copy(con, query, params, fmt, str(partial))
+        os.replace(partial, target)
+    finally:
+        partial.unlink(missing_ok=True)
+    return rows
 
 
 def _copy(con: duckdb.DuckDBPyConnection, query: str, params, fmt: str, target: str) -> int | None:

@@ -81,3 +81,41 @@ def test_an_s3_server_that_went_away_is_one_line_for_every_command(kafka, topic_
         line = one_line_error(proc)
         assert proc.returncode == 1, (command, proc.stderr)
         assert "gone-lake" in line or "archive" in line, (command, line)
+
+
+def test_an_interrupted_export_leaves_the_old_file_and_nothing_else(small_lake, tmp_path):
+    """Ctrl-C during ``--output FILE``: FILE keeps its old content and no partial file is left
+    (DuckDB's own ``tmp_FILE`` used to stay behind, hundreds of MB after a few seconds)."""
+    lake, _ = small_lake
+    out_dir = tmp_path / "evidence"
+    out_dir.mkdir()
+    (out_dir / "export.csv").write_text("the previous export\n")
+    big = "SELECT hash(range) AS h FROM range(100000000000)"
+    proc = subprocess.Popen(
+        [KBAK, "query", "--lake", str(lake), "--sql", big, "--format", "csv", "--output", str(out_dir / "export.csv")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 60
+    while _cpu_seconds(proc.pid) < 4 and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert sorted(p.name for p in out_dir.iterdir()) == ["export.csv"]
+    assert (out_dir / "export.csv").read_text() == "the previous export\n"
+
+
+def test_output_dev_stdout_into_a_pipe(small_lake):
+    """``--output /dev/stdout | ...``: written through (the resolved name of a pipe is no path)."""
+    lake, topic = small_lake
+    proc = subprocess.run(
+        f"{KBAK} query topic_inventory --lake {lake} --format csv --output /dev/stdout | cat",
+        shell=True,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[1].startswith(f"{topic},0,5,"), proc.stdout
