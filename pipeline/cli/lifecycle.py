@@ -219,22 +219,12 @@ def lifecycle_cmd(
 
 
 def start_maintenance(opts, stop, rules: list, compact: bool, retention_apply: bool, interval: float):
-    """``kbak ingest``'s lifecycle side: write the config's retention rules, then (continuous) a checker thread."""
-    from pipeline.ingest.commit import ensure_table
-    from pipeline.lifecycle.maintenance import Maintenance, sync_policies
+    """``kbak ingest``'s lifecycle side (see ``pipeline.lifecycle.maintenance.start_for_ingest``)."""
+    from pipeline.lifecycle.maintenance import start_for_ingest
 
     if (compact or retention_apply) and opts.once:
         fail("--compact and --retention-apply run with continuous ingest (not --once)")
-    if rules:
-        ensure_table(opts.lake)
-        sync_policies(opts.lake, [r.model_dump() for r in rules])
-    if compact or retention_apply:
-        topics = "|".join(f"(?:{t})" for t in opts.topics)
-        worker = Maintenance(opts.lake, stop, compact=compact, retention_apply=retention_apply, topics=topics,
-                             target_file_size=opts.target_file_size, interval=interval, warn=_warn)  # fmt: skip
-        worker.start()
-        return worker
-    return None
+    return start_for_ingest(opts, stop, [r.model_dump() for r in rules], compact, retention_apply, interval, _warn)
 
 
 def _warn(message: str) -> None:
