@@ -66,10 +66,6 @@ def lock_configuration(lake: Lake, client=None) -> dict:
     return conf
 
 
-def _key(lake: Lake, rel: str) -> str:
-    return f"{lake.prefix}/{rel}" if lake.prefix else rel
-
-
 def table_objects(lake: Lake) -> list[str]:
     """Every object of the table (data files, Delta log and checkpoints, manifests), lake-relative.
 
@@ -119,7 +115,7 @@ def set_legal_hold(lake: Lake, objects: list[str], on: bool) -> None:
 
     def one(rel: str) -> None:
         try:
-            client.put_object_legal_hold(Bucket=lake.bucket, Key=_key(lake, rel), LegalHold={"Status": status})
+            client.put_object_legal_hold(Bucket=lake.bucket, Key=lake.key(rel), LegalHold={"Status": status})
         except Exception as exc:
             raise KbakError(f"cannot set legal hold {status} on {rel}: {_msg(exc)}") from None
 
@@ -205,7 +201,7 @@ def _aware(dt: datetime) -> datetime:
 def _put_retention(client, lake: Lake, rel: str, mode: str, until: datetime) -> None:
     try:
         client.put_object_retention(
-            Bucket=lake.bucket, Key=_key(lake, rel), Retention={"Mode": mode, "RetainUntilDate": until}
+            Bucket=lake.bucket, Key=lake.key(rel), Retention={"Mode": mode, "RetainUntilDate": until}
         )
     except Exception as exc:
         raise KbakError(f"cannot hold {rel} until {until.date()} ({mode}): {_msg(exc)}") from None
@@ -214,7 +210,7 @@ def _put_retention(client, lake: Lake, rel: str, mode: str, until: datetime) -> 
 def _head(client, lake: Lake, rel: str) -> dict:
     """Retention and legal hold of an object's current version (HeadObject carries both)."""
     try:
-        h = client.head_object(Bucket=lake.bucket, Key=_key(lake, rel))
+        h = client.head_object(Bucket=lake.bucket, Key=lake.key(rel))
     except Exception as exc:
         raise KbakError(f"cannot read the lock state of {rel}: {_msg(exc)}") from None
     until = h.get("ObjectLockRetainUntilDate")
