@@ -100,6 +100,7 @@ def retention_apply(
     sse_kms_key_id: SseKeyOpt = None,
 ) -> None:
     """Remove every (topic, date) past its policy (not under an open case hold); one commit."""
+    from pipeline.core.progress import plural
     from pipeline.lifecycle.retention import apply
 
     out = apply(lake_from(lake, s3_endpoint, s3_region, sse, sse_kms_key_id), dry_run, _now(now))
@@ -111,7 +112,8 @@ def retention_apply(
         return
     verb = "would remove" if dry_run else "removed"
     for p in out["partitions_removed"]:
-        typer.echo(f"{verb} {p['topic']} {p['date']}: {p['files']} files, {p['records']} records ({p['days']} days)")
+        what = f"{plural(p['files'], 'file')}, {plural(p['records'], 'record')} ({plural(p['days'], 'day')})"
+        typer.echo(f"{verb} {p['topic']} {p['date']}: {what}")
     for k in out["kept_for_cases"]:
         typer.echo(f"kept {k['topic']} {k['date']}: held by case {', '.join(k['cases'])}")
     if out["nothing_to_do"]:
@@ -138,6 +140,7 @@ def compact_cmd(
     sse_kms_key_id: SseKeyOpt = None,
 ) -> None:
     """Rewrite each (topic, date)'s small files into files near the target size; one commit per day."""
+    from pipeline.core.progress import plural
     from pipeline.lifecycle.compact import check_target, compact
 
     check_target(target_file_size)
@@ -157,7 +160,7 @@ def compact_cmd(
         else:
             typer.echo(
                 f"compacted {g['topic']} {g['date']}: {g['files_removed']} files -> {g['files_added']}, "
-                f"{g['records']} records, digest equal (version {g['version']})"
+                f"{plural(g['records'], 'record')}, digest equal (version {g['version']})"
             )
 
 
