@@ -7,6 +7,8 @@ from typing import Annotated
 import typer
 
 from pipeline.cli._app import (
+    DryRunOpt,
+    JsonOpt,
     LakeOpt,
     S3EndpointOpt,
     S3RegionOpt,
@@ -36,12 +38,12 @@ def erase_cmd(
     topics: Annotated[
         list[str] | None, typer.Option("--topics", help="Only these topics (full-match regex, repeatable).")
     ] = None,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Say what would be erased; change nothing.")] = False,
+    dry_run: DryRunOpt = False,
     except_held: Annotated[
         bool, typer.Option("--except-held", help="Erase what no open case holds; report what is kept.")
     ] = False,
     status: Annotated[bool, typer.Option("--status", help="Prove an earlier erasure (by request id or key).")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="JSON output.")] = False,
+    as_json: JsonOpt = False,
     s3_endpoint: S3EndpointOpt = None,
     s3_region: S3RegionOpt = None,
     sse: SseOpt = None,

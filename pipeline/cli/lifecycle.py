@@ -8,6 +8,8 @@ from typing import Annotated
 import typer
 
 from pipeline.cli._app import (
+    DryRunOpt,
+    JsonOpt,
     LakeOpt,
     S3EndpointOpt,
     S3RegionOpt,
@@ -21,8 +23,6 @@ from pipeline.cli._app import (
 )
 from pipeline.core import defaults
 
-JsonOpt = Annotated[bool, typer.Option("--json", help="JSON output.")]
-DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Say what would be done; change nothing.")]
 NowOpt = Annotated[
     str | None, typer.Option("--now", help="Pretend it is this ISO time (UTC if no zone): reproducible runs.")
 ]

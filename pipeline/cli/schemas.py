@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from pipeline.cli._app import LakeOpt, S3EndpointOpt, S3RegionOpt, app, emit_json, friendly, lake_from
+from pipeline.cli._app import JsonOpt, LakeOpt, S3EndpointOpt, S3RegionOpt, app, emit_json, friendly, lake_from
 
 schemas_app = typer.Typer(
     help="Schemas kept with the archive, so Avro/Protobuf/JSON Schema payloads decode without a registry.",
@@ -15,8 +15,6 @@ schemas_app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
 )
 app.add_typer(schemas_app, name="schemas")
-
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 
 
 @schemas_app.callback(invoke_without_command=True)
