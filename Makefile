@@ -35,8 +35,9 @@ test-fast: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/python -m pipeline.dev.demo
 
+# PROFILE=1: kbak also prints its CPU and wall time per stage (KBAK_PROFILE=1).
 bench: $(STAMP)
-	$(BIN)/python -m pipeline.dev.bench $(BENCH)
+	KBAK_PROFILE=$(PROFILE) $(BIN)/python -m pipeline.dev.bench $(BENCH)
 
 lint: $(STAMP)
 	$(BIN)/ruff check pipeline tests

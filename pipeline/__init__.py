@@ -26,6 +26,11 @@ _EXPORTS: dict[str, str] = {
     "Lake": "pipeline.core.storage",
     "S3Settings": "pipeline.core.storage",
     "KbakError": "pipeline.core.errors",
+    "UsageError": "pipeline.core.errors",
+    "NotAnArchiveError": "pipeline.core.errors",
+    "StorageError": "pipeline.core.errors",
+    "CommitConflictError": "pipeline.core.errors",
+    "Interrupted": "pipeline.core.errors",
     # ingest
     "ingest": "pipeline.ingest",
     "IngestOptions": "pipeline.ingest",
@@ -54,6 +59,11 @@ _EXPORTS: dict[str, str] = {
     "open_cases": "pipeline.custody.cases",
 }
 __all__ = [
+    "CommitConflictError",
+    "Interrupted",
+    "NotAnArchiveError",
+    "StorageError",
+    "UsageError",
     "IngestOptions",
     "IngestSummary",
     "KbakError",
@@ -96,7 +106,14 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerly
-    from pipeline.core.errors import KbakError
+    from pipeline.core.errors import (
+        CommitConflictError,
+        Interrupted,
+        KbakError,
+        NotAnArchiveError,
+        StorageError,
+        UsageError,
+    )
     from pipeline.core.storage import Lake, S3Settings
     from pipeline.custody.cases import open_case, open_cases, release_case
     from pipeline.custody.history import describe, history

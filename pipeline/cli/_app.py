@@ -7,13 +7,13 @@ import functools
 import json
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
 
-from pipeline.core.errors import KbakError, environment_errors, first_line
+from pipeline.core.errors import Interrupted, KbakError, UsageError, environment_errors, first_line
 
 if TYPE_CHECKING:
     from pipeline.core.storage import Lake
@@ -51,32 +51,50 @@ def fail(message: str, code: int = 1) -> None:
     raise typer.Exit(code)
 
 
-def friendly(fn: F) -> F:
-    """Turn KbakError (and KeyboardInterrupt) into a one-line message and a non-zero exit.
+# Exit codes by error kind, most specific first; a command may add its own (``friendly(codes=...)``).
+EXIT_CODES: dict[type[KbakError], int] = {Interrupted: 130, UsageError: 2}
 
-    Storage, network and Delta library failures that nothing closer explained are one line too
-    (exit 1), not a traceback.
+
+def exit_code(exc: KbakError, codes: Mapping[type[KbakError], int] | None = None) -> int:
+    """The exit code for a library error: the command's own mapping, then ``EXIT_CODES``, else 1."""
+    if exc.exit_code is not None:  # legacy: set by the raiser
+        return exc.exit_code
+    for kind, code in (*(codes or {}).items(), *EXIT_CODES.items()):
+        if isinstance(exc, kind):
+            return code
+    return 1
+
+
+def friendly(fn: F | None = None, *, codes: Mapping[type[KbakError], int] | None = None) -> Any:
+    """Turn KbakError (and KeyboardInterrupt) into a one-line message and an exit code.
+
+    Use as ``@friendly``, or ``@friendly(codes={NotAnArchiveError: 2})`` where a command documents
+    other codes for some kinds of error. Storage, network and Delta library failures that nothing
+    closer explained are one line too (exit 1), not a traceback.
 
     SIGINT/SIGTERM anywhere in a command end it as "interrupted" (exit 130), even where a library
     turns the interrupt into an error of its own (DuckDB: "RuntimeError: Query interrupted").
     Jobs that stop cleanly on a signal (ingest, replay) install their own handlers inside.
     """
 
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        from pipeline.core.signals import interrupt_on_signals
+    def decorate(fn: F) -> F:
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            from pipeline.core.signals import interrupt_on_signals
 
-        try:
-            with interrupt_on_signals():
-                return fn(*args, **kwargs)
-        except KbakError as exc:
-            fail(str(exc), exc.exit_code)
-        except KeyboardInterrupt:
-            interrupted()
-        except environment_errors() as exc:  # evaluated only when something is raised
-            fail(first_line(exc, 500))
+            try:
+                with interrupt_on_signals():
+                    return fn(*args, **kwargs)
+            except KbakError as exc:
+                fail(str(exc), exit_code(exc, codes))
+            except KeyboardInterrupt:
+                interrupted()
+            except environment_errors() as exc:  # evaluated only when something is raised
+                fail(first_line(exc, 500))
 
-    return wrapper  # type: ignore[return-value]
+        return wrapper  # type: ignore[return-value]
+
+    return decorate(fn) if fn is not None else decorate
 
 
 def interrupted() -> NoReturn:

@@ -19,6 +19,7 @@ from pipeline.cli._app import (
     SseOpt,
     app,
     emit_json,
+    exit_code,
     fail,
     friendly,
     lake_from,
@@ -36,10 +37,12 @@ from pipeline.cli.cases import (
     CaseTopicsOpt,
     case_hold,
 )
-from pipeline.core.errors import KbakError, first_line
+from pipeline.core.errors import KbakError, NotAnArchiveError, first_line
 
 # kbak validate's exit codes (documented in docs/custody.md)
 VALID, INVALID, USAGE, NOT_CHECKED = 0, 1, 2, 3
+# The custody commands call a missing archive a usage error (the --lake argument is wrong).
+CUSTODY_CODES = {NotAnArchiveError: USAGE}
 
 
 class TextJson(StrEnum):
@@ -73,7 +76,7 @@ FormatOpt = Annotated[TextJson, typer.Option("--format", "-f", help="Output form
 
 
 @app.command("list")
-@friendly
+@friendly(codes=CUSTODY_CODES)
 def list_cmd(
     lake: LakeOpt = "",
     fmt: FormatOpt = TextJson.text,
@@ -118,7 +121,7 @@ def list_cmd(
 
 
 @app.command("describe")
-@friendly
+@friendly(codes=CUSTODY_CODES)
 def describe_cmd(
     lake: LakeOpt = "",
     version: Annotated[int | None, typer.Option("--version", "-v", min=0, help="A table version.")] = None,
@@ -170,7 +173,7 @@ def _describe_text(d: dict) -> None:
 
 
 @app.command("validate")
-@friendly
+@friendly(codes=CUSTODY_CODES)
 def validate_cmd(
     lake: LakeOpt = "",
     deep: Annotated[bool, typer.Option("--deep", help="Also hash and decode every data file.")] = False,
@@ -202,7 +205,7 @@ def validate_cmd(
     except CorruptLogError as exc:  # --repair refused: the archive is damaged, which is a failed check
         fail(str(exc), INVALID)
     except KbakError as exc:  # exit 1 means INVALID: anything else that stops the check is 2 or 3
-        fail(str(exc), USAGE if exc.exit_code == USAGE else NOT_CHECKED)
+        fail(str(exc), USAGE if exit_code(exc, CUSTODY_CODES) == USAGE else NOT_CHECKED)
     except OSError as exc:  # a storage failure kbak has no better words for: still "not checked", never 1
         fail(f"could not check {lake_obj.uri}: {first_line(exc)}", NOT_CHECKED)
     if fmt is TextJson.json:
@@ -234,7 +237,7 @@ def validate_cmd(
 
 
 @app.command("hold")
-@friendly
+@friendly(codes=CUSTODY_CODES)
 def hold_cmd(
     lake: LakeOpt = "",
     until: Annotated[
@@ -309,7 +312,7 @@ def _status_text(r: dict) -> None:
 
 
 @app.command("report")
-@friendly
+@friendly(codes=CUSTODY_CODES)
 def report_cmd(
     lake: LakeOpt = "",
     period: Annotated[str, typer.Option("--period", help="The month to report on, YYYY-MM.")] = "",

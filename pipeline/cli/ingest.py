@@ -84,6 +84,10 @@ def ingest_cmd(
     topic_refresh_seconds: Annotated[
         float, typer.Option("--topic-refresh-seconds", help="How often to look for new matching topics.")
     ] = 10.0,
+    workers: Annotated[
+        str | None,
+        typer.Option("--workers", help="Ingest processes on this host, in one consumer group: N, or auto (CPUs)."),
+    ] = None,
     connect_timeout: Annotated[
         float, typer.Option("--connect-timeout", min=0.1, help="Seconds Kafka may take to answer before the run fails.")
     ] = 10.0,
@@ -140,11 +144,13 @@ def ingest_cmd(
 ) -> None:
     """Archive Kafka topics into the lake, exactly once."""
     # Imported here so `kbak --help` and other commands do not pay for the ingest stack.
+    from pipeline.core import profile
     from pipeline.core.config import BackupConfig, load_config
     from pipeline.core.kafka import parse_settings
     from pipeline.core.progress import plural, reporter_for_terminal
     from pipeline.core.secrets import resolve_settings
     from pipeline.ingest import IngestOptions, ingest
+    from pipeline.ingest.workers import ingest_workers, worker_count
 
     cfg = load_config(config, BackupConfig) if config else BackupConfig()
     src, store, b = cfg.source, cfg.storage, cfg.backup
@@ -190,6 +196,7 @@ def ingest_cmd(
         ),
         schema_registry_optional=bool(_pick(schema_registry_optional, cfg.schema_registry.optional or None, False)),
     )
+    count = worker_count(workers if workers is not None else b.workers)
     do_compact = bool(_pick(compact, b.compact, False))
     do_retention = bool(_pick(retention_apply, b.retention_apply, False))
     stop, maintenance = threading.Event(), None
@@ -198,11 +205,16 @@ def ingest_cmd(
 
         maintenance = start_maintenance(opts, stop, cfg.retention, do_compact, do_retention, maintenance_seconds)
     try:
-        summary = ingest(opts, reporter=reporter_for_terminal(quiet or json_out), stop=stop)
+        if count > 1:
+            summary = ingest_workers(opts, count, reporter=reporter_for_terminal(quiet or json_out), stop=stop)
+        else:
+            summary = ingest(opts, reporter=reporter_for_terminal(quiet or json_out), stop=stop)
     finally:
         stop.set()
         if maintenance is not None:
             maintenance.join(120)  # let a compaction in progress finish its commit
+    if profile.ENABLED:  # KBAK_PROFILE=1: where the time went, per stage (stderr)
+        typer.echo(profile.report(summary.records), err=True)
     if json_out:
         emit_json(summary.as_dict())
         return

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -118,6 +118,7 @@ class Backup(_Strict):
     snapshot_groups: bool | None = None
     object_lock_days: int | None = Field(default=None, gt=0)
     metrics_port: int | None = Field(default=None, ge=0, le=65535)
+    workers: Annotated[int, Field(ge=1)] | Literal["auto"] | None = None  # processes on this host (--workers)
     compact: bool | None = None  # continuous: compact closed days (kbak compact)
     retention_apply: bool | None = None  # continuous: apply retention once a day
 

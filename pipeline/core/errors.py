@@ -1,17 +1,38 @@
-"""The one exception type the CLI turns into a one-line message and a non-zero exit."""
+"""kbak's errors: what went wrong, in the library's own terms. Only ``pipeline.cli`` maps them to exit codes."""
 
 from __future__ import annotations
 
 
 class KbakError(Exception):
-    """A user-facing failure: bad input, unreachable servers, a lake that is not kbak's.
+    """A user-facing failure with a one-line message that names the problem.
 
-    The message is a single line that names the problem; ``exit_code`` is what the CLI returns.
+    ``exit_code`` is a legacy override for the CLI; raise one of the subclasses instead, whose codes
+    ``pipeline.cli._app.exit_code`` decides.
     """
 
-    def __init__(self, message: str, exit_code: int = 1) -> None:
+    def __init__(self, message: str, exit_code: int | None = None) -> None:
         super().__init__(message)
         self.exit_code = exit_code
+
+
+class UsageError(KbakError):
+    """Bad flags or values, or a reference to something that does not exist (a version, a run): nothing was done."""
+
+
+class NotAnArchiveError(KbakError):
+    """The location holds no kbak archive (no Delta table, or a Delta table that is not kbak's)."""
+
+
+class StorageError(KbakError):
+    """The lake's storage refused or failed a request (credentials, permissions, a missing bucket, the network)."""
+
+
+class CommitConflictError(KbakError):
+    """Concurrent writers kept committing first, past every retry."""
+
+
+class Interrupted(KbakError):
+    """SIGINT or SIGTERM stopped the run; what was done before is kept (and said)."""
 
 
 def first_line(exc: BaseException, limit: int = 300) -> str:

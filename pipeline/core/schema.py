@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-from pipeline.core.errors import KbakError
+from pipeline.core.errors import KbakError, NotAnArchiveError
 
 # A Kafka (topic, partition) pair, as kbak keys its per-partition state (not confluent_kafka's TopicPartition).
 TP = tuple[str, int]
@@ -44,11 +44,11 @@ def check_table_schema(actual: pa.Schema, partition_columns: list[str], where: s
         missing = [n for n in COLUMN_NAMES if n not in actual_names]
         extra = [n for n in actual_names if n not in COLUMN_NAMES]
         detail = f"missing {missing}" if missing else f"unexpected {extra}" if extra else "column order differs"
-        raise KbakError(f"{where} is a Delta table but not a kbak archive: {detail}")
+        raise NotAnArchiveError(f"{where} is a Delta table but not a kbak archive: {detail}")
     for field in RECORD_SCHEMA:
         got = actual.field(field.name).type
         if not same_type(got, field.type):
-            raise KbakError(
+            raise NotAnArchiveError(
                 f"{where} is a Delta table but not a kbak archive: column {field.name!r} is {got}, "
                 f"expected {field.type}"
             )

@@ -20,12 +20,12 @@ from urllib.parse import urlparse
 
 import pyarrow.fs as pafs
 
-from pipeline.core.errors import KbakError, aws_code, aws_message, first_line
+from pipeline.core.errors import KbakError, StorageError, aws_code, aws_message, first_line
 
 SSE_ALGORITHMS = ("aws:kms", "AES256")
 
 
-class StorageAccessError(KbakError):
+class StorageAccessError(StorageError):
     """The lake's storage refused us or is not there: no credentials, access denied, no such bucket.
 
     Raised in one form whichever library hit it (pyarrow, deltalake, boto3), so every command prints
@@ -325,7 +325,7 @@ class Lake:
     # -- small file helpers over ``fs`` ------------------------------------------------------
 
     @translate_storage_errors
-    def write_bytes(self, relative: str, data: bytes) -> None:
+    def write_bytes(self, relative: str, data: bytes | memoryview) -> None:
         full = self.path(relative)
         if not self.is_s3:
             os.replace(_synced_tmp(full, data), full)

@@ -9,7 +9,7 @@ import pyarrow as pa
 from deltalake import DeltaTable
 from deltalake.exceptions import TableNotFoundError
 
-from pipeline.core.errors import KbakError, first_line
+from pipeline.core.errors import KbakError, NotAnArchiveError, first_line
 from pipeline.core.parsing import parse_time
 from pipeline.core.schema import check_table_schema
 from pipeline.core.storage import Lake, storage_error
@@ -43,7 +43,7 @@ def open_table(lake: Lake, version: int | str | None = None) -> DeltaTable:
     try:
         dt = DeltaTable(lake.uri, storage_options=lake.storage_options or None)
     except TableNotFoundError:
-        raise KbakError(f"no kbak archive at {lake.uri} (no Delta table there)") from None
+        raise NotAnArchiveError(f"no kbak archive at {lake.uri} (no Delta table there)") from None
     except Exception as exc:  # deltalake raises OSError and DeltaError for storage and log problems
         raise open_error(lake, exc) from None
     check_table_schema(pa.schema(dt.schema().to_arrow()), dt.metadata().partition_columns, lake.uri)

@@ -14,7 +14,7 @@ from functools import cached_property
 
 from pyarrow.fs import FileType
 
-from pipeline.core.errors import KbakError
+from pipeline.core.errors import NotAnArchiveError
 from pipeline.core.storage import Lake, storage_error
 from pipeline.core.table import log_entry_problem
 from pipeline.custody.manifest import (
@@ -109,8 +109,8 @@ def load_chain(lake: Lake, versions: list[int] | None = None) -> list[VersionRec
         raise storage_error(lake, exc) or exc from None
     if not logs and not lake.list_files(MANIFEST_DIR):
         if lake.is_s3 and lake.fs.get_file_info(lake.bucket).type == FileType.NotFound:
-            raise KbakError(f"bucket {lake.bucket} of lake {lake.uri} does not exist", exit_code=2)
-        raise KbakError(f"no kbak archive at {lake.uri} (no Delta log there)", exit_code=2)
+            raise NotAnArchiveError(f"bucket {lake.bucket} of lake {lake.uri} does not exist")
+        raise NotAnArchiveError(f"no kbak archive at {lake.uri} (no Delta log there)")
     sealed = set(sealed_versions(lake))
     if versions is None:  # every version from the oldest kept to the newest, holes included
         found = logs | sealed

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from pipeline.core.errors import KbakError
+from pipeline.core.errors import UsageError
 from pipeline.core.storage import Lake
 from pipeline.custody.chain import VersionRecord, load_chain
 from pipeline.custody.manifest import FileEntry, InfoKey
@@ -210,14 +210,14 @@ def history(lake: Lake) -> dict:
 def describe(lake: Lake, version: int | None = None, backup_id: str | None = None) -> dict:
     """Everything the manifest(s) of one version or one ingest run hold, checksums included."""
     if version is not None and backup_id is not None:
-        raise KbakError("give --version or --backup-id, not both", exit_code=2)
+        raise UsageError("give --version or --backup-id, not both")
     chain = load_chain(lake)
     if not chain:
-        raise KbakError(f"{lake.uri} has no versions yet", exit_code=2)
+        raise UsageError(f"{lake.uri} has no versions yet")
     if backup_id is not None:
         recs = [r for r in chain if r.manifest_body.backup_id == backup_id]
         if not recs:
-            raise KbakError(f"no ingest run with backup_id {backup_id!r} in {lake.uri} (see kbak list)", exit_code=2)
+            raise UsageError(f"no ingest run with backup_id {backup_id!r} in {lake.uri} (see kbak list)")
         described = [describe_version(r) for r in recs]
         checksums: dict[str, str] = {}
         for d in described:
@@ -234,8 +234,8 @@ def describe(lake: Lake, version: int | None = None, backup_id: str | None = Non
     if version is None:
         version = chain[-1].version
     if version not in by_version:
-        raise KbakError(
-            f"{lake.uri} has no version {version} (versions {chain[0].version}..{chain[-1].version})", exit_code=2
+        raise UsageError(
+            f"{lake.uri} has no version {version} (versions {chain[0].version}..{chain[-1].version})"
         )
     return {"lake": lake.uri, **describe_version(by_version[version])}
 

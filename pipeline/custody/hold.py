@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING
 
-from pipeline.core.errors import KbakError
+from pipeline.core.errors import KbakError, UsageError
 from pipeline.core.errors import aws_code as _code
 from pipeline.core.errors import aws_message as _msg
 from pipeline.core.storage import Lake, storage_error
@@ -86,7 +86,7 @@ def hold(lake: Lake, until: datetime, mode: str) -> dict:
     mode = _mode(mode)
     until = _aware(until)
     if until <= datetime.now(UTC):
-        raise KbakError(f"--until {until.date()} is not in the future", exit_code=2)
+        raise UsageError(f"--until {until.date()} is not in the future")
     client = lake.boto3_client()
     lock_configuration(lake, client)
     objects = table_objects(lake)
@@ -188,13 +188,13 @@ def parse_until(text: str) -> datetime:
             return datetime.combine(date.fromisoformat(text), datetime.max.time().replace(microsecond=0), UTC)
         return _aware(datetime.fromisoformat(text))
     except ValueError:
-        raise KbakError(f"--until {text!r} is not a date (YYYY-MM-DD) or ISO date-time", exit_code=2) from None
+        raise UsageError(f"--until {text!r} is not a date (YYYY-MM-DD) or ISO date-time") from None
 
 
 def _mode(mode: str) -> str:
     m = str(mode).upper()
     if m not in MODES:
-        raise KbakError(f"--mode {mode!r}: use GOVERNANCE or COMPLIANCE", exit_code=2)
+        raise UsageError(f"--mode {mode!r}: use GOVERNANCE or COMPLIANCE")
     return m
 
 

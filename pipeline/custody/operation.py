@@ -20,7 +20,7 @@ from deltalake.exceptions import CommitFailedError
 from deltalake.transaction import AddAction, RemoveAction
 
 from pipeline import __version__
-from pipeline.core.errors import KbakError, first_line
+from pipeline.core.errors import CommitConflictError, KbakError, StorageError, first_line
 from pipeline.core.schema import PARTITION_COLUMNS, RECORD_SCHEMA
 from pipeline.core.storage import Lake
 from pipeline.custody.manifest import BODY_DIGEST_KEY, InfoKey, log_path, seal, stage, staged_path
@@ -96,8 +96,9 @@ def commit_operation(
             return version
         except (CommitFailedError, OSError) as exc:
             if attempt >= max_attempts:
+                kind = CommitConflictError if isinstance(exc, CommitFailedError) else StorageError
                 detail = first_line(exc)
-                raise KbakError(f"{operation} commit to {lake.uri} failed after {attempt} attempts: {detail}") from None
+                raise kind(f"{operation} commit to {lake.uri} failed after {attempt} attempts: {detail}") from None
             sleep(min(0.5 * 2 ** (attempt - 1), 4.0))
 
 

@@ -17,7 +17,7 @@ from datetime import UTC, date, datetime, timedelta
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.core.errors import KbakError
+from pipeline.core.errors import KbakError, UsageError
 from pipeline.core.storage import Lake
 from pipeline.core.table import open_table
 from pipeline.custody.chain import load_chain
@@ -30,7 +30,7 @@ def parse_period(text: str) -> tuple[date, date]:
     """``YYYY-MM`` -> [first day, first day of the next month)."""
     m = re.fullmatch(r"(\d{4})-(\d{2})", text or "")
     if not m or not 1 <= int(m.group(2)) <= 12:
-        raise KbakError(f"--period {text!r}: use a month as YYYY-MM (e.g. 2024-11)", exit_code=2)
+        raise UsageError(f"--period {text!r}: use a month as YYYY-MM (e.g. 2024-11)")
     start = date(int(m.group(1)), int(m.group(2)), 1)
     end = date(start.year + (start.month == 12), start.month % 12 + 1, 1)
     return start, end

@@ -17,7 +17,7 @@ from datetime import UTC, date, datetime
 import numpy as np
 import pyarrow as pa
 
-from pipeline.core.errors import KbakError
+from pipeline.core.errors import KbakError, UsageError
 from pipeline.core.storage import Lake, StorageAccessError
 from pipeline.core.table import open_table
 from pipeline.custody import verified
@@ -128,7 +128,7 @@ def validate(
     report.versions = len(chain) + (point.version if point else 0)
     report.head = head(chain)
     if backup_id is not None and not any(r.manifest_body.backup_id == backup_id for r in chain):
-        raise KbakError(f"no ingest run with backup_id {backup_id!r} in {lake.uri} (see kbak list)", exit_code=2)
+        raise UsageError(f"no ingest run with backup_id {backup_id!r} in {lake.uri} (see kbak list)")
     add = report.findings.append
     new = [r for r in chain if point is None or r.version > point.version]
     live_before = {p: tuple(v) for p, v in point.live.items()} if point else None
@@ -299,7 +299,7 @@ def parse_anchor(text: str) -> tuple[int, str]:
     version, sep, digest = text.partition("=")
     digest = digest.strip().removeprefix("sha256:").lower()
     if not sep or not version.strip().isdigit() or not re.fullmatch(r"[0-9a-f]{64}", digest):
-        raise KbakError(f"--anchor {text!r}: use VERSION=SHA256 (e.g. 12=sha256:9f2c…, 64 hex digits)", exit_code=2)
+        raise UsageError(f"--anchor {text!r}: use VERSION=SHA256 (e.g. 12=sha256:9f2c…, 64 hex digits)")
     return int(version), digest
 
 

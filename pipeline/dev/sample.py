@@ -86,6 +86,59 @@ def generate(records: int, start: datetime, days: int, seed: int = 7, customers:
 SAMPLE_TOPICS = {"payments": 3, "user-activity": 2, "account-state": 1}
 
 
+_WORDS = tuple(
+    " ".join(
+        [
+            "payment refund transfer card account customer merchant order invoice settlement review pending",
+            "approved declined manual automatic monthly fee interest charge limit balance statement online store",
+            "grocery travel fuel restaurant subscription service premium standard basic delivery express return",
+            "exchange dispute chargeback verified flagged risk score device session login mobile web branch atm",
+            "contactless recurring first last new existing update reminder notice",
+        ]
+    ).split()
+)
+_CITIES = ["Berlin", "Paris", "London", "Madrid", "Rome", "Vienna", "Warsaw", "Prague", "Lisbon", "Dublin", "Oslo"]
+_MERCHANTS = ["Acme Grocers", "Globex Fuel", "Initech Travel", "Umbrella Pharmacy", "Stark Electronics", "Wayne Books"]
+_AGENTS = [
+    *(
+        f"Mozilla/5.0 (Linux; Android {v}; SM-G99{v}B) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/1{v}0.0.0.0 "
+        "Mobile Safari/537.36"
+        for v in range(8, 15)
+    ),
+    *(
+        f"Mozilla/5.0 (iPhone; CPU iPhone OS 1{v}_0 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) "
+        f"Version/1{v}.0 Mobile/15E148 Safari/604.1"
+        for v in range(4, 8)
+    ),
+]
+
+
+def payment_event(i: int, rnd: random.Random, size: int = 1024) -> bytes:
+    """One distinct JSON payment event of exactly ``size`` bytes (for ``size`` >= ~700).
+
+    Every record differs (random ids, amounts, times, addresses, a free-text note from a small
+    vocabulary), so a compressor finds what it finds in real topics (JSON keys, repeated
+    vocabulary: about 0.2-0.25 of raw with zstd) instead of whole repeated payloads.
+    """
+    g, pick = rnd.getrandbits, rnd.choice
+    head = (
+        f'{{"event_id":"{g(32):08x}-{g(16):04x}-4{g(12):03x}-{g(16):04x}-{g(48):012x}",'
+        f'"type":"payment.{pick(("authorized", "captured", "refunded", "declined"))}","seq":{i},'
+        f'"ts":"2026-{1 + i % 12:02d}-{1 + g(4) % 28:02d}T{g(5) % 24:02d}:{g(6) % 60:02d}:{g(6) % 60:02d}.'
+        f'{g(10) % 1000:03d}Z","customer":{{"id":"cust-{g(20):07d}","tier":"{pick(("basic", "plus", "premium"))}",'
+        f'"country":"{pick(("DE", "FR", "GB", "ES", "IT", "AT", "PL"))}"}},'
+        f'"amount":{{"value":{g(24) / 100:.2f},"currency":"{pick(("EUR", "USD", "GBP", "CHF"))}"}},'
+        f'"merchant":{{"id":"m-{g(16):05d}","name":"{pick(_MERCHANTS)}","city":"{pick(_CITIES)}",'
+        f'"mcc":{4000 + g(12)}}},'
+        f'"card":{{"bin":"{400000 + g(17)}","last4":"{g(14) % 10000:04d}","exp":"{1 + g(4) % 12:02d}/{27 + g(3)}"}},'
+        f'"device":{{"ip":"{10 + g(7)}.{g(8)}.{g(8)}.{g(8)}","ua":"{pick(_AGENTS)}","session":"{g(64):016x}"}},'
+        f'"risk":{{"score":{rnd.random():.4f},"rules":[{",".join(str(g(10)) for _ in range(1 + g(2)))}]}},"note":"'
+    )
+    room = max(size - len(head) - 2, 0)
+    note = " ".join(rnd.choices(_WORDS, k=room // 5 + 2))[:room]
+    return (head + note + '"}').encode()
+
+
 def produce(bootstrap: str, rows: Iterator[SampleRecord], extra: dict | None = None) -> int:
     """Produce records to their given partitions with their timestamps; returns how many."""
     producer = Producer(

@@ -24,8 +24,8 @@ from deltalake.exceptions import CommitFailedError
 from deltalake.transaction import AddAction
 
 from pipeline import __version__, custody
-from pipeline.core import defaults
-from pipeline.core.errors import KbakError, first_line
+from pipeline.core import defaults, profile
+from pipeline.core.errors import CommitConflictError, KbakError, first_line
 from pipeline.core.ranges import partition_ranges
 from pipeline.core.schema import PARTITION_COLUMNS, RECORD_SCHEMA, TP
 from pipeline.core.storage import Lake
@@ -100,8 +100,9 @@ def commit_records(
         attempt += 1
         digest = None
         try:
-            dt.update_incremental()
-            moved = _fence(dt, expected, source_cluster)
+            with profile.stage("fence"):
+                dt.update_incremental()
+                moved = _fence(dt, expected, source_cluster)
             rejected.update(moved)
             if moved:
                 table = without_partitions(table, moved)
@@ -111,11 +112,12 @@ def commit_records(
             if not files:
                 files = write_files(lake, table, compression_level, target_file_size)
                 _fault("after-write")
-            ranges = partition_ranges(table)
-            body = ingest_body(files, ranges, gaps or [], source_cluster, backup_id, created_by())
-            if schemas:  # kept schema documents these records are the first to need (see ingest/schemas.py)
-                body.extra["schemas"] = schemas
-            digest = custody.stage(lake, body)
+            with profile.stage("manifest"):
+                ranges = partition_ranges(table)
+                body = ingest_body(files, ranges, gaps or [], source_cluster, backup_id, created_by())
+                if schemas:  # kept schema documents these records are the first to need (see ingest/schemas.py)
+                    body.extra["schemas"] = schemas
+                digest = custody.stage(lake, body)
             txns = [Transaction(app_id(source_cluster, r["topic"], r["partition"]), r["last_offset"]) for r in ranges]
             meta = {
                 InfoKey.OPERATION: Operation.INGEST.value,
@@ -131,16 +133,20 @@ def commit_records(
             }
             _fault("before-commit")
             read_version = dt.version()
-            dt.create_write_transaction(
-                [add_action(f) for f in files],
-                mode="append",
-                schema=RECORD_SCHEMA,
-                partition_by=PARTITION_COLUMNS,
-                commit_properties=CommitProperties(custom_metadata=meta, app_transactions=txns, max_commit_retries=10),
-            )
+            with profile.stage("delta commit"):
+                dt.create_write_transaction(
+                    [add_action(f) for f in files],
+                    mode="append",
+                    schema=RECORD_SCHEMA,
+                    partition_by=PARTITION_COLUMNS,
+                    commit_properties=CommitProperties(
+                        custom_metadata=meta, app_transactions=txns, max_commit_retries=10
+                    ),
+                )
             _fault("after-commit")
-            version = find_committed_version(lake, dt, read_version, digest)
-            custody.seal(lake, dt, head=version)
+            with profile.stage("seal"):
+                version = find_committed_version(lake, dt, read_version, digest)
+                custody.seal(lake, dt, head=version)
             committed = {(r["topic"], r["partition"]): r["last_offset"] for r in ranges}
             size = sum(f.size for f in files)
             return CommitResult(version, files, table.num_rows, size, committed, rejected, digest)
@@ -149,7 +155,7 @@ def commit_records(
             # the body staged for it names nothing; remove it, then loop to re-fence.
             _unstage(lake, digest)
             if attempt >= max_attempts:
-                raise KbakError(f"commit to {lake.uri} kept conflicting: {first_line(exc)}") from None
+                raise CommitConflictError(f"commit to {lake.uri} kept conflicting: {first_line(exc)}") from None
         except KbakError:
             raise
         except OSError as exc:

@@ -27,6 +27,7 @@ class Flush:
     generation: dict[TP, int]
     gaps: list[dict]
     schemas: list[dict] = field(default_factory=list)  # kept schema documents this commit lists
+    ranges: list[dict] = field(default_factory=list)  # partition_ranges(table), computed once
 
 
 class Committer(threading.Thread):

@@ -18,7 +18,9 @@ from datetime import UTC, datetime
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
 from pipeline import custody
-from pipeline.core.errors import KbakError
+from pipeline.core import profile
+from pipeline.core.errors import KbakError, UsageError
+from pipeline.core.hotpath import fewer_gc_passes
 from pipeline.core.kafka import (
     client_config,
     cluster_metadata,
@@ -55,7 +57,8 @@ def ingest(
     if options.metrics_port is not None:
         metrics.serve(options.metrics_port)
     try:
-        summary = _Run(options, reporter or Reporter(), stop or threading.Event(), metrics).execute()
+        with fewer_gc_passes():
+            summary = _Run(options, reporter or Reporter(), stop or threading.Event(), metrics).execute()
     except BaseException:
         metrics.backups.labels(outcome="failure").inc()
         raise
@@ -70,9 +73,8 @@ class _Run:
         self.started = time.monotonic()
         self.group_id = opts.group_id or default_group_id(self.lake)
         if opts.target_file_size < MIN_TARGET_FILE_SIZE:
-            raise KbakError(
+            raise UsageError(
                 f"--target-file-size {opts.target_file_size} is too small: at least {MIN_TARGET_FILE_SIZE} (1 MiB)",
-                exit_code=2,
             )
         self.conf = client_config(opts.bootstrap_servers, opts.kafka_settings)
         # Made first: librdkafka checks its settings as a whole here, before the lake is touched.
@@ -204,7 +206,8 @@ class _Run:
                     next_refresh = time.monotonic() + self.opts.topic_refresh_seconds
             # Never read past --flush-records, so a flush holds at most that many records.
             room = max(self.opts.flush_records - self.buffer.rows, 1)
-            msgs = self.consumer.consume(num_messages=min(5_000, room), timeout=0.2)
+            with profile.stage("consume"):
+                msgs = self.consumer.consume(num_messages=min(5_000, room), timeout=0.2)
             if msgs:
                 self._take(msgs)
             if self.buffer.due(self.opts.flush_records, self.opts.flush_bytes, self.opts.flush_seconds):
@@ -298,7 +301,8 @@ class _Run:
             return
         now = datetime.now(UTC)
         ingested_at = now.replace(microsecond=now.microsecond // 1000 * 1000)  # ms, like Delta stats
-        table = messages_to_table(msgs, self.cluster, ingested_at)
+        with profile.stage("build"):
+            table = messages_to_table(msgs, self.cluster, ingested_at)
         if self.schemas is not None:
             self.schemas.observe(table)  # before buffering: no record is committed ahead of its schema
         last = table.group_by(["topic", "partition"]).aggregate([("offset", "max")]).to_pylist()
@@ -322,13 +326,15 @@ class _Run:
             self.consumer.pause([TopicPartition(*tp)])
 
     def _flush(self) -> None:
-        table = self.buffer.take()
-        if table is None:
-            return
+        with profile.stage("flush"):
+            table = self.buffer.take()
+            if table is None:
+                return
+            ranges = partition_ranges(table)
         expected: dict[TP, int | None] = {}
         generation: dict[TP, int] = {}
         gaps = []
-        for r in partition_ranges(table):
+        for r in ranges:
             tp = (r["topic"], r["partition"])
             s = self.state[tp]
             expected[tp] = s.expected
@@ -338,7 +344,8 @@ class _Run:
                 gaps.append(s.gap)
                 s.gap = None
         schemas = self.schemas.take_pending() if self.schemas is not None else []
-        self.committer.jobs.put(Flush(table, expected, generation, gaps, schemas))
+        with profile.stage("wait committer"):  # the queue holds one flush: time here is time behind it
+            self.committer.jobs.put(Flush(table, expected, generation, gaps, schemas, ranges))
 
     def _wait_committer(self) -> None:
         self.committer.jobs.join()
@@ -367,7 +374,9 @@ class _Run:
             self.metrics.commits.inc()
             self.metrics.last_commit.set(time.time())
             self.metrics.backup_size.set(s.bytes_written)
-            for r in partition_ranges(only_partitions(job.table, res.committed)):
+            # Every partition of the flush committed (the rule): its ranges are known, no filtering copy.
+            ranges = job.ranges if not res.rejected else partition_ranges(only_partitions(job.table, res.committed))
+            for r in ranges:
                 part = s.partitions.setdefault(r["topic"], {}).setdefault(r["partition"], {"records": 0})
                 part["records"] += r["records"]
                 part.setdefault("first_offset", r["first_offset"])

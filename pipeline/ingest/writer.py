@@ -8,7 +8,6 @@ from what was actually written, and no file is hashed twice.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import time
 import uuid
@@ -19,7 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipeline.core import defaults
+from pipeline.core import defaults, profile
 from pipeline.core.schema import FILE_SCHEMA, PARTITION_COLUMNS
 from pipeline.core.storage import Lake
 
@@ -59,18 +58,23 @@ def write_files(
 ) -> list[DataFile]:
     """Write ``table`` (rows of the record schema) as one or more files per (topic, date) partition."""
     files: list[DataFile] = []
-    for (topic, day), part in _split_partitions(table):
+    with profile.stage("split"):
+        parts = list(_split_partitions(table))
+    for (topic, day), part in parts:
         for data, rows in _encode(part.select(FILE_SCHEMA.names), compression_level, target_file_size):
             rel = f"topic={topic}/date={day}/part-{uuid.uuid4()}.zstd.parquet"
-            lake.write_bytes(rel, data)
+            with profile.stage("upload"):
+                lake.write_bytes(rel, memoryview(data))
+            with profile.stage("hash+stats"):
+                digest, stats = hashlib.sha256(data).hexdigest(), delta_stats(rows)
             files.append(
                 DataFile(
                     path=rel,
                     size=len(data),
                     records=rows.num_rows,
-                    sha256=hashlib.sha256(data).hexdigest(),
+                    sha256=digest,
                     partition_values={"topic": topic, "date": day},
-                    stats=delta_stats(rows),
+                    stats=stats,
                     modification_time=int(time.time() * 1000),
                 )
             )
@@ -105,8 +109,26 @@ def _split_partitions(table: pa.Table):
         yield key, table.slice(start, end - start)
 
 
+# Parquet statistics only where readers prune with them (DuckDB skips row groups by partition, offset
+# and time); min/max of 1 KiB keys, values and headers cost time and bytes and prune nothing.
+STATISTICS_COLUMNS = ["partition", "offset", "timestamp", "timestamp_type", "source_cluster", "ingested_at"]
+# Dictionary encoding only for the columns with a handful of distinct values; on unique binary
+# columns pyarrow would build a dictionary, find it too large and fall back, for nothing.
+DICTIONARY_COLUMNS = ["timestamp_type", "source_cluster"]
+
+
+def parquet_options(level: int) -> dict:
+    """pyarrow ``ParquetWriter`` options of kbak's data files (the benchmark writes with the same)."""
+    return {
+        "compression": "zstd",
+        "compression_level": level,
+        "write_statistics": STATISTICS_COLUMNS,
+        "use_dictionary": DICTIONARY_COLUMNS,
+    }
+
+
 def _encode(table: pa.Table, level: int, target_size: int):
-    """Yield (parquet bytes, rows) chunks, each file kept within ``target_size``.
+    """Yield (Parquet file as a ``pa.Buffer``, rows) chunks, each file kept within ``target_size``.
 
     A row group is written only if its Arrow (uncompressed) size fits the room left in the file:
     zstd never makes it meaningfully larger, so the cap holds whatever the records hold. Compression
@@ -115,30 +137,25 @@ def _encode(table: pa.Table, level: int, target_size: int):
     n = table.num_rows
     start = 0
     while start < n:
-        buf = io.BytesIO()
-        writer = pq.ParquetWriter(
-            buf,
-            FILE_SCHEMA,
-            compression="zstd",
-            compression_level=level,
-            write_statistics=True,
-            use_dictionary=["timestamp_type", "source_cluster"],
-        )
-        end, groups = start, 0
-        while end < n:
-            room = target_size - buf.tell() - FOOTER_BYTES * (groups + 2)
-            if groups and room < target_size / 64:
-                break
-            rows = _rows_within(table, end, min(ROW_GROUP_ROWS, n - end), room)
-            if rows == 0:
-                if groups:
+        buf = pa.BufferOutputStream()  # a native sink: writing pages needs no GIL (io.BytesIO does)
+        with profile.stage("encode"):
+            writer = pq.ParquetWriter(buf, FILE_SCHEMA, **parquet_options(level))
+            end, groups = start, 0
+            while end < n:
+                room = target_size - buf.tell() - FOOTER_BYTES * (groups + 2)
+                if groups and room < target_size / 64:
                     break
-                rows = 1  # a record larger than the target gets a file of its own
-            writer.write_table(table.slice(end, rows), row_group_size=rows)
-            end += rows
-            groups += 1
-        writer.close()
-        yield buf.getvalue(), table.slice(start, end - start)
+                rows = _rows_within(table, end, min(ROW_GROUP_ROWS, n - end), room)
+                if rows == 0:
+                    if groups:
+                        break
+                    rows = 1  # a record larger than the target gets a file of its own
+                writer.write_table(table.slice(end, rows), row_group_size=rows)
+                end += rows
+                groups += 1
+            writer.close()
+            data = buf.getvalue()
+        yield data, table.slice(start, end - start)
         start = end
 
 

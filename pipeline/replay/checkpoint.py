@@ -19,7 +19,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipeline.core.errors import KbakError, first_line
+from pipeline.core.errors import KbakError, StorageError, first_line
 from pipeline.core.schema import TP
 from pipeline.core.storage import Lake
 from pipeline.core.timefmt import now_iso
@@ -157,7 +157,7 @@ class Checkpoint:
         local = _Store.file(state_dir() / f"{key}.json")
         try:
             found = in_lake if fresh or in_lake.lake.exists(relative) else None
-        except OSError as exc:
+        except (OSError, StorageError) as exc:
             raise KbakError(f"cannot read the replay checkpoint {in_lake.where}: {first_line(exc)}") from None
         store = found or (local if local.lake.exists(local.relative) else in_lake)
         ckpt = cls._load(store, fingerprint, f"replay checkpoint {store.where}", fresh)
@@ -220,7 +220,7 @@ class Checkpoint:
         data = json.dumps(body, indent=1).encode()
         try:
             self.store.save(data)
-        except OSError as exc:
+        except (OSError, StorageError) as exc:  # StorageError: the lake refused (e.g. a read-only role)
             if self.fallback is None:
                 raise KbakError(f"cannot write the replay checkpoint {self.path}: {first_line(exc)}") from None
             self.note = f"the lake refused the checkpoint ({first_line(exc)}); it is kept at {self.fallback.where}"

@@ -57,8 +57,8 @@ class ReplayOptions:
     kafka_settings: dict[str, str] = field(default_factory=dict)
     connect_timeout_s: float = 10.0  # how long the target may take to answer before the run is refused
     delivery_timeout_s: float = 30.0  # how long a record may wait for the target's ack (a dead target fails then)
-    batch_rows: int = 50_000  # rows per Arrow batch handed to the producer loop
-    chunk_rows: int = 200_000  # rows sorted at a time per source partition (bounds the sort's memory)
+    batch_rows: int = 10_000  # rows per Arrow batch handed to the producer loop (bounds its Python lists)
+    chunk_rows: int = 100_000  # rows of a topic sorted at a time (bounds the sort's memory)
     schema_registry_target: RegistryOptions | None = None  # rewrite schema ids to this registry's (schema_ids.py)
 
     def validate(self) -> None:

@@ -16,6 +16,7 @@ from collections import deque
 from collections.abc import Callable
 
 import pyarrow as pa
+import pyarrow.compute as pc
 from confluent_kafka import KafkaError, KafkaException, Producer
 
 from pipeline.core.schema import TP
@@ -33,8 +34,8 @@ PRODUCER_DEFAULTS = {
     "linger.ms": 20,
     "batch.size": 1 << 20,
     "compression.type": "lz4",
-    "queue.buffering.max.messages": 100_000,
-    "queue.buffering.max.kbytes": 64 << 10,  # with the batch in hand, bounds memory whatever the window
+    "queue.buffering.max.messages": 50_000,
+    "queue.buffering.max.kbytes": 32 << 10,  # with the batch in hand, bounds memory whatever the window
 }
 OFFSET_HEADER_PREFIX = "kbak.source."
 PURGED = (KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT)  # dropped by kbak on a stop: not delivered
@@ -393,7 +394,11 @@ def _flat_headers(column: pa.Array) -> tuple[list[int], list[tuple[str, bytes | 
     if isinstance(column, pa.ChunkedArray):
         column = column.combine_chunks()
     flat = column.flatten()
-    pairs = list(zip(flat.field("key").to_pylist(), flat.field("value").to_pylist(), strict=True))
+    # Header names repeat from record to record: one str per distinct name, shared by every tuple
+    # (a new str per header was, after produce() itself, the largest per-record cost of a replay).
+    names = pc.dictionary_encode(flat.field("key"))
+    keys = map(names.dictionary.to_pylist().__getitem__, names.indices.to_pylist())
+    pairs = list(zip(keys, flat.field("value").to_pylist(), strict=True))
     return column.offsets.to_pylist(), pairs
 
 

@@ -12,7 +12,8 @@ import contextlib
 import threading
 import time
 
-from pipeline.core.errors import KbakError, first_line
+from pipeline.core.errors import Interrupted, KbakError, first_line
+from pipeline.core.hotpath import fewer_gc_passes
 from pipeline.core.kafka import client_config
 from pipeline.core.progress import Reporter, Snapshot
 from pipeline.core.signals import interrupt_on_signals, stop_on_signals
@@ -33,9 +34,13 @@ CHECKPOINT_EVERY_S = 0.5
 class ReplayFailed(KbakError):
     """A replay that stopped before the end; ``summary`` says exactly what was delivered."""
 
-    def __init__(self, message: str, summary: ReplaySummary, exit_code: int = 1) -> None:
-        super().__init__(message, exit_code)
+    def __init__(self, message: str, summary: ReplaySummary) -> None:
+        super().__init__(message)
         self.summary = summary
+
+
+class ReplayInterrupted(ReplayFailed, Interrupted):
+    """A replay stopped by SIGINT/SIGTERM; ``summary`` says exactly what was delivered (and checkpointed)."""
 
 
 def fingerprint(o: ReplayOptions) -> dict:
@@ -64,7 +69,7 @@ def replay(
     """Run (or, with ``dry_run``, plan) a replay. Raises KbakError before producing on bad input, and
     ReplayFailed (carrying the summary of what was delivered) when a started run stops early."""
     options.validate()
-    with interrupt_on_signals():  # until producing starts, SIGINT/SIGTERM just end the run (exit 130)
+    with interrupt_on_signals(), fewer_gc_passes():  # until producing starts, SIGINT/SIGTERM end the run (130)
         return _replay(options, reporter, stop)
 
 
@@ -227,7 +232,7 @@ class _Run:
             raise ReplayFailed(f"replay stopped: {sender.failure}; {self._delivered_text()}", s)
         if self.stop.is_set():
             s.status = "interrupted"
-            raise ReplayFailed(f"replay interrupted; {self._delivered_text()}", s, exit_code=130)
+            raise ReplayInterrupted(f"replay interrupted; {self._delivered_text()}", s)
         if self.options.max_records is not None and sender.produced >= self.options.max_records:
             s.status = "stopped"
         else:

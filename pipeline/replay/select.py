@@ -5,8 +5,8 @@ at one pinned version), so ``--where`` means what it means in ``kbak query`` and
 macros. The structured filters (topic, window, partitions, offsets, key, resume position) are
 plain comparisons on ``records``' columns: DuckDB pushes them into the Delta scan, where the
 ``topic``/``date`` partition values and the files' statistics skip what cannot match. DuckDB's
-sort yields each source partition in offset order, one offset range of about ``chunk_rows`` rows
-at a time, so memory stays bounded whatever the window (DuckDB is also capped at ``MEMORY_LIMIT``
+sort yields each source partition in offset order, about ``chunk_rows`` rows of a topic at a time,
+so memory stays bounded whatever the window (DuckDB is also capped at ``MEMORY_LIMIT``
 and spills to a temporary directory beyond it); the result streams as Arrow record batches.
 """
 
@@ -30,7 +30,10 @@ from pipeline.query.engine import connect, sql_literal
 from pipeline.replay.options import ReplayOptions
 from pipeline.replay.summary import with_iso_times
 
-MEMORY_LIMIT = "256MB"
+MEMORY_LIMIT = "128MB"
+# One DuckDB thread: the reading runs ahead of the producing loop anyway (it waits on the prefetch
+# queue most of the time), and each extra thread holds its own scan and decompression buffers.
+THREADS = 1
 _ROWS = "_kbak_replay_rows"
 _SCOPE = "_kbak_replay_scope"
 _COLUMNS = 'topic, "partition", "offset", "timestamp", timestamp_type, {key}, {value}, headers, "date", source_cluster'
@@ -74,6 +77,7 @@ class Selection:
         self.con = connect(options.lake, as_of=self.version, audit=False)  # replay logs its own access
         self._tmp = tempfile.TemporaryDirectory(prefix="kbak-replay-")
         self.con.execute(f"SET memory_limit = '{MEMORY_LIMIT}'")
+        self.con.execute(f"SET threads = {THREADS}")
         self.con.execute(f"SET temp_directory = {sql_literal(self._tmp.name)}")
         self.con.execute(f"CREATE TEMP VIEW {_ROWS} AS SELECT * FROM records WHERE {self._filter(resume or {})}")
         self.where = options.where
@@ -185,33 +189,42 @@ class Selection:
         return [PartitionPlan(r[0], r[1], r[2], None if r[3] is None else int(r[3]), *r[4:]) for r in rows]
 
     def batches(self, rows: int | None = None) -> Iterator[pa.RecordBatch]:
-        """Selected rows ordered by (topic, partition, offset), as columns topic, partition, offset,
-        ts_ms, key, value, headers, source_cluster, size (key + value bytes).
+        """Selected rows, each source partition's in offset order, as columns topic, partition,
+        offset, ts_ms, key, value, headers, source_cluster, size (key + value bytes).
 
-        Each source partition is read in offset ranges of about ``chunk_rows`` selected rows, each
-        sorted on its own (Parquet row-group statistics on partition/offset skip the rest), so the
-        sort's memory depends on ``chunk_rows``, not on the size of the window.
+        A topic is read in chunks of about ``chunk_rows`` selected rows, each sorted on its own by
+        (partition, offset), so the sort's memory depends on ``chunk_rows``, not on the size of the
+        window. Chunk k holds the k-th of ``chunks`` equal offset ranges of every partition of the
+        topic: one scan per chunk reads the topic's files once, where a scan per partition read
+        every file (which holds all of a topic's partitions) once per partition. Within a topic of
+        up to ``chunk_rows`` selected rows the order is (partition, offset); beyond that the
+        partitions' ranges take turns, each partition still in offset order.
         """
         scope, conds, k, v = self._source()
         columns = (
             f'topic, "partition", "offset", epoch_ms("timestamp") AS ts_ms, {k} AS "key", {v} AS "value", '
             f"headers, source_cluster, {_BYTES.format(k=k, v=v)} AS size"
         )
+        topics: dict[str, list[PartitionPlan]] = {}
         for part in self.plan():
-            chunks = max(1, -(-part.records // self.options.chunk_rows))
-            span = -(-(part.last_offset - part.first_offset + 1) // chunks)
-            low = part.first_offset
-            while low <= part.last_offset:
-                high = low + span - 1
-                where = [
-                    f"topic = {sql_literal(part.topic)}",
-                    f'"partition" = {int(part.partition)}',
-                    f'"offset" BETWEEN {int(low)} AND {int(high)}',
-                    *conds,
-                ]
-                sql = f'SELECT {columns} FROM {scope} WHERE {" AND ".join(where)} ORDER BY "offset"'
+            topics.setdefault(part.topic, []).append(part)
+        for topic, parts in topics.items():
+            chunks = max(1, -(-sum(p.records for p in parts) // self.options.chunk_rows))
+            spans = [-(-(p.last_offset - p.first_offset + 1) // chunks) for p in parts]
+            for chunk in range(chunks):
+                ranges = []
+                for p, span in zip(parts, spans, strict=True):
+                    low = p.first_offset + chunk * span
+                    if low <= p.last_offset:
+                        high = min(low + span - 1, p.last_offset)
+                        ranges.append(
+                            f'("partition" = {int(p.partition)} AND "offset" BETWEEN {int(low)} AND {int(high)})'
+                        )
+                if not ranges:
+                    continue
+                where = [f"topic = {sql_literal(topic)}", f"({' OR '.join(ranges)})", *conds]
+                sql = f'SELECT {columns} FROM {scope} WHERE {" AND ".join(where)} ORDER BY "partition", "offset"'
                 yield from self._run(sql).to_arrow_reader(rows or self.options.batch_rows)
-                low = high + 1
 
     def rows_after(self, source: tuple[str, int], limit: int) -> list[dict]:
         """The next ``limit`` selected rows of one source partition, in offset order, as Python values."""

@@ -68,6 +68,7 @@ def _archive_in_small_commits(bootstrap: str, topic: str, partitions: int, uri: 
     for start in range(0, len(messages), 10):
         table = messages_to_table(messages[start : start + 10], "bi-cluster", datetime.now(UTC))
         parts = sorted({(m.topic(), m.partition()) for m in messages[start : start + 10]})
+        dt.update_incremental()  # the fence is read from the table as it is now (seal no longer reloads it)
         have = committed_offsets(dt, "bi-cluster", parts)
         result = commit_records(
             lake, dt, table, {tp: have.get(tp) for tp in parts}, source_cluster="bi-cluster", backup_id="bi"

@@ -130,8 +130,9 @@ def test_filters_key_where_offsets_and_partition(kafka, archive, topic_name):
 
 
 def test_selection_reads_each_partition_in_offset_order_in_small_chunks(archive):
-    """The sort runs per offset range of a partition; tiny chunks and batches must still give every
-    selected row once, in offset order per partition (rows of one partition span several date files)."""
+    """The sort runs per chunk of a topic (an offset range of each partition); tiny chunks and batches
+    must still give every selected row once, in offset order per partition (rows of one partition
+    span several date files)."""
     options = ReplayOptions(
         lake=Lake.at(archive["lake"]),
         topics=[archive["topic"]],
@@ -150,7 +151,22 @@ def test_selection_reads_each_partition_in_offset_order_in_small_chunks(archive)
     finally:
         selection.close()
     expected = [(r.topic, r.partition, r.offset) for r in archive["source"] if r.offset % 3 != 1]
-    assert got == sorted(expected)
+    assert sorted(got) == sorted(expected) and len(set(got)) == len(got)  # every selected row, once
+    for partition in {p for _t, p, _o in expected}:
+        mine = [row for row in got if row[1] == partition]
+        assert mine == sorted(mine)  # each partition in offset order
+    # a topic that fits in one chunk comes out in (partition, offset) order
+    options.chunk_rows = len(expected)
+    selection = Selection(options)
+    try:
+        whole = [
+            (t, p, o)
+            for b in selection.batches()
+            for t, p, o in zip(*(b[c].to_pylist() for c in ("topic", "partition", "offset")), strict=True)
+        ]
+    finally:
+        selection.close()
+    assert whole == sorted(expected)
 
 
 def test_offset_headers_add_provenance(kafka, archive, topic_name):

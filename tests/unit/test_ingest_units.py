@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 
 import pyarrow as pa
 import pytest
+from confluent_kafka import Message
 
 from pipeline.core.config import BackupConfig, expand_env, load_config
 from pipeline.core.errors import KbakError
@@ -126,32 +127,17 @@ def test_split_partitions_files_every_row_under_its_own_topic_and_date():
     assert seen == n and keys == sorted(set(keys))
 
 
-class _Msg:
-    """Just enough of a confluent_kafka Message for ``messages_to_table``."""
-
-    def __init__(self, offset: int, value: bytes) -> None:
-        self._offset, self._value = offset, value
-
-    def topic(self):
-        return "t"
-
-    def partition(self):
-        return 0
-
-    def offset(self):
-        return self._offset
-
-    def timestamp(self):
-        return (1, 1_700_000_000_000 + self._offset)
-
-    def key(self):
-        return b"k%d" % self._offset
-
-    def value(self):
-        return self._value
-
-    def headers(self):
-        return [("h", b"x")]
+def _msg(offset: int, value: bytes) -> Message:
+    """A confluent_kafka Message (built directly, as a consumer would hand it over)."""
+    return Message(
+        topic="t",
+        partition=0,
+        offset=offset,
+        key=b"k%d" % offset,
+        value=value,
+        headers=[("h", b"x")],
+        timestamp=(1, 1_700_000_000_000 + offset),
+    )
 
 
 def test_target_file_size_caps_every_file_even_when_later_records_compress_worse():
@@ -168,7 +154,7 @@ def test_target_file_size_caps_every_file_even_when_later_records_compress_worse
     rnd = random.Random(5)
     n = 40_000
     values = [b"abc%d" % i * 30 if i < n // 2 else rnd.randbytes(300) for i in range(n)]
-    table = messages_to_table([_Msg(i, v) for i, v in enumerate(values)], "c", datetime.now(UTC))
+    table = messages_to_table([_msg(i, v) for i, v in enumerate(values)], "c", datetime.now(UTC))
     target = 1 << 20
     files = list(_encode(table.select(FILE_SCHEMA.names), 3, target))
     assert len(files) > 2
