@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
 
-from pipeline.core.errors import KbakError
+from pipeline.core.errors import KbakError, UsageError
 
 
 class IngestMetrics:
@@ -37,7 +37,7 @@ class IngestMetrics:
         A port out of range or taken is a one-line error before the run starts.
         """
         if not 0 <= port <= 65535:
-            raise KbakError(f"--metrics-port {port} is not a TCP port (0-65535)", 2)
+            raise UsageError(f"--metrics-port {port} is not a TCP port (0-65535)")
         try:
             server, _thread = start_http_server(port, addr=addr, registry=self.registry)
         except OSError as exc:
