@@ -112,6 +112,7 @@ def interrupted() -> NoReturn:
     os._exit(130)
 
 
+JsonOpt = Annotated[bool, typer.Option("--json", help="Output JSON (short for --format json).")]
 LakeOpt = Annotated[str, typer.Option("--lake", help="Lake location: a directory or s3://bucket/prefix.")]
 S3EndpointOpt = Annotated[
     str | None, typer.Option("--s3-endpoint", help="S3 endpoint URL (MinIO, moto, ...); default from AWS env.")

@@ -12,6 +12,7 @@ import typer
 
 from pipeline.cli._app import (
     AccessLogOpt,
+    JsonOpt,
     LakeOpt,
     S3EndpointOpt,
     S3RegionOpt,
@@ -80,6 +81,7 @@ FormatOpt = Annotated[TextJson, typer.Option("--format", "-f", help="Output form
 def list_cmd(
     lake: LakeOpt = "",
     fmt: FormatOpt = TextJson.text,
+    json_out: JsonOpt = False,
     s3_endpoint: S3EndpointOpt = None,
     s3_region: S3RegionOpt = None,
 ) -> None:
@@ -87,7 +89,7 @@ def list_cmd(
     from pipeline.custody.history import history
 
     data = history(lake_from(lake, s3_endpoint, s3_region))
-    if fmt is TextJson.json:
+    if json_out or fmt is TextJson.json:
         emit_json(data)
         return
     typer.echo(
@@ -124,9 +126,11 @@ def list_cmd(
 @friendly(codes=CUSTODY_CODES)
 def describe_cmd(
     lake: LakeOpt = "",
-    version: Annotated[int | None, typer.Option("--version", "-v", min=0, help="A table version.")] = None,
+    version: Annotated[int | None, typer.Option("--version", min=0, help="A table version.")] = None,
+    version_short: Annotated[int | None, typer.Option("-v", min=0, hidden=True)] = None,  # old spelling
     backup_id: Annotated[str | None, typer.Option("--backup-id", help="An ingest run (all its versions).")] = None,
-    fmt: Annotated[DescribeFormat, typer.Option("--format", "-f")] = DescribeFormat.text,
+    fmt: Annotated[DescribeFormat, typer.Option("--format", "-f", help="Output format.")] = DescribeFormat.text,
+    json_out: JsonOpt = False,
     s3_endpoint: S3EndpointOpt = None,
     s3_region: S3RegionOpt = None,
     access_log: AccessLogOpt = None,
@@ -136,6 +140,8 @@ def describe_cmd(
     from pipeline.custody.history import describe
 
     target = lake_from(lake, s3_endpoint, s3_region)
+    version = version if version is not None else version_short
+    fmt = DescribeFormat.json if json_out else fmt
     data = describe(target, version=version, backup_id=backup_id)
     described = [v["version"] for v in data.get("versions") or [data]]
     log_access("describe", target, access_log, table_version=max(described, default=None), backup_id=backup_id)
@@ -189,6 +195,7 @@ def validate_cmd(
         bool, typer.Option("--full", help="Re-check the whole chain, not only what is new since the verified point.")
     ] = False,
     fmt: FormatOpt = TextJson.text,
+    json_out: JsonOpt = False,
     s3_endpoint: S3EndpointOpt = None,
     s3_region: S3RegionOpt = None,
     sse: SseOpt = None,
@@ -208,7 +215,7 @@ def validate_cmd(
         fail(str(exc), USAGE if exit_code(exc, CUSTODY_CODES) == USAGE else NOT_CHECKED)
     except OSError as exc:  # a storage failure kbak has no better words for: still "not checked", never 1
         fail(f"could not check {lake_obj.uri}: {first_line(exc)}", NOT_CHECKED)
-    if fmt is TextJson.json:
+    if json_out or fmt is TextJson.json:
         emit_json(report.as_dict())
     else:
         verdict = "VALID" if report.valid else "INVALID"
@@ -316,7 +323,8 @@ def _status_text(r: dict) -> None:
 def report_cmd(
     lake: LakeOpt = "",
     period: Annotated[str, typer.Option("--period", help="The month to report on, YYYY-MM.")] = "",
-    fmt: Annotated[ReportFormat, typer.Option("--format", "-f")] = ReportFormat.md,
+    fmt: Annotated[ReportFormat, typer.Option("--format", "-f", help="md, html or json.")] = ReportFormat.md,
+    json_out: JsonOpt = False,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write here instead of stdout.")] = None,
     deep: Annotated[bool, typer.Option("--deep", help="Validate deeply (hash and decode every file).")] = False,
     s3_endpoint: S3EndpointOpt = None,
@@ -326,6 +334,7 @@ def report_cmd(
     """The monthly compliance report: coverage, gaps, validation, custody head, holds, accesses, chart."""
     from pipeline.custody import report as rp
 
+    fmt = ReportFormat.json if json_out else fmt
     rp.parse_period(period)  # bad periods and unwritable outputs fail before any work
     output = prepare_output(output)
     data = rp.build_report(lake_from(lake, s3_endpoint, s3_region), period, deep=deep, access_log=access_log)

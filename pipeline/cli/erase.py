@@ -48,6 +48,7 @@ def erase_cmd(
     sse_kms_key_id: SseKeyOpt = None,
 ) -> None:
     """Erase a data subject's records from every version of the archive, provably (GDPR Art. 17)."""
+    from pipeline.core.progress import plural
     from pipeline.erasure import erase, erase_status
 
     target = lake_from(lake, s3_endpoint, s3_region, sse, sse_kms_key_id)
@@ -61,7 +62,7 @@ def erase_cmd(
         for e in found["erasures"]:
             typer.echo(
                 f"request {e['request_id']}: version {e['version']}, {e['created_at']} by {e['created_by']}, "
-                f"{e['records_erased']} records ({e['reason']}): {e['state']}"
+                f"{plural(e['records_erased'], 'record')} ({e['reason']}): {e['state']}"
             )
         return
     out = erase(
@@ -79,13 +80,13 @@ def erase_cmd(
         emit_json(out)
         return
     verb = "would erase" if dry_run else "erased"
-    typer.echo(f"{verb} {out['records']} records (request {out['request_id']}) from {out['lake']}")
+    typer.echo(f"{verb} {plural(out['records'], 'record')} (request {out['request_id']}) from {out['lake']}")
     for part in out["partitions"]:
-        typer.echo(f"  {part['topic']}[{part['partition']}]: {part['records']} records")
+        typer.echo(f"  {part['topic']}[{part['partition']}]: {plural(part['records'], 'record')}")
     files = out["files_to_rewrite"]
     if out["records"]:
         typer.echo(f"  files rewritten: {files['current']} current, {files['historical']} only in older versions")
     for k in out["held_kept"]:
-        typer.echo(f"  kept {k['records']} records held by case {k['case']}")
+        typer.echo(f"  kept {plural(k['records'], 'record')} held by case {k['case']}")
     if not dry_run and out.get("version") is not None:
         typer.echo(f"  version {out['version']}; originals are deleted from storage by kbak vacuum")

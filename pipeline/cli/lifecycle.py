@@ -100,6 +100,7 @@ def retention_apply(
     sse_kms_key_id: SseKeyOpt = None,
 ) -> None:
     """Remove every (topic, date) past its policy (not under an open case hold); one commit."""
+    from pipeline.core.progress import plural
     from pipeline.lifecycle.retention import apply
 
     out = apply(lake_from(lake, s3_endpoint, s3_region, sse, sse_kms_key_id), dry_run, _now(now))
@@ -111,7 +112,8 @@ def retention_apply(
         return
     verb = "would remove" if dry_run else "removed"
     for p in out["partitions_removed"]:
-        typer.echo(f"{verb} {p['topic']} {p['date']}: {p['files']} files, {p['records']} records ({p['days']} days)")
+        what = f"{plural(p['files'], 'file')}, {plural(p['records'], 'record')} ({plural(p['days'], 'day')})"
+        typer.echo(f"{verb} {p['topic']} {p['date']}: {what}")
     for k in out["kept_for_cases"]:
         typer.echo(f"kept {k['topic']} {k['date']}: held by case {', '.join(k['cases'])}")
     if out["nothing_to_do"]:
@@ -138,6 +140,7 @@ def compact_cmd(
     sse_kms_key_id: SseKeyOpt = None,
 ) -> None:
     """Rewrite each (topic, date)'s small files into files near the target size; one commit per day."""
+    from pipeline.core.progress import plural
     from pipeline.lifecycle.compact import check_target, compact
 
     check_target(target_file_size)
@@ -157,7 +160,7 @@ def compact_cmd(
         else:
             typer.echo(
                 f"compacted {g['topic']} {g['date']}: {g['files_removed']} files -> {g['files_added']}, "
-                f"{g['records']} records, digest equal (version {g['version']})"
+                f"{plural(g['records'], 'record')}, digest equal (version {g['version']})"
             )
 
 
@@ -219,22 +222,12 @@ def lifecycle_cmd(
 
 
 def start_maintenance(opts, stop, rules: list, compact: bool, retention_apply: bool, interval: float):
-    """``kbak ingest``'s lifecycle side: write the config's retention rules, then (continuous) a checker thread."""
-    from pipeline.ingest.commit import ensure_table
-    from pipeline.lifecycle.maintenance import Maintenance, sync_policies
+    """``kbak ingest``'s lifecycle side (see ``pipeline.lifecycle.maintenance.start_for_ingest``)."""
+    from pipeline.lifecycle.maintenance import start_for_ingest
 
     if (compact or retention_apply) and opts.once:
         fail("--compact and --retention-apply run with continuous ingest (not --once)")
-    if rules:
-        ensure_table(opts.lake)
-        sync_policies(opts.lake, [r.model_dump() for r in rules])
-    if compact or retention_apply:
-        topics = "|".join(f"(?:{t})" for t in opts.topics)
-        worker = Maintenance(opts.lake, stop, compact=compact, retention_apply=retention_apply, topics=topics,
-                             target_file_size=opts.target_file_size, interval=interval, warn=_warn)  # fmt: skip
-        worker.start()
-        return worker
-    return None
+    return start_for_ingest(opts, stop, [r.model_dump() for r in rules], compact, retention_apply, interval, _warn)
 
 
 def _warn(message: str) -> None:

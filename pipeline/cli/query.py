@@ -9,6 +9,7 @@ import typer
 
 from pipeline.cli._app import (
     AccessLogOpt,
+    JsonOpt,
     LakeOpt,
     S3EndpointOpt,
     S3RegionOpt,
@@ -34,6 +35,7 @@ def query_cmd(
         str | None, typer.Option("--as-of", help="Table version (e.g. 12) or timestamp (e.g. 2024-10-01T00:00:00Z).")
     ] = None,
     fmt: Annotated[str, typer.Option("--format", "-f", help="table, csv, json, jsonl or parquet.")] = "table",
+    json_out: JsonOpt = False,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write to this file (streamed).")] = None,
     max_rows: Annotated[int, typer.Option("--max-rows", min=1, help="Rows shown by --format table.")] = 100,
     reader: Annotated[str | None, typer.Option("--reader", help="Force the table reader: delta_scan or arrow.")] = None,
@@ -55,6 +57,7 @@ def query_cmd(
     from pipeline.query.engine import connect, setup_sql, table_state
     from pipeline.query.export import write_result
     from pipeline.query.named import bind, check_sql_params, get_query, parse_assignments
+    fmt = "json" if json_out else fmt
 
     if list_:
         _print_list(queries)

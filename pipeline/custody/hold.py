@@ -13,7 +13,6 @@ import functools
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime, timedelta
-from typing import TYPE_CHECKING
 
 from pipeline.core.errors import KbakError, UsageError
 from pipeline.core.errors import aws_code as _code
@@ -21,9 +20,6 @@ from pipeline.core.errors import aws_message as _msg
 from pipeline.core.storage import Lake, storage_error
 from pipeline.custody.manifest import STAGED_DIR, checkpoint_path, log_path, manifest_path
 from pipeline.custody.verified import POINT
-
-if TYPE_CHECKING:
-    from pipeline.ingest.commit import CommitResult
 
 MODES = ("GOVERNANCE", "COMPLIANCE")
 THREADS = 16
@@ -64,10 +60,6 @@ def lock_configuration(lake: Lake, client=None) -> dict:
         )
     _LOCK_CONFIG[key] = conf
     return conf
-
-
-def _key(lake: Lake, rel: str) -> str:
-    return f"{lake.prefix}/{rel}" if lake.prefix else rel
 
 
 def table_objects(lake: Lake) -> list[str]:
@@ -119,7 +111,7 @@ def set_legal_hold(lake: Lake, objects: list[str], on: bool) -> None:
 
     def one(rel: str) -> None:
         try:
-            client.put_object_legal_hold(Bucket=lake.bucket, Key=_key(lake, rel), LegalHold={"Status": status})
+            client.put_object_legal_hold(Bucket=lake.bucket, Key=lake.key(rel), LegalHold={"Status": status})
         except Exception as exc:
             raise KbakError(f"cannot set legal hold {status} on {rel}: {_msg(exc)}") from None
 
@@ -165,16 +157,16 @@ def _client(lake: Lake):
     return lake.boto3_client()
 
 
-def lock_commit(lake: Lake, commit_result: CommitResult, days: int) -> int:
-    """Retain what one commit wrote (data files, log entry, manifest, checkpoint) for ``days`` days."""
-    if commit_result.version is None:
+def lock_commit(lake: Lake, version: int | None, data_files: list[str], days: int) -> int:
+    """Retain what one commit wrote (its data files, log entry, manifest, checkpoint) for ``days`` days."""
+    if version is None:
         return 0
     client = _client(lake)  # called after every commit of a long-running ingest: one client per lake
     conf = lock_configuration(lake, client)
     mode = conf.get("Rule", {}).get("DefaultRetention", {}).get("Mode", "GOVERNANCE")
     until = datetime.now(UTC) + timedelta(days=days)
-    v = commit_result.version
-    rels = [f.path for f in commit_result.files] + [log_path(v), manifest_path(v)]
+    v = version
+    rels = [*data_files, log_path(v), manifest_path(v)]
     if lake.exists(checkpoint_path(v)):
         rels.append(checkpoint_path(v))
     _pool(lambda rel: _put_retention(client, lake, rel, mode, until), rels)
@@ -205,7 +197,7 @@ def _aware(dt: datetime) -> datetime:
 def _put_retention(client, lake: Lake, rel: str, mode: str, until: datetime) -> None:
     try:
         client.put_object_retention(
-            Bucket=lake.bucket, Key=_key(lake, rel), Retention={"Mode": mode, "RetainUntilDate": until}
+            Bucket=lake.bucket, Key=lake.key(rel), Retention={"Mode": mode, "RetainUntilDate": until}
         )
     except Exception as exc:
         raise KbakError(f"cannot hold {rel} until {until.date()} ({mode}): {_msg(exc)}") from None
@@ -214,7 +206,7 @@ def _put_retention(client, lake: Lake, rel: str, mode: str, until: datetime) -> 
 def _head(client, lake: Lake, rel: str) -> dict:
     """Retention and legal hold of an object's current version (HeadObject carries both)."""
     try:
-        h = client.head_object(Bucket=lake.bucket, Key=_key(lake, rel))
+        h = client.head_object(Bucket=lake.bucket, Key=lake.key(rel))
     except Exception as exc:
         raise KbakError(f"cannot read the lock state of {rel}: {_msg(exc)}") from None
     until = h.get("ObjectLockRetainUntilDate")

@@ -14,6 +14,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from pipeline.core.errors import first_line
 from pipeline.core.ranges import partition_ranges
 from pipeline.core.schema import FILE_SCHEMA, same_type
 from pipeline.core.storage import Lake, storage_error
@@ -54,7 +55,7 @@ def scan_file(lake: Lake, path: str) -> FileScan:
         # Decode every column of every row group (a corrupt page fails here), one batch at a time.
         kept = [batch.select(list(KEPT)) for batch in pf.iter_batches(batch_size=ROWS_PER_BATCH, use_threads=False)]
     except Exception as exc:  # pyarrow raises several types for corrupt files
-        scan.error = f"not readable as Parquet: {_line(exc)}"
+        scan.error = f"not readable as Parquet: {first_line(exc, 200)}"
         return scan
     table = pa.Table.from_batches(kept, schema=pa.schema([pf.schema_arrow.field(n) for n in KEPT]))
     scan.rows = table.num_rows
@@ -227,6 +228,3 @@ def explain_gap(first: int, last: int, recorded: list[dict]) -> dict:
         return {"recorded": True, "reason": ",".join(reasons) or "recorded"}
     return {"recorded": False, "reason": "unexplained"}
 
-
-def _line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]

@@ -17,7 +17,7 @@ from datetime import UTC, date, datetime
 import numpy as np
 import pyarrow as pa
 
-from pipeline.core.errors import KbakError, UsageError
+from pipeline.core.errors import KbakError, UsageError, first_line
 from pipeline.core.storage import Lake, StorageAccessError
 from pipeline.core.table import open_table
 from pipeline.custody import verified
@@ -375,7 +375,7 @@ def _check_files(
     except StorageAccessError:
         raise  # could not check: not a finding about the archive
     except Exception as exc:
-        add(Finding(Check.DELTA_LOG_READABLE, "_delta_log", f"the Delta table does not load: {_line(exc)}"))
+        add(Finding(Check.DELTA_LOG_READABLE, "_delta_log", f"the Delta table does not load: {first_line(exc, 200)}"))
         return []
     snapshot = {r["path"]: r for r in actions.to_pylist()}
     run_versions = {r.version for r in chain if r.manifest_body.backup_id == backup_id} if backup_id else None
@@ -640,6 +640,3 @@ def _fmt(r: dict | None) -> str:
         return "nothing"
     return f"{r['records']} records, offsets {r['first_offset']}..{r['last_offset']}"
 
-
-def _line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]

@@ -87,5 +87,5 @@ class Committer(threading.Thread):
         if self.object_lock_days and res.version is not None:
             from pipeline.custody.hold import lock_commit
 
-            lock_commit(self.lake, res, self.object_lock_days)
+            lock_commit(self.lake, res.version, [f.path for f in res.files], self.object_lock_days)
         return res

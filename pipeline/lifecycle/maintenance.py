@@ -1,8 +1,9 @@
 """Lifecycle work a continuous ingest does on the side: retention once a day, compaction of closed days.
 
-``kbak ingest --retention-apply --compact`` runs this in a thread next to the ingest loop (the CLI wires
-it; ingest itself knows nothing of it). Both are ordinary kbak commits, safe next to ingest's own: they
-carry no application transactions and delta-rs rebases them around ingest commits.
+``kbak ingest --retention-apply --compact`` runs this in a thread next to the ingest loop
+(``start_for_ingest``; the ingest loop itself knows nothing of it). Both are ordinary kbak commits,
+safe next to ingest's own: they carry no application transactions and delta-rs rebases them around
+ingest commits.
 
 - Retention: ``retention.apply`` at the first check of each UTC day (policies from the lake, where the
   ingest YAML's ``retention:`` section was written at start).
@@ -98,3 +99,35 @@ class Maintenance(threading.Thread):
             fn(now)
         except Exception as exc:  # reported, retried at the next check; the ingest goes on
             self.warn(f"{what} failed (retried at the next check): {' '.join(str(exc).split())[:300]}")
+
+
+def start_for_ingest(
+    opts,
+    stop: threading.Event,
+    rules: list[dict],
+    compact: bool,
+    retention_apply: bool,
+    interval: float,
+    warn: Callable[[str], None] = log.warning,
+) -> Maintenance | None:
+    """Before an ingest (``opts``: its IngestOptions): write its config's retention rules, then start the checker.
+
+    Kafka is asked first (TLS, SASL, reachability, within ``connect_timeout_s``), so a run that cannot
+    read its source fails before anything is written to the lake, as ingest itself does.
+    """
+    if not (rules or compact or retention_apply):
+        return None
+    from pipeline.core.kafka import client_config, cluster_metadata
+    from pipeline.ingest.commit import ensure_table
+
+    cluster_metadata(client_config(opts.bootstrap_servers, opts.kafka_settings), timeout=opts.connect_timeout_s)
+    if rules:
+        ensure_table(opts.lake)
+        sync_policies(opts.lake, rules)
+    if not (compact or retention_apply):
+        return None
+    topics = "|".join(f"(?:{t})" for t in opts.topics)
+    worker = Maintenance(opts.lake, stop, compact=compact, retention_apply=retention_apply, topics=topics,
+                         target_file_size=opts.target_file_size, interval=interval, warn=warn)  # fmt: skip
+    worker.start()
+    return worker

@@ -179,3 +179,16 @@ def test_compact_and_retention_apply_need_continuous_ingest(kafka, tmp_path, top
                     "--compact")  # fmt: skip
     assert proc.returncode == 1 and "continuous" in proc.stderr and proc.stderr.count("\n") == 1
     assert not (tmp_path / "lake").exists()
+
+
+def test_yaml_retention_is_not_written_when_kafka_cannot_be_read(tmp_path):
+    """The lifecycle side asks Kafka first, like ingest: an unreachable source leaves no lake behind."""
+    lake = tmp_path / "lake"
+    config = tmp_path / "backup.yaml"
+    config.write_text(
+        "mode: backup\nsource:\n  bootstrap_servers: ['127.0.0.1:1']\n  topics:\n    include: ['a']\n"
+        f"storage:\n  backend: filesystem\n  path: {lake}\nretention:\n  - topics: 'a'\n    days: 30\n"
+    )
+    proc = run_kbak("ingest", "--config", str(config), "--once", "--connect-timeout", "2")
+    assert proc.returncode == 1 and proc.stderr.count("kbak: error:") == 1, proc.stderr
+    assert not lake.exists()
