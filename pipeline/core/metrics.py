@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
 
+from pipeline.core.errors import KbakError, UsageError
+
 
 class IngestMetrics:
     """One registry per run, so tests and notebooks can run several ingests in one process."""
@@ -30,6 +32,14 @@ class IngestMetrics:
         )
 
     def serve(self, port: int, addr: str = "0.0.0.0") -> int:
-        """Start the /metrics endpoint; returns the bound port (useful with port 0)."""
-        server, _thread = start_http_server(port, addr=addr, registry=self.registry)
+        """Start the /metrics endpoint; returns the bound port (useful with port 0).
+
+        A port out of range or taken is a one-line error before the run starts.
+        """
+        if not 0 <= port <= 65535:
+            raise UsageError(f"--metrics-port {port} is not a TCP port (0-65535)")
+        try:
+            server, _thread = start_http_server(port, addr=addr, registry=self.registry)
+        except OSError as exc:
+            raise KbakError(f"--metrics-port {port}: cannot listen on {addr}:{port}: {exc.strerror or exc}") from None
         return server.server_port

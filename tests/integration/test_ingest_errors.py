@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import time
 
 import pyarrow as pa
@@ -78,6 +79,25 @@ def test_unset_environment_variable_in_config(tmp_path):
 def test_bad_flag_value_exits_as_usage_error(tmp_path):
     proc = run_kbak("ingest", "-b", "x:1", "--topics", "a", "--lake", str(tmp_path), "--compression-level", "99")
     assert proc.returncode == 2
+
+
+@pytest.mark.parametrize("port_kind", ["taken", "out_of_range"])
+def test_metrics_port_taken_or_out_of_range_is_one_line(kafka, tmp_path, topic_name, port_kind):
+    """A --metrics-port another process holds (or no port at all) was a traceback."""
+    topic = topic_name("metricsport")
+    create_topics(kafka.bootstrap, {topic: 1})
+    holder = socket.socket()
+    holder.bind(("0.0.0.0", 0))
+    holder.listen()
+    port = str(holder.getsockname()[1]) if port_kind == "taken" else "99999"
+    lake = tmp_path / "lake"
+    with holder:
+        proc = run_kbak(
+            "ingest", "-b", kafka.bootstrap, "--topics", topic, "--lake", str(lake), "--once", "--metrics-port", port
+        )
+    assert one_line_error(proc).startswith(f"kbak: error: --metrics-port {port}")
+    assert proc.returncode == (1 if port_kind == "taken" else 2)
+    assert not lake.exists()
 
 
 def test_unwritable_lake(kafka, tmp_path, topic_name):
