@@ -97,6 +97,9 @@ def _load_as_of(dt: DeltaTable, version: int | str, lake: Lake) -> None:
     """A version number, or a time in any form ``parse_time`` takes (the newest version at that time)."""
     text = str(version).strip()
     if text.isdigit():
+        newest = dt.version()
+        if int(text) > newest:
+            raise KbakError(f"{lake.uri} has no version {text!r}: the newest is {newest}")
         try:
             dt.load_as_version(int(text))
         except Exception as exc:  # deltalake raises several types for "no such version"

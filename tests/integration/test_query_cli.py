@@ -259,7 +259,7 @@ def test_lake_that_is_not_a_kbak_table(tmp_path):
 
 
 def test_version_that_does_not_exist(lake):
-    fails(kbak_query("topic_inventory", "--lake", lake[0], "--as-of", "999"), "has no version '999'")
+    fails(kbak_query("topic_inventory", "--lake", lake[0], "--as-of", "999"), "has no version '999': the newest is")
     fails(kbak_query("topic_inventory", "--lake", lake[0], "--as-of", "1999-01-01T00:00:00Z"), "has no version")
 
 
