@@ -28,13 +28,13 @@ import contextlib
 import hashlib
 import json
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Protocol
 
 from deltalake import DeltaTable
 
 from pipeline.core.storage import Lake
+from pipeline.core.timefmt import iso_ms, now_iso
 
 MANIFEST_DIR = "_kbak/custody"
 STAGED_DIR = f"{MANIFEST_DIR}/staged"
@@ -186,7 +186,7 @@ def ingest_body(
     return ManifestBody(
         operation=Operation.INGEST,
         backup_id=backup_id,
-        created_at=datetime.now(UTC).isoformat(timespec="milliseconds"),
+        created_at=now_iso(),
         created_by=created_by,
         source_cluster=source_cluster,
         files_added=[FileEntry.of(f) for f in files],
@@ -389,7 +389,7 @@ def _body_from_log(lake: Lake, actions: list[dict], info: dict, missing_staged: 
     return ManifestBody(
         operation=info.get(InfoKey.OPERATION) or info.get("operation", "UNKNOWN"),
         backup_id=info.get(InfoKey.BACKUP_ID),
-        created_at=_iso_ms(info.get("timestamp")),
+        created_at=iso_ms(info.get("timestamp")),
         created_by=info.get(InfoKey.CREATED_BY) or info.get("engineInfo") or info.get("clientVersion"),
         source_cluster=info.get(InfoKey.SOURCE_CLUSTER),
         files_added=added,
@@ -411,10 +411,6 @@ def _parquet_rows(data: bytes) -> int | None:
         return None
 
 
-def _iso_ms(epoch_ms: int | None) -> str | None:
-    if epoch_ms is None:
-        return None
-    return datetime.fromtimestamp(epoch_ms / 1000, UTC).isoformat(timespec="milliseconds")
 
 
 def _unquote(path: str) -> str:

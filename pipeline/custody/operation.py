@@ -12,7 +12,6 @@ import getpass
 import socket
 import time
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
 
 import pyarrow as pa
 from deltalake import CommitProperties, DeltaTable
@@ -23,6 +22,7 @@ from pipeline import __version__
 from pipeline.core.errors import CommitConflictError, KbakError, StorageError, first_line
 from pipeline.core.schema import PARTITION_COLUMNS, RECORD_SCHEMA
 from pipeline.core.storage import Lake
+from pipeline.core.timefmt import now_iso
 from pipeline.custody.manifest import BODY_DIGEST_KEY, InfoKey, log_path, seal, stage, staged_path
 
 
@@ -62,7 +62,7 @@ def commit_operation(
     A conflicting concurrent commit (ingest appending meanwhile) is retried by delta-rs; a storage
     error is retried here with backoff, then raised as one line.
     """
-    body = {"operation": operation, "created_at": _now_iso(), "created_by": created_by(), **body}
+    body = {"operation": operation, "created_at": now_iso(), "created_by": created_by(), **body}
     digest = stage(lake, body)
     meta = {
         InfoKey.OPERATION: operation,
@@ -137,6 +137,3 @@ def find_committed_version(lake: Lake, dt: DeltaTable, read_version: int, digest
         version += 1
     raise KbakError(f"committed to {lake.uri} but cannot find the commit (manifest {digest}) in the log")
 
-
-def _now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pipeline.core.errors import KbakError
 from pipeline.core.parsing import parse_key
 from pipeline.core.subject import HEADER, JSON_FIELD, KEY, selector_hmac
+from pipeline.query.engine import sql_literal
 
 
 @dataclass(frozen=True)
@@ -30,12 +31,12 @@ class Selector:
         if self.kind == JSON_FIELD:
             # field(): JSON values, and Avro/Protobuf/JSON Schema payloads the lake's kept schemas decode
             # (``pipeline.query.decoding``); may_hold() skips decoding payloads that cannot hold the value.
-            value, name = _text(self.value.decode()), _text(self.name)
+            value, name = sql_literal(self.value.decode()), sql_literal(self.name)
             return (
                 f"CASE WHEN is_framed(value) THEN may_hold(value, {value}) AND field(value, {name}) = {value} "
                 f"ELSE json_field(value, {name}) = {value} END"
             )
-        return f"len(list_filter(headers, lambda h: h.key = {_text(self.name)} AND h.value = {blob})) > 0"
+        return f"len(list_filter(headers, lambda h: h.key = {sql_literal(self.name)} AND h.value = {blob})) > 0"
 
 
 def parse_selectors(keys: list[str], json_fields: list[str], headers: list[str]) -> list[Selector]:
@@ -54,6 +55,3 @@ def _redacted(text: str) -> str:
     """Errors never echo a subject's identifier in full (terminals and CI logs are kept too)."""
     return repr(text[:2] + "…") if len(text) > 2 else repr(text)
 
-
-def _text(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"

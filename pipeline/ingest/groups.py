@@ -16,6 +16,7 @@ from confluent_kafka.admin import AdminClient
 
 from pipeline.core.errors import KbakError
 from pipeline.core.storage import Lake
+from pipeline.core.timefmt import iso_ms
 
 GROUPS_DIR = "_kbak/groups"
 TIMEOUT_S = 30.0
@@ -46,7 +47,7 @@ def snapshot_groups(
         raise KbakError(f"cannot read consumer group offsets from {conf.get('bootstrap.servers')}: {detail}") from None
     read_at = datetime.now(UTC)
     snapshot = {
-        "read_at": read_at.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        "read_at": iso_ms(int(read_at.timestamp() * 1000)),
         "source_cluster": cluster,
         "backup_id": backup_id,
         "topics": sorted(wanted),

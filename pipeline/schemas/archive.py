@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 
 import pyarrow.compute as pc
 
 from pipeline.core.errors import KbakError
 from pipeline.core.storage import Lake
 from pipeline.core.table import open_table
+from pipeline.core.timefmt import now_iso
 from pipeline.schemas.store import TYPES, KeptSchema, Reference
 
 DEFAULT_TOPIC = "_schemas"
@@ -51,7 +51,7 @@ class ArchiveScan:
         first: dict[int, Registration] = {}
         for r in self.registrations:
             first.setdefault(r.id, r)
-        now = datetime.now(UTC).isoformat(timespec="milliseconds")
+        now = now_iso()
         out = []
         for r in first.values():
             refs = tuple(

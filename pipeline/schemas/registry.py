@@ -13,9 +13,9 @@ import base64
 import binascii
 import contextlib
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 from pipeline.core.errors import KbakError, first_line
+from pipeline.core.timefmt import now_iso
 from pipeline.schemas.store import KeptSchema, Reference
 
 NOT_FOUND_CODES = {40403, 40401, 40402}  # schema, subject, version not found
@@ -123,7 +123,7 @@ class RegistryReader:
                 subject=subject,
                 version=version,
                 source=f"registry {self.options.display}",
-                kept_at=datetime.now(UTC).isoformat(timespec="milliseconds"),
+                kept_at=now_iso(),
                 extra=extra,
             )
         )
