@@ -41,7 +41,7 @@ from pipeline.core.errors import KbakError, NotAnArchiveError, first_line
 
 # kbak validate's exit codes (documented in docs/custody.md)
 VALID, INVALID, USAGE, NOT_CHECKED = 0, 1, 2, 3
-# The custody commands call a missing archive a usage error (the --lake argument is wrong).
+# list, describe, validate and report call a missing archive a usage error (the --lake argument is wrong).
 CUSTODY_CODES = {NotAnArchiveError: USAGE}
 
 
@@ -243,7 +243,7 @@ def validate_cmd(
 
 
 @app.command("hold")
-@friendly(codes=CUSTODY_CODES)
+@friendly  # exit 1 for a missing archive, like erase (the case-hold commands document 1)
 def hold_cmd(
     lake: LakeOpt = "",
     until: Annotated[
