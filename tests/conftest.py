@@ -9,6 +9,7 @@ S3: a moto server subprocess per session.
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,18 +82,21 @@ class TwoRuns:
 
 
 @pytest.fixture(scope="session")
-def two_run_lake(kafka, tmp_path_factory) -> TwoRuns:
-    """Two ``kbak ingest --once`` runs of one 3-partition topic (versions 1 and 2); read-only, copy to change."""
+def _two_runs_built(kafka, tmp_path_factory) -> TwoRuns:
     lake = tmp_path_factory.mktemp("two-runs") / "lake"
     topic = f"custody-{uuid.uuid4().hex[:8]}"
     first, second = two_runs(kafka, topic, str(lake))
     return TwoRuns(lake, topic, first, second)
 
 
-@pytest.fixture(scope="session")
-def schema_lake(kafka, tmp_path_factory):
-    """Avro, Protobuf, JSON Schema and plain JSON topics archived with and without
-    ``--schema-registry``; the fixture registry is stopped before any test reads them."""
-    from support import schema_lake as builder
+@pytest.fixture()
+def two_run_lake(_two_runs_built, tmp_path) -> TwoRuns:
+    """Two ``kbak ingest --once`` runs of one 3-partition topic (versions 1 and 2), built once per session.
 
-    return builder.build(kafka.bootstrap, str(tmp_path_factory.mktemp("schemas")))
+    Each test gets its own copy: even reading commands write to a lake (``kbak validate`` leaves a
+    verified point), and one test's point must not vouch for another test's tampering.
+    """
+    built = _two_runs_built
+    lake = tmp_path / "two-runs-lake"
+    shutil.copytree(built.lake, lake)
+    return TwoRuns(lake, built.topic, built.first, built.second)

@@ -332,7 +332,8 @@ class Lake:
             return
         if self.s3.sse:  # pyarrow cannot ask for SSE-KMS: boto3 sends the encryption headers
             key = self.key(relative)
-            self._put_client.put_object(Bucket=self.bucket, Key=key, Body=data, **self.s3.put_object_args())
+            body = data if isinstance(data, bytes) else bytes(data)  # boto3 takes bytes, not a memoryview
+            self._put_client.put_object(Bucket=self.bucket, Key=key, Body=body, **self.s3.put_object_args())
             return
         with self.fs.open_output_stream(full) as out:
             out.write(data)

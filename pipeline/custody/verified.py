@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 
+from pipeline.core.errors import StorageError
 from pipeline.core.storage import Lake
 from pipeline.custody.chain import VersionRecord, load_chain, log_versions
 from pipeline.custody.manifest import canonical_json, manifest_path, sealed_versions, sha256_hex
@@ -68,7 +69,7 @@ def save(lake: Lake, point: VerifiedPoint) -> bool:
     data = {"format": FORMAT, **doc, "sha256": sha256_hex(canonical_json(doc))}
     try:
         lake.write_bytes(POINT, canonical_json(data))
-    except OSError:
+    except (OSError, StorageError):  # StorageError: the storage layer's one kind for a refused write
         return False
     return True
 
