@@ -100,3 +100,12 @@ def two_run_lake(_two_runs_built, tmp_path) -> TwoRuns:
     lake = tmp_path / "two-runs-lake"
     shutil.copytree(built.lake, lake)
     return TwoRuns(lake, built.topic, built.first, built.second)
+
+
+@pytest.fixture(scope="session")
+def schema_lake(kafka, tmp_path_factory):
+    """Avro, Protobuf, JSON Schema and plain JSON topics archived with and without
+    ``--schema-registry``; the fixture registry is stopped before any test reads them."""
+    from support import schema_lake as builder
+
+    return builder.build(kafka.bootstrap, str(tmp_path_factory.mktemp("schemas")))
