@@ -131,15 +131,7 @@ class LocalS3(_Server):
         import json
         import urllib.request
 
-        import boto3
-
-        iam = boto3.client(
-            "iam",
-            endpoint_url=self.endpoint,
-            region_name=self.region,
-            aws_access_key_id=self.access_key,
-            aws_secret_access_key=self.secret_key,
-        )
+        iam = self.client("iam")
         iam.create_user(UserName="kbak")
         policy = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}
         iam.put_user_policy(UserName="kbak", PolicyName="all", PolicyDocument=json.dumps(policy))
@@ -158,11 +150,12 @@ class LocalS3(_Server):
             "AWS_ENDPOINT_URL": self.endpoint,
         }
 
-    def client(self):
+    def client(self, service: str = "s3"):
+        """A boto3 client of this server (S3, or another service moto serves: iam, kms, ...)."""
         import boto3
 
         return boto3.client(
-            "s3",
+            service,
             endpoint_url=self.endpoint,
             region_name=self.region,
             aws_access_key_id=self.access_key,

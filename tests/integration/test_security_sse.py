@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 
-import boto3
 import yaml
 from support.kbak_testing import one_line_error, produce, run_json, run_kbak
 
@@ -17,14 +16,7 @@ from pipeline.dev.sample import create_topics
 
 
 def kms_key(s3) -> dict:
-    kms = boto3.client(
-        "kms",
-        endpoint_url=s3.endpoint,
-        region_name=s3.region,
-        aws_access_key_id=s3.access_key,
-        aws_secret_access_key=s3.secret_key,
-    )
-    return kms.create_key(Description="kbak archive")["KeyMetadata"]
+    return s3.client("kms").create_key(Description="kbak archive")["KeyMetadata"]
 
 
 def heads(s3, bucket: str) -> dict[str, dict]:
