@@ -6,7 +6,7 @@ import json
 from datetime import timedelta
 
 import pyarrow as pa
-from deltalake import DeltaTable
+from deltalake import DeltaTable, PostCommitHookProperties
 from deltalake.exceptions import TableNotFoundError
 
 from pipeline.core.errors import KbakError, NotAnArchiveError, first_line
@@ -31,6 +31,14 @@ TABLE_CONFIGURATION: dict[str, str] = {
     "delta.checkpointInterval": "10",
     "delta.dataSkippingStatsColumns": "partition,offset,timestamp,timestamp_type,source_cluster,ingested_at",
 }
+
+
+# The frequent commits (ingest, every flush) skip delta-rs's expired-log cleanup: it lists and stats
+# every entry of ``_delta_log/`` after each commit, a cost that grows with every version, and with the
+# seven-year log retention it has nothing to remove for seven years. kbak's own operations (compact,
+# retention, vacuum: daily at most) keep the table's default, so expired entries still go.
+# Checkpoints stay on (every ``delta.checkpointInterval`` versions): they keep each reader's log replay short.
+FREQUENT_COMMIT_HOOKS = PostCommitHookProperties(create_checkpoint=True, cleanup_expired_logs=False)
 
 
 def app_id(source_cluster: str, topic: str, partition: int) -> str:

@@ -29,7 +29,7 @@ from pipeline.core.errors import CommitConflictError, KbakError, first_line
 from pipeline.core.ranges import partition_ranges
 from pipeline.core.schema import PARTITION_COLUMNS, RECORD_SCHEMA, TP
 from pipeline.core.storage import Lake
-from pipeline.core.table import TABLE_CONFIGURATION, app_id, open_table
+from pipeline.core.table import FREQUENT_COMMIT_HOOKS, TABLE_CONFIGURATION, app_id, open_table
 from pipeline.custody.manifest import InfoKey, Operation, ingest_body
 from pipeline.custody.operation import created_by, find_committed_version
 from pipeline.ingest.batch import without_partitions
@@ -142,6 +142,7 @@ def commit_records(
                     commit_properties=CommitProperties(
                         custom_metadata=meta, app_transactions=txns, max_commit_retries=10
                     ),
+                    post_commithook_properties=FREQUENT_COMMIT_HOOKS,
                 )
             _fault("after-commit")
             with profile.stage("seal"):

@@ -5,13 +5,14 @@ path (``pipeline.ingest.commit.commit_records``: fence, write, stage, commit wit
 seal), each commit 25 records of one topic with 3 partitions, 30 s of record time apart, as a
 continuous ingest worker makes them. Measured:
 
-- per-commit time (mean of the 100 commits before) at 1k, 5k, 20k versions (those reached);
+- per-commit time (mean of the 100 commits before) at 1k, 2k, 5k, 10k, 20k versions (those reached);
 - the real CLI, process start included (median of 3 runs): ``kbak query`` of a selective query (one partition, 50
   offsets of one day) to its first (and only) result, ``kbak list`` and ``kbak validate --full`` with no
   verified point, then (100 commits later) ``kbak validate`` and ``kbak list`` from the verified point;
 - the same, and the per-commit time, after ``kbak compact``.
 
-Knobs (env): KBAK_BENCH_AGING_VERSIONS, KBAK_BENCH_DIR (where the lake is built; removed afterwards).
+Knobs (env): KBAK_BENCH_AGING_VERSIONS, KBAK_BENCH_DIR (where the lake is built; removed afterwards
+unless KBAK_BENCH_KEEP=1).
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ PARTITIONS = 3
 PER_COMMIT = 25
 CLUSTER = "bench-cluster"
 START = datetime(2024, 1, 1, tzinfo=UTC)
-MARKS = (1_000, 5_000, 20_000)
+MARKS = (1_000, 2_000, 5_000, 10_000, 20_000)
 KBAK = str(Path(sys.executable).parent / "kbak")
 
 
@@ -163,7 +164,10 @@ def main() -> None:
     extra = _commit_many(lake, dt, dt.version(), 100, state)
     print(f"  per-commit time after compaction: {1000 * sum(extra) / len(extra):.1f} ms", flush=True)
     print(f"  selective query speed-up from compaction: {before['query_s'] / after['query_s']:.1f}x", flush=True)
-    shutil.rmtree(path, ignore_errors=True)
+    if os.environ.get("KBAK_BENCH_KEEP") == "1":
+        print(f"  kept the lake at {path}", flush=True)
+    else:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 if __name__ == "__main__":
