@@ -6,17 +6,19 @@ seal), each commit 25 records of one topic with 3 partitions, 30 s of record tim
 continuous ingest worker makes them. Measured:
 
 - per-commit time (mean of the 100 commits before) at 1k, 2k, 5k, 10k, 20k versions (those reached);
-- the real CLI, process start included (median of 3 runs): ``kbak query`` of a selective query (one partition, 50
-  offsets of one day) to its first (and only) result, ``kbak list`` and ``kbak validate --full`` with no
-  verified point, then (100 commits later) ``kbak validate`` and ``kbak list`` from the verified point;
+- the real CLI, process start included (median of 3 runs): ``kbak query`` of a selective query (one
+  partition, 51 offsets of one day; checked to find them), and the same through the Python API;
+  ``kbak list`` and ``kbak validate --full`` with no verified point, then (100 commits later)
+  ``kbak validate`` and ``kbak list`` from the verified point;
 - the same, and the per-commit time, after ``kbak compact``.
 
 Knobs (env): KBAK_BENCH_AGING_VERSIONS, KBAK_BENCH_DIR (where the lake is built; removed afterwards
-unless KBAK_BENCH_KEEP=1).
+unless KBAK_BENCH_KEEP=1, which also keeps a copy from before compaction).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import statistics
@@ -118,28 +120,61 @@ def _cli(*args: str, runs: int = 1) -> float:
     return statistics.median(times)
 
 
-def measure(lake: Lake, state: dict, label: str) -> dict:
-    """Query, list and validate with no verified point; then, 100 commits later, from the point."""
-    day = (START + timedelta(days=2)).date().isoformat()
-    lo = int(state["next_offset"][1] // 2)
+def selective_query(state: dict) -> tuple[str, int]:
+    """The selective query (51 offsets of partition 1, in the day of the middle commit) and its row count."""
+    per_commit = int(np.count_nonzero(np.arange(PER_COMMIT) % PARTITIONS == 1))
+    middle = int(state["next_offset"][1] // per_commit) // 2  # a commit in the middle of the stream
+    day = (START + timedelta(seconds=30 * middle)).date().isoformat()
+    lo = middle * per_commit  # partition 1's first offset in that commit
     sql = (
         f'select "offset", key from records where "date" = DATE \'{day}\' and "partition" = 1 '
         f'and "offset" between {lo} and {lo + 50}'
     )
+    return sql, 51
+
+
+def _rows(*args: str) -> int:
+    """How many rows ``kbak query ... -f json`` returned (the benchmark checks its query finds them)."""
+    proc = subprocess.run([KBAK, *args], capture_output=True, text=True, check=True)
+    return len(json.loads(proc.stdout))
+
+
+def _in_process(lake: Lake, sql: str, runs: int) -> float:
+    """The same query through the Python API (``engine.connect`` + the SQL): no process start, no imports."""
+    from pipeline.query.engine import connect
+
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        con = connect(lake, audit=False)
+        con.execute(sql).fetchall()
+        times.append(time.perf_counter() - t0)
+        con.close()
+    return statistics.median(times)
+
+
+def measure(lake: Lake, state: dict, label: str) -> dict:
+    """Query, list and validate with no verified point; then, 100 commits later, from the point."""
+    sql, want = selective_query(state)
     Path(lake.uri, POINT).unlink(missing_ok=True)
     out = {
         "label": label,
         "files": len(DeltaTable(lake.uri).file_uris()),
+        "query_rows": _rows("query", "--lake", lake.uri, "--sql", sql, "-f", "json"),
         "query_s": _cli("query", "--lake", lake.uri, "--sql", sql, "-f", "json", runs=3),
+        "query_api_s": _in_process(lake, sql, runs=3),
         "list_full_s": _cli("list", "--lake", lake.uri, "--format", "json", runs=3),
         "validate_full_s": _cli("validate", "--lake", lake.uri, "--full", "--format", "json", runs=3),
     }
+    if out["query_rows"] != want:
+        raise RuntimeError(f"the selective query found {out['query_rows']} rows, not {want}: {sql}")
     dt = DeltaTable(lake.uri)
     _commit_many(lake, dt, dt.version(), 100, state)  # what continuous ingest adds meanwhile
     out["validate_s"] = _cli("validate", "--lake", lake.uri, "--format", "json")  # from the point on
     out["list_s"] = _cli("list", "--lake", lake.uri, "--format", "json", runs=3)
     print(
-        f"  {label}: {out['files']:,} files; query {out['query_s']:.2f} s; list {out['list_full_s']:.2f} s, "
+        f"  {label}: {out['files']:,} files; query {out['query_s']:.2f} s (API {out['query_api_s']:.2f} s); "
+        f"list {out['list_full_s']:.2f} s, "
         f"from the verified point {out['list_s']:.2f} s; validate --full {out['validate_full_s']:.2f} s, "
         f"100 commits later from the verified point {out['validate_s']:.2f} s",
         flush=True,
@@ -156,6 +191,8 @@ def main() -> None:
     for mark, ms in sorted(per_commit.items()):
         print(f"  per-commit time at {mark:,} versions: {ms:.1f} ms", flush=True)
     before = measure(lake, state, "before compaction")
+    if os.environ.get("KBAK_BENCH_KEEP") == "1":
+        shutil.copytree(path, f"{path}-before-compact")
     t0 = time.perf_counter()
     _cli("compact", "--lake", lake.uri)
     print(f"  kbak compact: {time.perf_counter() - t0:.1f} s", flush=True)
