@@ -87,6 +87,7 @@ def connect(
     *,
     audit: bool = True,
     decode: bool = False,
+    gaps: bool = True,
 ) -> duckdb.DuckDBPyConnection:
     """A DuckDB connection whose ``records`` view is the archive (as of a version or time).
 
@@ -94,7 +95,9 @@ def connect(
     which lake, version and reader it uses, and the decoding functions over the kept schemas
     (``decoding.py``; ``decode`` makes the named queries print decoded payloads). With an access log
     configured (``KBAK_ACCESS_LOG``), the connection is recorded there; ``audit=False`` is for
-    callers that record a richer entry.
+    callers that record a richer entry. ``gaps=False`` leaves out the ``kbak_recorded_gaps`` view: making
+    it lists every custody manifest (a cost that grows with every version), so a caller that knows its
+    SQL does not name it (``uses_recorded_gaps``) skips it.
     """
     chosen = reader or os.environ.get(READER_ENV) or DEFAULT_READER
     if chosen not in READERS:
@@ -117,7 +120,7 @@ def connect(
                 raise KbakError(f"the delta_scan reader is unavailable: {first_line(exc)}") from None
             log.warning("delta_scan unavailable (%s); using deltalake's Arrow dataset", first_line(exc))
             con.close()
-            return connect(lake, as_of, reader="arrow", audit=audit, decode=decode)
+            return connect(lake, as_of, reader="arrow", audit=audit, decode=decode, gaps=gaps)
     else:
         dataset = dt.to_pyarrow_dataset() if files is None else files_dataset(lake, files.files)
         con.register("_kbak_records_dataset", dataset)
@@ -125,7 +128,8 @@ def connect(
         con.execute(f"CREATE VIEW records AS SELECT {cols} FROM _kbak_records_dataset")
     for stmt in macro_statements():
         con.execute(stmt)
-    _create_recorded_gaps(con, lake, version, chosen)
+    if gaps:
+        _create_recorded_gaps(con, lake, version, chosen)
     decoding.register(con, lake, decode)
     state = TableState(lake.uri, version, chosen, None if as_of is None else str(as_of))
     con.execute(
@@ -174,6 +178,11 @@ def recorded_gaps_view(lake: Lake, version: int) -> str:
         f"WHERE (j->>'version')::BIGINT <= {int(version)} UNION ALL "
         f"SELECT unnest(from_json(j->'$.body.removed_offsets', '[{removed}]'), recursive := true) FROM v"
     )
+
+
+def uses_recorded_gaps(sql: str) -> bool:
+    """Whether SQL can read ``kbak_recorded_gaps`` (it names it: no other view or macro of ours does)."""
+    return "kbak_recorded_gaps" in sql.lower()
 
 
 def _create_recorded_gaps(con: duckdb.DuckDBPyConnection, lake: Lake, version: int, reader: str) -> None:

@@ -93,6 +93,13 @@ def test_sql_binds_parameters_never_pastes_them(lake):
     assert json.loads(injected.stdout) == [{"n": 0}]
 
 
+def test_sql_naming_the_recorded_gaps_view_gets_it(lake):
+    # kbak query makes kbak_recorded_gaps (it lists every custody manifest) only for SQL that names it.
+    path, topic = lake
+    sql = "SELECT count(*) AS n FROM Kbak_Recorded_Gaps"
+    assert json.loads(kbak_query("--sql", sql, "--lake", path, "-f", "json").stdout) == [{"n": 0}]
+
+
 def test_macros_from_the_command_line(lake):
     path, topic = lake
     sql = (
