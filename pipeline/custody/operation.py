@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import getpass
+import logging
 import socket
 import time
 from collections.abc import Callable, Sequence
@@ -23,7 +24,9 @@ from pipeline.core.errors import CommitConflictError, KbakError, StorageError, f
 from pipeline.core.schema import PARTITION_COLUMNS, RECORD_SCHEMA
 from pipeline.core.storage import Lake
 from pipeline.core.timefmt import now_iso
-from pipeline.custody.manifest import BODY_DIGEST_KEY, InfoKey, log_path, seal, stage, staged_path
+from pipeline.custody.manifest import BODY_DIGEST_KEY, InfoKey, checkpoint_path, log_path, seal, stage, staged_path
+
+log = logging.getLogger("kbak.custody")
 
 
 def created_by() -> str:
@@ -52,6 +55,7 @@ def commit_operation(
     add: Sequence[AddAction] = (),
     remove: Sequence[RemoveAction] = (),
     metadata: dict | None = None,
+    checkpoint: bool = False,
     max_attempts: int = 5,
     sleep: Callable[[float], None] = time.sleep,
 ) -> int:
@@ -61,6 +65,11 @@ def commit_operation(
     (the custody chain is kept for the archive's lifetime). Returns the committed version, sealed.
     A conflicting concurrent commit (ingest appending meanwhile) is retried by delta-rs; a storage
     error is retried here with backoff, then raised as one line.
+
+    ``checkpoint``: also write a Delta checkpoint at the committed version (unless its post-commit hook
+    just did), before sealing so the manifest records its digest. After a commit that removes many
+    files (compaction), every reader would otherwise replay the log entries since the last checkpoint:
+    the thousands of small files' adds in that checkpoint, then their removes.
     """
     body = {"operation": operation, "created_at": now_iso(), "created_by": created_by(), **body}
     digest = stage(lake, body)
@@ -92,6 +101,8 @@ def commit_operation(
                 commit_properties=CommitProperties(custom_metadata=meta, max_commit_retries=10),
             )
             version = find_committed_version(lake, dt, read_version, digest)
+            if checkpoint:
+                _checkpoint(lake, dt, version)
             seal(lake, dt, head=version)
             return version
         except (CommitFailedError, OSError) as exc:
@@ -100,6 +111,16 @@ def commit_operation(
                 detail = first_line(exc)
                 raise kind(f"{operation} commit to {lake.uri} failed after {attempt} attempts: {detail}") from None
             sleep(min(0.5 * 2 ** (attempt - 1), 4.0))
+
+
+def _checkpoint(lake: Lake, dt: DeltaTable, version: int) -> None:
+    """A checkpoint at ``version``, best effort: the commit has landed, so a failure here must not retry it."""
+    try:
+        if not lake.exists(checkpoint_path(version)):
+            dt.load_as_version(version)
+            dt.create_checkpoint()
+    except Exception as exc:  # deltalake raises OSError and its own errors; readers just replay more log
+        log.warning("no checkpoint at version %d of %s: %s", version, lake.uri, first_line(exc))
 
 
 class ConcurrentRemoval(KbakError):
@@ -136,4 +157,3 @@ def find_committed_version(lake: Lake, dt: DeltaTable, read_version: int, digest
             return version
         version += 1
     raise KbakError(f"committed to {lake.uri} but cannot find the commit (manifest {digest}) in the log")
-

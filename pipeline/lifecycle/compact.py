@@ -103,7 +103,7 @@ def compact(
     """Compact every matching (topic, date); one commit per (topic, date). Returns what was done."""
     groups = plan(lake, topics, from_date, to_date, target_file_size)
     results = []
-    for g in groups:
+    for n, g in enumerate(groups, 1):
         if dry_run:
             results.append(
                 {
@@ -116,11 +116,12 @@ def compact(
                 }
             )
         else:
-            results.append(compact_group(lake, g, target_file_size))
+            # The last commit gets a checkpoint: readers then skip the removed files' log entries.
+            results.append(compact_group(lake, g, target_file_size, checkpoint=n == len(groups)))
     return {"lake": lake.uri, "dry_run": dry_run, "target_file_size": target_file_size, "groups": results}
 
 
-def compact_group(lake: Lake, group: GroupPlan, target_file_size: int) -> dict:
+def compact_group(lake: Lake, group: GroupPlan, target_file_size: int, checkpoint: bool = False) -> dict:
     """Rewrite one (topic, date) group, verify its records' digest, and commit the swap."""
     removed: list[dict] = []
     written: list[DataFile] = []
@@ -162,6 +163,7 @@ def compact_group(lake: Lake, group: GroupPlan, target_file_size: int) -> dict:
             body,
             add=[add_action(f) for f in written],
             remove=[remove_action(f.add) for f in group.files],
+            checkpoint=checkpoint,
         )
     except ConcurrentRemoval:
         for f in written:

@@ -13,7 +13,7 @@ from deltalake import DeltaTable
 from support.custody_lakes import NOV_1_2024_MS, ingest, records
 from support.kbak_testing import KBAK, archive_rows, consume_all, produce, run_json, run_kbak, table_rows, wait_until
 
-from pipeline.custody.manifest import manifest_path
+from pipeline.custody.manifest import checkpoint_path, manifest_path
 from pipeline.dev.sample import create_topics
 
 MIB = str(1 << 20)
@@ -74,6 +74,10 @@ def test_compaction_keeps_records_transactions_and_custody_then_vacuum(kafka, tm
     # Ingest's exactly-once state is untouched (read back through a fresh table, checkpoints included).
     assert {app: dt.transaction_version(app) for app in txns} == txns
     assert list((lake / "_delta_log").glob("*.checkpoint.parquet"))
+    # The last compaction commit has a checkpoint (readers skip replaying the removed files), in its manifest.
+    last = out["groups"][-1]["version"]
+    assert (lake / checkpoint_path(last)).exists()
+    assert json.loads((lake / manifest_path(last)).read_text())["checkpoint_sha256"]
     assert ingest(kafka, topic, str(lake))["records"] == 0
 
     # The manifest: files removed with the SHA-256 ingest recorded, files added, equal content digest.
