@@ -13,11 +13,10 @@ import threading
 import time
 
 from pipeline.core.errors import Interrupted, KbakError, first_line
-from pipeline.core.hotpath import fewer_gc_passes
+from pipeline.core.hotpath import fewer_gc_passes, system_arrow_pool
 from pipeline.core.kafka import client_config
 from pipeline.core.progress import Reporter, Snapshot
 from pipeline.core.signals import interrupt_on_signals, stop_on_signals
-from pipeline.ingest.groups import group_offsets
 from pipeline.replay.checkpoint import Checkpoint, Progress
 from pipeline.replay.offsets import GroupMapper, commit_group
 from pipeline.replay.options import ReplayOptions
@@ -69,7 +68,8 @@ def replay(
     """Run (or, with ``dry_run``, plan) a replay. Raises KbakError before producing on bad input, and
     ReplayFailed (carrying the summary of what was delivered) when a started run stops early."""
     options.validate()
-    with interrupt_on_signals(), fewer_gc_passes():  # until producing starts, SIGINT/SIGTERM end the run (130)
+    # until producing starts, SIGINT/SIGTERM end the run (130)
+    with interrupt_on_signals(), fewer_gc_passes(), system_arrow_pool():
         return _replay(options, reporter, stop)
 
 
@@ -82,6 +82,8 @@ def _replay(options: ReplayOptions, reporter: Reporter | None, stop: threading.E
         return _already_delivered(options, ckpt, started)
     committed, snapshots = ({}, {})
     if options.restore_groups:
+        from pipeline.ingest.groups import group_offsets  # imports the ingest package: only when asked
+
         committed, snapshots = group_offsets(options.lake, options.restore_groups, options.backup_id)
     conf = client_config(options.bootstrap_servers, options.kafka_settings) if options.bootstrap_servers else {}
     sel = Selection(options, version=ckpt.table_version if ckpt else None, resume=ckpt.progress if ckpt else {})

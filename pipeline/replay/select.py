@@ -17,6 +17,7 @@ the size of the window.
 
 from __future__ import annotations
 
+import os
 import queue
 import threading
 from collections.abc import Callable, Iterator
@@ -209,7 +210,10 @@ class Selection:
         except (OSError, pa.ArrowException) as exc:
             raise KbakError(f"reading the archive failed: {f.path}: {first_line(exc)}") from None
         if where is not None and table.num_rows:
-            table = table.filter(where(table))
+            mask = where(table)
+            kept = pc.sum(mask).as_py() or 0  # nulls (a comparison with a null key) count as not kept
+            if kept < table.num_rows:  # a file wholly inside the window or chunk is not copied
+                table = table.filter(mask) if kept else table.slice(0, 0)
         if self._sql is not None and table.num_rows:
             table = self._sql.keep(table, topic, f.date)
         return table
@@ -327,11 +331,12 @@ class Selection:
                 break
         return out
 
-    def prefetched(self, depth: int = 2) -> Iterator[pa.RecordBatch]:
+    def prefetched(self, depth: int | None = None) -> Iterator[pa.RecordBatch]:
         """``batches()`` read ahead on a thread: pyarrow reads, filters and sorts the next batches
         (without the GIL) while the caller produces the current one. Memory: at most ``depth``
         batches waiting."""
         reader = self.batches()
+        depth = depth or int(os.environ.get('KBAK_DEPTH', '2'))
         q: queue.Queue = queue.Queue(maxsize=depth)
         done = threading.Event()
 
