@@ -126,15 +126,16 @@ def _replay(options: ReplayOptions, reporter: Reporter | None, stop: threading.E
                 if summary.reconciled:  # read again without what the killed run delivered
                     sel.close()
                     sel = Selection(options, version=ckpt.table_version, resume=ckpt.progress)
-            if options.repartition is None:
-                _record_target_starts(conf, ckpt, targets)
+        batches = sel.prefetched()  # reading starts now, alongside the last checks below
+        if ckpt is not None and options.repartition is None:
+            _record_target_starts(conf, ckpt, targets)
         if ckpt is not None:
             ckpt.save()  # before producing: a lake that refuses writes is found now (see Checkpoint.default)
             summary.checkpoint, summary.checkpoint_note = ckpt.path, ckpt.note
         summary.skipped_by_checkpoint = ckpt.records if ckpt else 0
         summary.delivered = dict(ckpt.progress) if ckpt else {}
         summary.created_topics = sorted(t.name for t in targets.values() if t.created)
-        run = _Run(options, sel, conf, targets, ckpt, groups, snapshots, summary, reporter, stop)
+        run = _Run(options, batches, conf, targets, ckpt, groups, snapshots, summary, reporter, stop)
         run.rewriter = rewriter
         run.started = started  # the summary's duration covers the whole command, checks included
         return run.execute()
@@ -186,8 +187,8 @@ def _needed(plan) -> dict[str, int]:
 
 
 class _Run:
-    def __init__(self, options, sel, conf, targets, ckpt, groups, snapshots, summary, reporter, stop) -> None:
-        self.options, self.sel, self.conf, self.ckpt = options, sel, conf, ckpt
+    def __init__(self, options, batches, conf, targets, ckpt, groups, snapshots, summary, reporter, stop) -> None:
+        self.options, self.batches, self.conf, self.ckpt = options, batches, conf, ckpt
         self.summary, self.reporter, self.stop, self.snapshots = summary, reporter, stop, snapshots
         self.started = time.monotonic()
         self.progress = Progress(ckpt.progress if ckpt else None)
@@ -214,7 +215,7 @@ class _Run:
         error: BaseException | None = None
         with stop_on_signals(self.stop):
             try:
-                with contextlib.closing(self.sel.prefetched()) as batches:
+                with contextlib.closing(self.batches) as batches:
                     for batch in batches:
                         if not sender.send(self.rewriter.apply(batch) if self.rewriter else batch):
                             break

@@ -17,7 +17,6 @@ the size of the window.
 
 from __future__ import annotations
 
-import os
 import queue
 import threading
 from collections.abc import Callable, Iterator
@@ -96,6 +95,7 @@ class Selection:
         self._resume = resume or {}
         self._scan = self._pruned(readset=pinned is not None)
         self._plan: list[PartitionPlan] | None = None
+        self._reading: threading.Event | None = None  # set: the prefetching thread stops
         self.where = options.where
         self._sql = _Where(options.lake, self.version, self.where) if self.where else None
 
@@ -331,14 +331,18 @@ class Selection:
                 break
         return out
 
-    def prefetched(self, depth: int | None = None) -> Iterator[pa.RecordBatch]:
+    def prefetched(self, depth: int = 2) -> Iterator[pa.RecordBatch]:
         """``batches()`` read ahead on a thread: pyarrow reads, filters and sorts the next batches
         (without the GIL) while the caller produces the current one. Memory: at most ``depth``
-        batches waiting."""
+        batches waiting.
+
+        The reading starts now, not at the first ``next()``: planning and the first chunk overlap
+        whatever the caller still does before producing (target checks, the checkpoint's first save).
+        ``close()`` (or closing the iterator) stops it.
+        """
         reader = self.batches()
-        depth = depth or int(os.environ.get('KBAK_DEPTH', '2'))
         q: queue.Queue = queue.Queue(maxsize=depth)
-        done = threading.Event()
+        done = self._reading = threading.Event()
 
         def offer(item) -> bool:
             while not done.is_set():
@@ -360,23 +364,30 @@ class Selection:
 
         thread = threading.Thread(target=pump, name="kbak-replay-read", daemon=True)
         thread.start()
-        try:
-            while True:
-                item = q.get()
-                if item is None:
-                    return
-                if isinstance(item, BaseException):
-                    if isinstance(item, KbakError):
-                        raise item
-                    raise KbakError(f"reading the archive failed: {first_line(item)}") from None
-                yield item
-        finally:
-            done.set()
-            thread.join(timeout=10)
+        return _drain(q, done, thread)
 
     def close(self) -> None:
+        if self._reading is not None:
+            self._reading.set()
         if self._sql is not None:
             self._sql.close()
+
+
+def _drain(q: queue.Queue, done: threading.Event, thread: threading.Thread) -> Iterator[pa.RecordBatch]:
+    """The consuming side of ``Selection.prefetched``: batches in order, the reader's error raised here."""
+    try:
+        while True:
+            item = q.get()
+            if item is None:
+                return
+            if isinstance(item, BaseException):
+                if isinstance(item, KbakError):
+                    raise item
+                raise KbakError(f"reading the archive failed: {first_line(item)}") from None
+            yield item
+    finally:
+        done.set()
+        thread.join(timeout=10)
 
 
 # In --where, key and value read as text (as_text: UTF-8, other bytes as \xNN escapes), so the issue's
