@@ -100,8 +100,10 @@ def list_cmd(
         versions = versions or f"{r['first_version']}..{r['last_version']}"
         ident = r["backup_id"] or r["operation"]
         gaps = f" ({r['gaps']} gaps recorded)" if r["gaps"] else ""
+        removed = r.get("records_removed") or 0
+        records = f"-{removed}" if removed and not r["records"] else r["records"]  # erasure, retention
         typer.echo(
-            f"{ident:<40} {versions:>9} {r['created_at'] or '-':<29} {r['records']:>9} {r['bytes']:>11}  "
+            f"{ident:<40} {versions:>9} {r['created_at'] or '-':<29} {records:>9} {r['bytes']:>11}  "
             f"{','.join(r['topics']) or '-'}  {r['outcome']}{gaps}"
         )
     if data["topics"]:

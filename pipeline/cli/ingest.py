@@ -82,15 +82,24 @@ def ingest_cmd(
         int | None, typer.Option("--object-lock-days", help="S3 Object Lock retention for what is written.")
     ] = None,
     topic_refresh_seconds: Annotated[
-        float, typer.Option("--topic-refresh-seconds", help="How often to look for new matching topics.")
-    ] = 10.0,
+        float | None,
+        typer.Option(
+            "--topic-refresh-seconds",
+            help=f"How often to look for new matching topics.  [default: {defaults.TOPIC_REFRESH_S:g}]",
+        ),
+    ] = None,
     workers: Annotated[
         str | None,
         typer.Option("--workers", help="Ingest processes on this host, in one consumer group: N, or auto (CPUs)."),
     ] = None,
     connect_timeout: Annotated[
-        float, typer.Option("--connect-timeout", min=0.1, help="Seconds Kafka may take to answer before the run fails.")
-    ] = 10.0,
+        float | None,
+        typer.Option(
+            "--connect-timeout",
+            min=0.1,
+            help=f"Seconds Kafka may take to answer before the run fails.  [default: {defaults.CONNECT_TIMEOUT_S:g}]",
+        ),
+    ] = None,
     schema_registry: Annotated[
         str | None,
         typer.Option("--schema-registry", help="Schema Registry URL: keep the schemas of wire-format records."),
@@ -121,24 +130,31 @@ def ingest_cmd(
         bool | None, typer.Option("--retention-apply", help="Continuous: apply the retention policies daily.")
     ] = None,
     maintenance_seconds: Annotated[
-        float, typer.Option("--maintenance-seconds", min=0.1, help="How often --compact/--retention-apply check.")
-    ] = 300.0,
+        float | None,
+        typer.Option(
+            "--maintenance-seconds",
+            min=0.1,
+            help=f"How often --compact/--retention-apply check.  [default: {defaults.MAINTENANCE_S:g}]",
+        ),
+    ] = None,
     snapshot_timeout: Annotated[
         float,
         typer.Option(
             "--snapshot-timeout",
             min=0,
-            help="--once: seconds to wait for partitions other group members hold before failing.",
+            help="--once: seconds to wait for partitions other group members hold before failing."
+            f"  [default: {defaults.SNAPSHOT_TIMEOUT_S:g}]",
         ),
-    ] = 60.0,
+    ] = None,
     unassigned_warning: Annotated[
         float,
         typer.Option(
             "--unassigned-warning-seconds",
             min=0,
-            help="Continuous: warn when the group assigns this worker no partition for this long.",
+            help="Continuous: warn when the group assigns this worker no partition for this long."
+            f"  [default: {defaults.UNASSIGNED_WARNING_S:g}]",
         ),
-    ] = 60.0,
+    ] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the final summary as JSON.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
 ) -> None:
@@ -182,10 +198,12 @@ def ingest_cmd(
         metrics_port=_pick(metrics_port, b.metrics_port, None),
         snapshot_groups=bool(_pick(snapshot_groups, b.snapshot_groups, False)),
         object_lock_days=_pick(object_lock_days, b.object_lock_days, None),
-        topic_refresh_seconds=topic_refresh_seconds,
-        snapshot_timeout_seconds=snapshot_timeout,
-        unassigned_warning_seconds=unassigned_warning,
-        connect_timeout_s=connect_timeout,
+        topic_refresh_seconds=_pick(topic_refresh_seconds, b.topic_refresh_seconds, defaults.TOPIC_REFRESH_S),
+        snapshot_timeout_seconds=_pick(snapshot_timeout, b.snapshot_timeout_seconds, defaults.SNAPSHOT_TIMEOUT_S),
+        unassigned_warning_seconds=_pick(
+            unassigned_warning, b.unassigned_warning_seconds, defaults.UNASSIGNED_WARNING_S
+        ),
+        connect_timeout_s=_pick(connect_timeout, b.connect_timeout_seconds, defaults.CONNECT_TIMEOUT_S),
         schema_registry=_registry_options(
             cfg.schema_registry,
             schema_registry,
@@ -203,7 +221,14 @@ def ingest_cmd(
     if cfg.retention or do_compact or do_retention:
         from pipeline.cli.lifecycle import start_maintenance
 
-        maintenance = start_maintenance(opts, stop, cfg.retention, do_compact, do_retention, maintenance_seconds)
+        maintenance = start_maintenance(
+            opts,
+            stop,
+            cfg.retention,
+            do_compact,
+            do_retention,
+            _pick(maintenance_seconds, b.maintenance_seconds, defaults.MAINTENANCE_S),
+        )
     try:
         if count > 1:
             summary = ingest_workers(opts, count, reporter=reporter_for_terminal(quiet or json_out), stop=stop)

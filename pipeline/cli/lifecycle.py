@@ -176,7 +176,7 @@ def vacuum_cmd(
     sse: SseOpt = None,
     sse_kms_key_id: SseKeyOpt = None,
 ) -> None:
-    """Delete from storage the removed files no read needs (retention, erasure, expired compaction)."""
+    """Delete from storage the files no read needs (retention, erasure, expired compaction, orphans)."""
     from pipeline.lifecycle.vacuum import vacuum
 
     out = vacuum(lake_from(lake, s3_endpoint, s3_region, sse, sse_kms_key_id), dry_run, _now(now))
@@ -185,10 +185,15 @@ def vacuum_cmd(
         return
     verb = "would delete" if dry_run else "deleted"
     for f in out["files_deleted"]:
-        typer.echo(f"{verb} {f['path']} ({f['reason']}, removed at version {f['removed_by_version']})")
+        if f["removed_by_version"] is None:
+            typer.echo(f"{verb} {f['path']} (orphan: written, never committed)")
+        else:
+            typer.echo(f"{verb} {f['path']} ({f['reason']}, removed at version {f['removed_by_version']})")
     for f in out["files_retained"]:
         until = f"until {f['retain_until']}" if f["retain_until"] else "by a legal hold"
         typer.echo(f"retained {f['path']}: under Object Lock {until}")
+    if out["orphans_not_checked"]:
+        typer.echo(f"orphan data files not looked for: {out['orphans_not_checked']}", err=True)
     if not out["files_deleted"] and not out["files_retained"]:
         typer.echo("nothing to delete")
     elif out["version"] is not None:

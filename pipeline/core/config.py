@@ -121,6 +121,11 @@ class Backup(_Strict):
     workers: Annotated[int, Field(ge=1)] | Literal["auto"] | None = None  # processes on this host (--workers)
     compact: bool | None = None  # continuous: compact closed days (kbak compact)
     retention_apply: bool | None = None  # continuous: apply retention once a day
+    maintenance_seconds: float | None = Field(default=None, gt=0)  # --maintenance-seconds
+    snapshot_timeout_seconds: float | None = Field(default=None, ge=0)  # --snapshot-timeout
+    unassigned_warning_seconds: float | None = Field(default=None, ge=0)  # --unassigned-warning-seconds
+    connect_timeout_seconds: float | None = Field(default=None, gt=0)  # --connect-timeout
+    topic_refresh_seconds: float | None = Field(default=None, gt=0)  # --topic-refresh-seconds
 
 
 class RetentionRule(_Strict):

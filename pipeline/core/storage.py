@@ -20,7 +20,7 @@ from urllib.parse import urlparse
 
 import pyarrow.fs as pafs
 
-from pipeline.core.errors import KbakError, StorageError, aws_code, aws_message, first_line
+from pipeline.core.errors import KbakError, StorageError, UsageError, aws_code, aws_message, first_line
 
 SSE_ALGORITHMS = ("aws:kms", "AES256")
 
@@ -207,6 +207,9 @@ class Lake:
             return cls(uri=f"s3://{parsed.netloc}/{prefix}".rstrip("/"), s3=(s3 or S3Settings()).resolved())
         if parsed.scheme not in ("", "file"):
             raise KbakError(f"unsupported lake URI scheme {parsed.scheme!r}: use a path or s3://bucket/prefix")
+        if s3 is not None and (s3.sse or s3.sse_kms_key_id):
+            # Silently writing plaintext where encryption was asked for would be worse than refusing.
+            raise UsageError(f"--sse applies to s3:// lakes; {text} is a local directory (encrypt its disk instead)")
         path = Path(parsed.path if parsed.scheme == "file" else text).expanduser().resolve()
         return cls(uri=str(path))
 

@@ -112,6 +112,8 @@ def load_chain(lake: Lake, versions: list[int] | None = None) -> list[VersionRec
             raise NotAnArchiveError(f"bucket {lake.bucket} of lake {lake.uri} does not exist")
         raise NotAnArchiveError(f"no kbak archive at {lake.uri} (no Delta log there)")
     sealed = set(sealed_versions(lake))
+    if not sealed and 0 in logs:
+        _refuse_a_foreign_table(lake)
     if versions is None:  # every version from the oldest kept to the newest, holes included
         found = logs | sealed
         wanted = list(range(min(found), max(found) + 1)) if found else []
@@ -141,6 +143,19 @@ def load_chain(lake: Lake, versions: list[int] | None = None) -> list[VersionRec
 
     with ThreadPoolExecutor(max_workers=READ_THREADS) as pool:
         return list(pool.map(load, wanted))
+
+
+def _refuse_a_foreign_table(lake: Lake) -> None:
+    """A Delta table kbak did not create (no manifest anywhere, a first commit without kbak's marker).
+
+    Without this, ``list``/``describe``/``validate`` would report another tool's table as a kbak
+    archive whose every manifest is missing: a false alarm of tampering, for a mistyped ``--lake``.
+    """
+    first = _read(lake, log_path(0))
+    if first is None or log_entry_problem(first):
+        return  # unreadable: validate reports the log entry itself
+    if InfoKey.OPERATION not in commit_info(commit_actions(first)):
+        raise NotAnArchiveError(f"{lake.uri} is a Delta table but not a kbak archive: kbak did not create it")
 
 
 def _read(lake: Lake, rel: str) -> bytes | None:

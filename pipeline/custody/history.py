@@ -11,14 +11,24 @@ from collections import defaultdict
 from pipeline.core.errors import UsageError
 from pipeline.core.storage import Lake
 from pipeline.custody.chain import VersionRecord, load_chain
-from pipeline.custody.manifest import FileEntry, InfoKey
+from pipeline.custody.manifest import FileEntry, InfoKey, Operation
+
+# kbak's own operations whose added files are rewrites of records already archived, not new records.
+_REWRITES = (Operation.COMPACT, Operation.ERASE, Operation.RETENTION)
 
 
 def version_summary(rec: VersionRecord) -> dict:
-    """Records, bytes and topics a version added, from its manifest body (or its commit info)."""
+    """Records, bytes and topics a version added, from its manifest body (or its commit info).
+
+    ``records`` counts records archived (a compaction's or an erasure's rewritten files add none);
+    ``records_removed`` the records erasure or retention took out of the table.
+    """
     body = rec.manifest_body
     added = body.files_added
     records = sum(f.records or 0 for f in added) if added else int(rec.info.get(InfoKey.RECORDS) or 0)
+    if body.operation in _REWRITES:
+        records = 0
+    removed = sum(int(r.get("records") or 0) for r in body.extra.get("removed_offsets") or [])
     topics = sorted({file_topic(f) for f in added} - {None})
     ranges = body.partitions
     return {
@@ -27,6 +37,7 @@ def version_summary(rec: VersionRecord) -> dict:
         "backup_id": body.backup_id or rec.info.get(InfoKey.BACKUP_ID),
         "created_at": body.created_at,
         "records": records,
+        "records_removed": removed,
         "bytes": sum(f.size or 0 for f in added),
         "files_added": len(added),
         "files_removed": len(body.files_removed),
@@ -69,6 +80,7 @@ def list_runs(chain: list[VersionRecord]) -> list[dict]:
                 "commits": len(items),
                 "created_at": min((str(v["created_at"]) for v in items if v["created_at"]), default=None),
                 "records": sum(v["records"] for v in items),
+                "records_removed": sum(v["records_removed"] for v in items),
                 "bytes": sum(v["bytes"] for v in items),
                 "topics": sorted({t for v in items for t in v["topics"]}),
                 "gaps": sum(v["gaps"] for v in items),
@@ -168,8 +180,8 @@ def merge_runs(before: list[dict], after: list[dict]) -> list[dict]:
             out[_run_key(r)] = dict(r)
             continue
         cur["last_version"] = max(cur["last_version"], r["last_version"])
-        for k in ("commits", "records", "bytes", "gaps"):
-            cur[k] += r[k]
+        for k in ("commits", "records", "records_removed", "bytes", "gaps"):
+            cur[k] = cur.get(k, 0) + r.get(k, 0)  # (a verified point written before records_removed lacks it)
         cur["topics"] = sorted(set(cur["topics"]) | set(r["topics"]))
         cur["created_at"] = (
             min(x for x in (cur["created_at"], r["created_at"]) if x)

@@ -90,12 +90,17 @@ def _unordered(partitions: np.ndarray, offsets: np.ndarray) -> list[int]:
 
 def storage_sizes(lake: Lake) -> dict[str, int]:
     """Size of every file under the lake, from one recursive listing (one LIST call chain on S3)."""
+    return {rel: info.size for rel, info in storage_files(lake).items()}
+
+
+def storage_files(lake: Lake) -> dict[str, pafs.FileInfo]:
+    """Every file under the lake (size, modification time), by path relative to the lake, in one listing."""
     try:
         infos = lake.fs.get_file_info(pafs.FileSelector(lake.root, recursive=True, allow_not_found=True))
     except OSError as exc:
         raise storage_error(lake, exc) or exc from None
     cut = len(lake.root) + 1
-    return {i.path[cut:]: i.size for i in infos if i.type == pafs.FileType.File}
+    return {i.path[cut:]: i for i in infos if i.type == pafs.FileType.File}
 
 
 @dataclass
@@ -227,4 +232,3 @@ def explain_gap(first: int, last: int, recorded: list[dict]) -> dict:
         reasons = sorted({g.get("reason", "recorded") for g in hit})
         return {"recorded": True, "reason": ",".join(reasons) or "recorded"}
     return {"recorded": False, "reason": "unexplained"}
-

@@ -17,6 +17,7 @@ from datetime import UTC, date, datetime
 import numpy as np
 import pyarrow as pa
 
+from pipeline.core import defaults
 from pipeline.core.errors import KbakError, UsageError, first_line
 from pipeline.core.storage import Lake, StorageAccessError
 from pipeline.core.table import open_table
@@ -42,8 +43,6 @@ from pipeline.custody.manifest import (
 from pipeline.custody.rewrites import content_digests, removed_file_digests, removed_files_gone
 from pipeline.custody.scan import FileScan, Keys, duplicates, find_gaps, recorded_gaps, scan_file, storage_sizes
 from pipeline.custody.scrubbed import scrub_problems
-
-ORPHAN_AGE_S = 3600
 
 
 @dataclass
@@ -329,8 +328,8 @@ def _repair(lake: Lake) -> list[int]:
     for rel in lake.list_files(STAGED_DIR):
         digest = rel.rsplit("/", 1)[-1].removesuffix(".json")
         info = lake.fs.get_file_info(lake.path(rel))
-        age = now - info.mtime.timestamp() if info.mtime else ORPHAN_AGE_S + 1
-        if digest not in named and age > ORPHAN_AGE_S:
+        age = now - info.mtime.timestamp() if info.mtime else defaults.ORPHAN_AGE_S + 1
+        if digest not in named and age > defaults.ORPHAN_AGE_S:
             lake.delete(rel)
     return sealed
 
@@ -639,4 +638,3 @@ def _fmt(r: dict | None) -> str:
     if not r:
         return "nothing"
     return f"{r['records']} records, offsets {r['first_offset']}..{r['last_offset']}"
-

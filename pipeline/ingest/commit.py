@@ -48,12 +48,27 @@ class CommitResult:
 
 
 def ensure_table(lake: Lake) -> DeltaTable:
-    """Open the archive, creating it (version 0, with its configuration) if the location is empty."""
+    """Open the archive, creating it (version 0, with its configuration) if the location is empty.
+
+    Each ingest calls it once its own checks passed (a refused Kafka setting leaves no lake behind),
+    so ``--workers`` may race to create the table: the loser opens the one the winner created.
+    """
     try:
         return open_table(lake)
     except KbakError as exc:
         if "no Delta table" not in str(exc):
             raise
+    try:
+        return _create(lake)
+    except KbakError:
+        try:
+            return open_table(lake)  # created by a concurrent worker meanwhile
+        except KbakError:
+            pass
+        raise
+
+
+def _create(lake: Lake) -> DeltaTable:
     try:
         props = CommitProperties(custom_metadata={InfoKey.OPERATION: Operation.CREATE.value})
         DeltaTable.create(

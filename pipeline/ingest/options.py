@@ -30,17 +30,17 @@ class IngestOptions:
     target_file_size: int = defaults.TARGET_FILE_SIZE
     kafka_settings: dict[str, str] = field(default_factory=dict)
     metrics_port: int | None = None
-    topic_refresh_seconds: float = 10.0
+    topic_refresh_seconds: float = defaults.TOPIC_REFRESH_S
     snapshot_groups: bool = False
     object_lock_days: int | None = None
     # --once: how long to wait, once this worker has nothing left to read, for the rest of the
     # snapshot (partitions other members of the group hold) before failing.
-    snapshot_timeout_seconds: float = 60.0
+    snapshot_timeout_seconds: float = defaults.SNAPSHOT_TIMEOUT_S
     # Continuous: warn when no partition has been assigned to this worker this long.
-    unassigned_warning_seconds: float = 60.0
+    unassigned_warning_seconds: float = defaults.UNASSIGNED_WARNING_S
     schema_registry: RegistryOptions | None = None  # keep the schemas of wire-format records
     schema_registry_optional: bool = False  # archive records whose schema the registry cannot give now
-    connect_timeout_s: float = 10.0  # Kafka must answer (TLS, SASL, metadata) within this, or the run fails
+    connect_timeout_s: float = defaults.CONNECT_TIMEOUT_S
 
 
 def default_group_id(lake: Lake) -> str:

@@ -28,7 +28,6 @@ from pipeline.core.errors import KbakError, UsageError
 from pipeline.core.metrics import IngestMetrics
 from pipeline.core.progress import Reporter, Snapshot
 from pipeline.core.signals import stop_on_signals
-from pipeline.ingest.commit import ensure_table
 from pipeline.ingest.options import IngestOptions, default_group_id
 from pipeline.ingest.run import ingest
 from pipeline.ingest.summary import IngestSummary
@@ -74,7 +73,6 @@ def ingest_workers(
         backup_id=options.backup_id or f"ingest-{stamp}-{uuid.uuid4().hex[:6]}",
         metrics_port=None,
     )
-    ensure_table(options.lake)  # created once here, not raced by N workers
     relay = _Relay(workers, each.backup_id)
     registry = CollectorRegistry()
     registry.register(relay)

@@ -6,7 +6,9 @@ What may go, from the custody chain (never from a guess about storage):
   removed file of the same (topic, date) partitions (older copies of the same expired records);
 - erased originals (every ``original`` of an erase manifest's ``files_scrubbed``), at once;
 - files removed by any other operation (compaction) once the removal is older than the table's
-  ``delta.deletedFileRetentionDuration`` (time travel keeps working inside that window).
+  ``delta.deletedFileRetentionDuration`` (time travel keeps working inside that window);
+- orphans: data files no version ever added (a crash between writing and committing), once an hour
+  old (see ``orphans.py``).
 
 Never deleted: a file the current version references, a scrubbed replacement, a file under S3
 Object Lock (reported with its retain-until date; a later vacuum deletes it after expiry). The
@@ -27,13 +29,16 @@ from pipeline.core.errors import KbakError
 from pipeline.core.storage import Lake
 from pipeline.core.table import TABLE_CONFIGURATION, open_table
 from pipeline.custody.chain import VersionRecord, load_chain
+from pipeline.custody.manifest import sha256_hex
 from pipeline.custody.operation import commit_operation
-from pipeline.custody.scan import storage_sizes
+from pipeline.custody.scan import storage_files
 from pipeline.lifecycle.deletion import Deleter
+from pipeline.lifecycle.orphans import orphan_files, unreadable_log
 
 OPERATION = "vacuum"
 RETENTION = "retention"
 ERASED = "erased"
+ORPHAN = "orphan"
 
 
 @dataclass
@@ -41,8 +46,8 @@ class Candidate:
     path: str
     sha256: str | None
     size: int | None
-    removed_by_version: int
-    reason: str  # retention | erased | the removing operation (compact, ...)
+    removed_by_version: int | None  # None for an orphan: no version ever added it
+    reason: str  # retention | erased | orphan | the removing operation (compact, ...)
     removed_at: str | None
 
 
@@ -113,11 +118,12 @@ def vacuum(lake: Lake, dry_run: bool = False, now: datetime | None = None) -> di
     keep_for = deleted_file_retention(dt)
     chain = load_chain(lake)
     live = set(pa.table(dt.get_add_actions(flatten=True)).column("path").to_pylist())
-    present = storage_sizes(lake)
+    files = storage_files(lake)
+    present = {rel: info.size for rel, info in files.items()}
     deleter = Deleter(lake)
     deletable: list[Candidate] = []
     retained: list[dict] = []
-    for c in candidates(chain, now, keep_for):
+    for c in [*candidates(chain, now, keep_for), *_orphans(lake, chain, files, now)]:
         if c.path in live or c.path not in present:
             continue
         lock = deleter.lock(c.path, datetime.now(UTC))  # Object Lock runs on the real clock
@@ -141,6 +147,7 @@ def vacuum(lake: Lake, dry_run: bool = False, now: datetime | None = None) -> di
         "files_deleted": files_deleted,
         "files_retained": retained,
         "bytes_deleted": sum(f["size"] or 0 for f in files_deleted),
+        "orphans_not_checked": unreadable_log(chain),
     }
     if dry_run or (not files_deleted and not retained):
         return result
@@ -160,6 +167,16 @@ def vacuum(lake: Lake, dry_run: bool = False, now: datetime | None = None) -> di
             f"(the next vacuum retries them): {failed[0]}"
         )
     return result
+
+
+def _orphans(lake: Lake, chain: list[VersionRecord], files: dict, now: datetime) -> list[Candidate]:
+    """Orphan data files as candidates, each with the SHA-256 of its bytes as they are deleted."""
+    out = []
+    for rel in orphan_files(chain, files, now):
+        info = files[rel]
+        written = info.mtime.astimezone(UTC).isoformat() if info.mtime else None
+        out.append(Candidate(rel, sha256_hex(lake.read_bytes(rel)), info.size, None, ORPHAN, written))
+    return out
 
 
 def _last_retained(chain: list[VersionRecord]) -> set[str]:

@@ -6,10 +6,12 @@ import hashlib
 import json
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
 import yaml
+from deltalake import write_deltalake
 from support.custody_lakes import DAY_MS, NOV_1_2024_MS, ingest, two_runs
-from support.kbak_testing import run_kbak
+from support.kbak_testing import one_line_error, run_kbak
 
 from pipeline.custody.manifest import canonical_json, manifest_path, sha256_hex, staged_path
 
@@ -112,6 +114,17 @@ def test_not_an_archive(tmp_path, command):
     proc = run_kbak(command, "--lake", str(tmp_path / "nothing"), *extra)
     assert proc.returncode == 2
     assert "no kbak archive" in proc.stderr and proc.stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize("command", ["list", "describe", "validate", "report"])
+def test_another_tools_delta_table_is_not_an_archive(tmp_path, command):
+    """A mistyped --lake pointing at a BI table is said so, not reported as an archive missing every manifest."""
+    other = tmp_path / "bi-table"
+    write_deltalake(str(other), pa.table({"id": [1, 2]}))
+    extra = ("--period", "2024-11") if command == "report" else ()
+    proc = run_kbak(command, "--lake", str(other), *extra)
+    assert proc.returncode == 2
+    assert one_line_error(proc).endswith("is a Delta table but not a kbak archive: kbak did not create it")
 
 
 def crash_after_commit(lake: Path, version: int) -> bytes:

@@ -69,6 +69,11 @@ def test_erase_subject_at_every_version(scenario, kafka, tmp_path, topic_name):
     assert out["records"] == len(every) and out["version"] == head + 1
     assert sum(p["records"] for p in out["partitions"]) == len(every)
     assert {p["topic"] for p in out["partitions"]} == set(built.topics)
+    # kbak list counts the records erased, not the records the rewritten files hold.
+    listed = run_json("list", "--lake", lake)["runs"][-1]
+    assert (listed["operation"], listed["records"], listed["records_removed"]) == ("erase", 0, len(every))
+    erase_row = [line for line in run_kbak("list", "--lake", lake).stdout.splitlines() if line.startswith("erase ")]
+    assert len(erase_row) == 1 and f" -{len(every)} " in erase_row[0]
 
     # Every read at every version: that version's records minus the subject's, byte for byte.
     assert_every_version(built, lake, tmp_path)

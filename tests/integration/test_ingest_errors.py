@@ -30,12 +30,13 @@ def test_patterns_matching_no_topic(kafka, tmp_path):
     assert not (tmp_path / "l").exists()
 
 
-def test_client_setting_librdkafka_rejects_is_one_line_before_the_lake_exists(kafka, tmp_path, topic_name):
-    """Issue 14.11: librdkafka checks settings in combination only when a client is made."""
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_client_setting_librdkafka_rejects_is_one_line_before_the_lake_exists(kafka, tmp_path, topic_name, workers):
+    """Issue 14.11: librdkafka checks settings in combination only when a client is made (by each worker)."""
     topic = topic_name("badx")
-    create_topics(kafka.bootstrap, {topic: 1})
+    create_topics(kafka.bootstrap, {topic: 2})
     lake = tmp_path / "lake"
-    bad = ("-X", "fetch.max.bytes=3000")
+    bad = ("-X", "fetch.max.bytes=3000", "--workers", workers)
     proc = run_kbak("ingest", "-b", kafka.bootstrap, "--topics", topic, "--lake", str(lake), *bad)
     assert "fetch.max.bytes" in one_line_error(proc)
     assert not lake.exists()

@@ -61,12 +61,23 @@ def _group_with_a_dead_member(kafka, tmp_path, topic: str) -> tuple:
     return group, lake
 
 
-def test_once_in_a_group_with_a_dead_member_fails_naming_the_partitions_it_lacks(kafka, tmp_path, topic_name):
+@pytest.mark.parametrize("timeout_from", ["flag", "yaml"])
+def test_once_in_a_group_with_a_dead_member_fails_naming_the_partitions_it_lacks(
+    kafka, tmp_path, topic_name, timeout_from
+):
     topic = topic_name("snap")
     group, lake = _group_with_a_dead_member(kafka, tmp_path, topic)
     # Shorter than the dead member's session (6 s): the snapshot cannot complete, and says so.
+    if timeout_from == "flag":
+        timeout = ("--snapshot-timeout", "1")
+    else:
+        config = tmp_path / "backup.yaml"
+        config.write_text("backup:\n  continuous: false\n  snapshot_timeout_seconds: 1\n")
+        timeout = ("--config", str(config))
+    started = time.monotonic()
     proc = run_kbak("ingest", "-b", kafka.bootstrap, "--topics", topic, "--lake", str(lake), "--once",
-                    "--group-id", group, "--snapshot-timeout", "1", "--quiet")  # fmt: skip
+                    "--group-id", group, *timeout, "--quiet")  # fmt: skip
+    assert time.monotonic() - started < 30  # the 1 s wait, not the 60 s default
     assert proc.returncode != 0, proc.stdout
     error = proc.stderr.strip().splitlines()[-1]
     assert error.startswith("kbak: error: snapshot incomplete") and "Traceback" not in proc.stderr

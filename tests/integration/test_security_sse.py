@@ -146,3 +146,12 @@ def test_bad_sse_values_are_one_line_errors(s3, bucket, tmp_path):
         )
         assert expect in one_line_error(proc)
     assert "Contents" not in s3.client().list_objects_v2(Bucket=bucket)
+
+
+def test_sse_on_a_local_lake_is_refused_before_anything_is_written(kafka, tmp_path):
+    lake = tmp_path / "lake"
+    for command in (["ingest", "-b", kafka.bootstrap, "--topics", "x", "--once"], ["compact"], ["vacuum"]):
+        proc = run_kbak(*command, "--lake", str(lake), "--sse", "aws:kms", "--sse-kms-key-id", "alias/kbak")
+        assert proc.returncode == 2
+        assert "--sse applies to s3:// lakes" in one_line_error(proc)
+    assert not lake.exists()
