@@ -5,8 +5,8 @@ them hold an erased subject: erasure writes a scrubbed replacement of every such
 referenced by older versions) and records ``original -> replacement`` (``None`` when nothing is left) in
 its custody manifest (``files_scrubbed``). After ``kbak vacuum`` some are gone from storage (erased
 originals, files past their retention policy). kbak's readers (``pipeline.query.engine.connect``, hence
-``kbak query``, replay's selection, the notebooks and the Python API) read version V as: V's Delta file
-list, every path replaced by its latest replacement, files no longer in storage dropped.
+``kbak query``, the notebooks and the Python API; replay's selection through ``read_paths``) read version
+V as: V's Delta file list, every path replaced by its latest replacement, files no longer in storage dropped.
 
 The current version never needs this (erasure removes originals from it and adds their replacements),
 so the engine keeps DuckDB's ``delta_scan`` for it; an older version goes through ``version_files``.
