@@ -41,9 +41,10 @@ _READ = ["partition", "offset", "timestamp", "key", "value", "headers", "source_
 _PLAN = ["partition", "offset", "timestamp"]
 _PLAN_ROWS = 1_000_000  # rows of (partition, offset, timestamp) aggregated at a time: ~20 MB
 _ORDER = [("partition", "ascending"), ("offset", "ascending")]
-# Batches read ahead: ~0.3 s of producing, about what reading and sorting the next chunk takes on a
-# loaded machine, so the producing loop rarely waits at a chunk boundary (~+10 MB of peak RSS over 2).
-PREFETCH = 6
+# Batches read ahead. 6 (about the time reading the next chunk takes) cut the producing loop's waits
+# at chunk boundaries in a 300,000-record replay, but added 25-30 MB of peak RSS for 1,000,000 records
+# (358 -> 382-391 MB) with no wall-time gain measurable on the shared 2-core machine.
+PREFETCH = 2
 _Mask = Callable[[pa.Table], pa.Array]  # a row filter: the rows of a table it keeps
 
 
