@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from datetime import date, timedelta
 
@@ -32,8 +32,10 @@ from pipeline.core.readset import read_paths
 from pipeline.core.schema import RECORD_SCHEMA
 from pipeline.core.table import open_table
 from pipeline.core.timefmt import EPOCH
+from pipeline.replay.masks import Mask, all_of, any_of, in_range, in_ranges, not_done
 from pipeline.replay.options import ReplayOptions
 from pipeline.replay.summary import with_iso_times
+from pipeline.replay.where import WhereFilter
 
 _TS = RECORD_SCHEMA.field("timestamp").type
 # What a replay reads of each file (topic and date are partition values, in the log, not in the files).
@@ -45,7 +47,6 @@ _ORDER = [("partition", "ascending"), ("offset", "ascending")]
 # at chunk boundaries in a 300,000-record replay, but added 25-30 MB of peak RSS for 1,000,000 records
 # (358 -> 382-391 MB) with no wall-time gain measurable on the shared 2-core machine.
 PREFETCH = 2
-_Mask = Callable[[pa.Table], pa.Array]  # a row filter: the rows of a table it keeps
 
 
 @dataclass(frozen=True)
@@ -101,7 +102,7 @@ class Selection:
         self._plans: dict[str, list[PartitionPlan]] = {}  # topic -> its plan (without bytes)
         self._reading: threading.Event | None = None  # set: the prefetching thread stops
         self.where = options.where
-        self._sql = _Where(options.lake, self.version, self.where) if self.where else None
+        self._sql = WhereFilter(options.lake, self.version, self.where) if self.where else None
 
     # -- validation ---------------------------------------------------------------------------
 
@@ -171,11 +172,11 @@ class Selection:
 
     # -- which rows: the structured filter, evaluated on each file's rows ----------------------
 
-    def _filter(self, topic: str) -> _Mask | None:
+    def _filter(self, topic: str) -> Mask | None:
         """The structured filter of one topic's rows (None: every row), as vectorised comparisons
         (pyarrow's expression filter runs a query plan per call: slow for one file at a time)."""
         o = self.options
-        parts: list[_Mask] = []
+        parts: list[Mask] = []
         if o.from_ms is not None:
             low = pa.scalar(o.from_ms * 1000, _TS)
             parts.append(lambda t: pc.greater_equal(t["timestamp"], low))
@@ -187,14 +188,14 @@ class Selection:
             parts.append(lambda t: pc.is_in(t["partition"], value_set=chosen))
         if o.offsets:
             ranges = [(r.partition, r.start, r.end) for r in o.offsets]
-            parts.append(lambda t: _any(_in_range(t, *r) for r in ranges))
+            parts.append(lambda t: any_of(in_range(t, *r) for r in ranges))
         if o.key is not None:
             key = pa.scalar(o.key, pa.binary())
             parts.append(lambda t: pc.equal(t["key"], key))
         for (t_, partition), (last, extra) in sorted(self._resume.items()):
             if t_ == topic and (last is not None or extra):
-                parts.append(_not_done(int(partition), last, extra))
-        return _all(parts)
+                parts.append(not_done(int(partition), last, extra))
+        return all_of(parts)
 
     def _columns(self, wanted: list[str]) -> list[str]:
         """The columns to read: those wanted plus the ones the filter looks at (every one for --where)."""
@@ -205,7 +206,7 @@ class Selection:
         need += ["key"] if o.key is not None else []
         return [c for c in _READ if c in need]
 
-    def _rows(self, topic: str, f: _File, columns: list[str], where: _Mask | None) -> pa.Table:
+    def _rows(self, topic: str, f: _File, columns: list[str], where: Mask | None) -> pa.Table:
         """One file's selected rows (its structured filter, ``where``, and --where) in file order."""
         try:
             table = pq.ParquetFile(
@@ -315,7 +316,7 @@ class Selection:
                     continue
                 # one chunk of the whole topic needs no range filter (the plan's ranges cover every row)
                 whole = chunks == 1 and only is None
-                scope = where if whole else _all([where, _in_ranges(ranges)])
+                scope = where if whole else all_of([where, in_ranges(ranges)])
                 read = [self._rows(topic, f, columns, scope) for f in self._scan[topic] if f.overlaps(ranges)]
                 read = [t.select(_READ) for t in read if t.num_rows]
                 if not read:
@@ -395,82 +396,6 @@ def _drain(q: queue.Queue, done: threading.Event, thread: threading.Thread) -> I
         thread.join(timeout=10)
 
 
-# In --where, key and value read as text (as_text: UTF-8, other bytes as \xNN escapes), so the issue's
-# `value LIKE '%customer-42%'` works; the raw bytes are key_bytes / value_bytes.
-_ROWS = "_kbak_replay_rows"
-_SCOPE = "_kbak_replay_scope"
-_ROW = "_kbak_row"
-_SCOPE_SQL = (
-    f'CREATE TEMP VIEW {_SCOPE} AS SELECT topic, "partition", "offset", "timestamp", timestamp_type, '
-    'as_text("key") AS "key", as_text("value") AS "value", headers, "date", source_cluster, ingested_at, '
-    f'"key" AS key_bytes, "value" AS value_bytes, {_ROW} FROM {_ROWS}'
-)
-MEMORY_LIMIT = "128MB"
-THREADS = 1  # the predicate runs on the reading thread, one file's rows at a time
-
-
-class _Where:
-    """``--where``: a predicate of the SQL engine (DuckDB, with ``kbak query``'s macros and views),
-    evaluated over each file's rows as they are read. Loaded only when a replay has one."""
-
-    def __init__(self, lake, version: int, where: str) -> None:
-        import duckdb
-
-        from pipeline.query.engine import connect
-
-        self.duckdb, self.where = duckdb, where
-        self.con = connect(lake, as_of=version, audit=False)  # replay logs its own access
-        self.con.execute(f"SET memory_limit = '{MEMORY_LIMIT}'")
-        self.con.execute(f"SET threads = {THREADS}")
-        self._register(RECORD_SCHEMA.empty_table())
-        self.con.execute(_SCOPE_SQL)
-        self._check()
-
-    def _register(self, table: pa.Table) -> None:
-        ids = pa.array(range(table.num_rows), pa.int64())
-        self.con.register(_ROWS, table.append_column(_ROW, ids))
-
-    def _check(self) -> None:
-        duckdb = self.duckdb
-        try:
-            self.con.execute(f"EXPLAIN SELECT 1 FROM {_SCOPE} WHERE ({self.where})")
-        except duckdb.ParserException as exc:
-            raise KbakError(f"--where is not valid SQL: {first_line(exc)}") from None
-        except duckdb.BinderException as exc:
-            detail = first_line(exc)
-            if "not found" in detail or "does not have a column" in detail:
-                raise KbakError(f"--where names an unknown column: {detail}") from None
-            if "decode(VARCHAR)" in detail:  # a kbak query macro given the text column
-                detail += " (in --where key and value are text: give the macros key_bytes / value_bytes)"
-            raise KbakError(f"--where cannot be evaluated: {detail}") from None
-        except duckdb.Error as exc:
-            raise KbakError(f"--where cannot be evaluated: {first_line(exc)}") from None
-
-    def keep(self, table: pa.Table, topic: str, day: date) -> pa.Table:
-        """The rows of one file (file columns) that the predicate keeps, in file order."""
-        n = table.num_rows
-        full = pa.table(
-            {
-                name: pa.repeat(pa.scalar(topic), n)
-                if name == "topic"
-                else pa.repeat(pa.scalar(day, pa.date32()), n)
-                if name == "date"
-                else table[name]
-                for name in RECORD_SCHEMA.names
-            }
-        )
-        self._register(full)
-        try:
-            got = self.con.execute(f"SELECT {_ROW} FROM {_SCOPE} WHERE ({self.where}) ORDER BY {_ROW}")
-            ids = got.to_arrow_table().column(0)
-        except self.duckdb.Error as exc:
-            raise KbakError(f"reading the archive failed: {first_line(exc)}") from None
-        return table.take(ids)
-
-    def close(self) -> None:
-        self.con.close()
-
-
 def _output(topic: str, table: pa.Table) -> pa.RecordBatch:
     """A sorted slice as the batch ``Sender`` produces from."""
     table = table.combine_chunks()
@@ -514,66 +439,6 @@ def _merge(a: list, b: list) -> list:
     """Two partial plans of one partition: [count, bytes, first offset, last offset, first ts, last ts]."""
     size = None if a[1] is None else a[1] + b[1]
     return [a[0] + b[0], size, min(a[2], b[2]), max(a[3], b[3]), min(a[4], b[4]), max(a[5], b[5])]
-
-
-def _in_range(t: pa.Table, partition: int, start: int, end: int | None) -> pa.Array:
-    mask = pc.and_(pc.equal(t["partition"], partition), pc.greater_equal(t["offset"], start))
-    return pc.and_(mask, pc.less_equal(t["offset"], end)) if end is not None else mask
-
-
-def _in_ranges(ranges: list[tuple[int, int, int]]) -> _Mask:
-    """Rows within a chunk's (partition, first, last) offset ranges: two lookups by partition, two comparisons."""
-    size = max(p for p, _lo, _hi in ranges) + 1
-    low, high = [1 << 62] * size, [-1] * size  # a partition without a range keeps nothing
-    for p, lo, hi in ranges:
-        low[p], high[p] = lo, hi
-    lows, highs = pa.array(low, pa.int64()), pa.array(high, pa.int64())
-
-    def mask(t: pa.Table) -> pa.Array:
-        parts = pc.if_else(pc.less(t["partition"], size), t["partition"], 0)  # out of the lookup: no range
-        inside = pc.and_(
-            pc.greater_equal(t["offset"], pc.take(lows, parts)), pc.less_equal(t["offset"], pc.take(highs, parts))
-        )
-        return pc.and_(inside, pc.less(t["partition"], size))
-
-    return mask
-
-
-def _not_done(partition: int, last: int | None, extra: list[int]) -> _Mask:
-    """Resuming: not a record of ``partition`` that the checkpoint says was delivered."""
-    done_set = pa.array([int(x) for x in extra], pa.int64())
-
-    def mask(t: pa.Table) -> pa.Array:
-        done = [pc.less_equal(t["offset"], int(last))] if last is not None else []
-        if extra:
-            done.append(pc.is_in(t["offset"], value_set=done_set))
-        return pc.invert(pc.and_(pc.equal(t["partition"], partition), _any(done)))
-
-    return mask
-
-
-def _any(masks) -> pa.Array:
-    masks = list(masks)
-    out = masks[0]
-    for m in masks[1:]:
-        out = pc.or_kleene(out, m)
-    return out
-
-
-def _all(parts: list) -> _Mask | None:
-    parts = [p for p in parts if p is not None]
-    if not parts:
-        return None
-    if len(parts) == 1:
-        return parts[0]
-
-    def mask(t: pa.Table) -> pa.Array:
-        out = parts[0](t)
-        for p in parts[1:]:
-            out = pc.and_kleene(out, p(t))
-        return out
-
-    return mask
 
 
 def _archived_partitions(actions: pa.Table) -> dict[str, int]:

@@ -14,12 +14,13 @@ from pipeline.core.errors import KbakError
 from pipeline.core.kafka import with_logger
 from pipeline.core.timefmt import iso_ms
 from pipeline.replay.checkpoint import Progress
+from pipeline.replay.masks import in_ranges, not_done
 from pipeline.replay.offsets import GroupMapper
 from pipeline.replay.options import OffsetRange, parse_key, parse_offsets, parse_rate, parse_time
 from pipeline.replay.partitioner import Partitioner, murmur2, murmur2_partition
 from pipeline.replay.produce import Sender, too_large_hint
 from pipeline.replay.ratelimit import RateLimiter
-from pipeline.replay.select import _File, _in_ranges, _not_done
+from pipeline.replay.select import _File
 
 
 def test_murmur2_matches_the_java_client():
@@ -177,8 +178,8 @@ def test_row_masks_for_chunks_and_resume():
             "offset": pa.array([1, 9, 3, 20, 4, 4], pa.int64()),
         }
     )
-    chunk = _in_ranges([(0, 0, 5), (1, 3, 20)])  # partitions without a range (2, 5) keep nothing
+    chunk = in_ranges([(0, 0, 5), (1, 3, 20)])  # partitions without a range (2, 5) keep nothing
     assert pc.indices_nonzero(chunk(t)).to_pylist() == [0, 2, 3]
-    resume = _not_done(1, 3, [20])  # partition 1 delivered up to 3, and 20 out of order
+    resume = not_done(1, 3, [20])  # partition 1 delivered up to 3, and 20 out of order
     assert pc.indices_nonzero(resume(t)).to_pylist() == [0, 1, 4, 5]
-    assert pc.indices_nonzero(_not_done(0, None, [9])(t)).to_pylist() == [0, 2, 3, 4, 5]
+    assert pc.indices_nonzero(not_done(0, None, [9])(t)).to_pylist() == [0, 2, 3, 4, 5]
