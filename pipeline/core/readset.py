@@ -5,8 +5,8 @@ them hold an erased subject: erasure writes a scrubbed replacement of every such
 referenced by older versions) and records ``original -> replacement`` (``None`` when nothing is left) in
 its custody manifest (``files_scrubbed``). After ``kbak vacuum`` some are gone from storage (erased
 originals, files past their retention policy). kbak's readers (``pipeline.query.engine.connect``, hence
-``kbak query``, replay's selection, the notebooks and the Python API) read version V as: V's Delta file
-list, every path replaced by its latest replacement, files no longer in storage dropped.
+``kbak query``, the notebooks and the Python API; replay's selection through ``read_paths``) read version
+V as: V's Delta file list, every path replaced by its latest replacement, files no longer in storage dropped.
 
 The current version never needs this (erasure removes originals from it and adds their replacements),
 so the engine keeps DuckDB's ``delta_scan`` for it; an older version goes through ``version_files``.
@@ -75,15 +75,25 @@ def resolve(path: str, mapping: dict[str, str | None]) -> str | None:
 def version_files(lake: Lake, dt) -> VersionFiles | None:
     """The files to read for ``dt``'s loaded version, or None when Delta's own list is right as it is."""
     paths = pa.table(dt.get_add_actions(flatten=True)).column("path").to_pylist()
-    mapping = replacements(lake)
-    resolved = [resolve(p, mapping) for p in paths]
-    present = set(lake.list_files()) if paths else set()
+    resolved, present = _resolved(lake, paths)
     files = [r for r in resolved if r is not None and r in present]
     replaced = sum(1 for p, r in zip(paths, resolved, strict=True) if r != p)
     dropped = len(paths) - len(files)
     if not replaced and not dropped:
         return None
     return VersionFiles(sorted(set(files)), replaced, dropped)
+
+
+def read_paths(lake: Lake, paths: list[str]) -> list[str | None]:
+    """Each of a version's Delta file paths as kbak's readers read it: its latest replacement, or None
+    when nothing is left of it or the file is no longer in storage (``version_files``, path by path)."""
+    resolved, present = _resolved(lake, paths)
+    return [r if r is not None and r in present else None for r in resolved]
+
+
+def _resolved(lake: Lake, paths: list[str]) -> tuple[list[str | None], set[str]]:
+    mapping = replacements(lake)
+    return [resolve(p, mapping) for p in paths], set(lake.list_files()) if paths else set()
 
 
 def _pending_committed(lake: Lake, entry: dict) -> bool:

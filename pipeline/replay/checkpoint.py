@@ -142,8 +142,10 @@ class Checkpoint:
         """``--checkpoint FILE``: load it if it exists (refusing one written for a different replay),
         else a fresh one; ``fresh`` (``--again``) starts over whatever the file holds."""
         p = Path(path)
-        if not p.parent.exists():
-            raise KbakError(f"--checkpoint {p}: directory {p.parent} does not exist")
+        try:  # as --output: the directory is made now, before anything is produced
+            p.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise KbakError(f"--checkpoint {p}: cannot create directory {p.parent}: {exc.strerror or exc}") from None
         return cls._load(_Store.file(p), fingerprint, f"--checkpoint {p}", fresh)
 
     @classmethod

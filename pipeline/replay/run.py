@@ -13,11 +13,10 @@ import threading
 import time
 
 from pipeline.core.errors import Interrupted, KbakError, first_line
-from pipeline.core.hotpath import fewer_gc_passes
+from pipeline.core.hotpath import fewer_gc_passes, system_arrow_pool
 from pipeline.core.kafka import client_config
 from pipeline.core.progress import Reporter, Snapshot
 from pipeline.core.signals import interrupt_on_signals, stop_on_signals
-from pipeline.ingest.groups import group_offsets
 from pipeline.replay.checkpoint import Checkpoint, Progress
 from pipeline.replay.offsets import GroupMapper, commit_group
 from pipeline.replay.options import ReplayOptions
@@ -69,7 +68,8 @@ def replay(
     """Run (or, with ``dry_run``, plan) a replay. Raises KbakError before producing on bad input, and
     ReplayFailed (carrying the summary of what was delivered) when a started run stops early."""
     options.validate()
-    with interrupt_on_signals(), fewer_gc_passes():  # until producing starts, SIGINT/SIGTERM end the run (130)
+    # until producing starts, SIGINT/SIGTERM end the run (130)
+    with interrupt_on_signals(), fewer_gc_passes(), system_arrow_pool():
         return _replay(options, reporter, stop)
 
 
@@ -82,6 +82,8 @@ def _replay(options: ReplayOptions, reporter: Reporter | None, stop: threading.E
         return _already_delivered(options, ckpt, started)
     committed, snapshots = ({}, {})
     if options.restore_groups:
+        from pipeline.ingest.groups import group_offsets  # imports the ingest package: only when asked
+
         committed, snapshots = group_offsets(options.lake, options.restore_groups, options.backup_id)
     conf = client_config(options.bootstrap_servers, options.kafka_settings) if options.bootstrap_servers else {}
     sel = Selection(options, version=ckpt.table_version if ckpt else None, resume=ckpt.progress if ckpt else {})
@@ -124,15 +126,16 @@ def _replay(options: ReplayOptions, reporter: Reporter | None, stop: threading.E
                 if summary.reconciled:  # read again without what the killed run delivered
                     sel.close()
                     sel = Selection(options, version=ckpt.table_version, resume=ckpt.progress)
-            if options.repartition is None:
-                _record_target_starts(conf, ckpt, targets)
+        batches = sel.prefetched()  # reading starts now, alongside the last checks below
+        if ckpt is not None and options.repartition is None:
+            _record_target_starts(conf, ckpt, targets)
         if ckpt is not None:
             ckpt.save()  # before producing: a lake that refuses writes is found now (see Checkpoint.default)
             summary.checkpoint, summary.checkpoint_note = ckpt.path, ckpt.note
         summary.skipped_by_checkpoint = ckpt.records if ckpt else 0
         summary.delivered = dict(ckpt.progress) if ckpt else {}
         summary.created_topics = sorted(t.name for t in targets.values() if t.created)
-        run = _Run(options, sel, conf, targets, ckpt, groups, snapshots, summary, reporter, stop)
+        run = _Run(options, batches, conf, targets, ckpt, groups, snapshots, summary, reporter, stop)
         run.rewriter = rewriter
         run.started = started  # the summary's duration covers the whole command, checks included
         return run.execute()
@@ -184,8 +187,8 @@ def _needed(plan) -> dict[str, int]:
 
 
 class _Run:
-    def __init__(self, options, sel, conf, targets, ckpt, groups, snapshots, summary, reporter, stop) -> None:
-        self.options, self.sel, self.conf, self.ckpt = options, sel, conf, ckpt
+    def __init__(self, options, batches, conf, targets, ckpt, groups, snapshots, summary, reporter, stop) -> None:
+        self.options, self.batches, self.conf, self.ckpt = options, batches, conf, ckpt
         self.summary, self.reporter, self.stop, self.snapshots = summary, reporter, stop, snapshots
         self.started = time.monotonic()
         self.progress = Progress(ckpt.progress if ckpt else None)
@@ -212,7 +215,7 @@ class _Run:
         error: BaseException | None = None
         with stop_on_signals(self.stop):
             try:
-                with contextlib.closing(self.sel.prefetched()) as batches:
+                with contextlib.closing(self.batches) as batches:
                     for batch in batches:
                         if not sender.send(self.rewriter.apply(batch) if self.rewriter else batch):
                             break

@@ -8,7 +8,8 @@ import subprocess
 import time
 
 import pytest
-from support.kbak_testing import KBAK, consume_all, content, produce, run_json, run_kbak
+from confluent_kafka.admin import AdminClient
+from support.kbak_testing import KBAK, consume_all, content, one_line_error, produce, run_json, run_kbak
 
 from pipeline.dev.sample import create_topics
 
@@ -53,7 +54,7 @@ def replay_args(kafka, lake, target, ckpt, *extra):
 
 
 def test_max_records_then_resume_delivers_each_record_once(kafka, lake, topic_name, tmp_path):
-    target, ckpt = topic_name("resume-dst"), tmp_path / "replay.ckpt"
+    target, ckpt = topic_name("resume-dst"), tmp_path / "state" / "replays" / "replay.ckpt"  # made, as --output
     total = PARTITIONS * PER_PARTITION
 
     first = run_json(*replay_args(kafka, lake, target, ckpt, "--max-records", "200"))
@@ -147,3 +148,12 @@ def test_killed_replay_resumes_exactly_once(kafka, lake, topic_name, tmp_path):
     assert rest["skipped_by_checkpoint"] == on_target
     assert rest["records"] == PARTITIONS * PER_PARTITION - on_target
     assert content(consume_all(kafka.bootstrap, target, PARTITIONS)) == content(lake["records"])
+
+
+def test_checkpoint_where_no_directory_can_be_made_is_one_line_and_produces_nothing(kafka, lake, topic_name, tmp_path):
+    target = topic_name("ckpt-refused")
+    (tmp_path / "a-file").write_text("not a directory")
+    proc = run_kbak(*replay_args(kafka, lake, target, tmp_path / "a-file" / "replay.ckpt"))
+    assert proc.returncode == 1
+    assert "--checkpoint" in one_line_error(proc) and "cannot create directory" in one_line_error(proc)
+    assert target not in AdminClient({"bootstrap.servers": kafka.bootstrap}).list_topics(timeout=10).topics

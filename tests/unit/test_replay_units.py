@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from datetime import date
+
+import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 from confluent_kafka import KafkaError
 from support.kbak_testing import JAVA_MURMUR2
@@ -10,11 +14,13 @@ from pipeline.core.errors import KbakError
 from pipeline.core.kafka import with_logger
 from pipeline.core.timefmt import iso_ms
 from pipeline.replay.checkpoint import Progress
+from pipeline.replay.masks import in_ranges, not_done
 from pipeline.replay.offsets import GroupMapper
 from pipeline.replay.options import OffsetRange, parse_key, parse_offsets, parse_rate, parse_time
 from pipeline.replay.partitioner import Partitioner, murmur2, murmur2_partition
 from pipeline.replay.produce import Sender, too_large_hint
 from pipeline.replay.ratelimit import RateLimiter
+from pipeline.replay.select import _File
 
 
 def test_murmur2_matches_the_java_client():
@@ -154,3 +160,26 @@ def test_delivery_timeout_names_the_broker_and_the_setting():
         "1/1 brokers are down"
     )
     assert _sender(**{"delivery.timeout.ms": "2500"}).delivery_timeout_s == 2.5  # -X wins over the flag
+
+
+def test_file_pruning_on_partition_and_offset_statistics():
+    f = _File("topic=t/date=2024-01-01/a.parquet", date(2024, 1, 1), partitions=(0, 1), offsets=(100, 200))
+    assert f.overlaps([(1, 150, 160)]) and f.overlaps([(0, 0, 100)]) and f.overlaps([(1, 200, 300)])
+    assert not f.overlaps([(2, 0, 1000)])  # a partition the file does not hold
+    assert not f.overlaps([(0, 201, 300), (1, 0, 99)])  # offsets outside the file's range
+    unknown = _File("x.parquet", date(2024, 1, 1), partitions=None, offsets=None)  # no statistics: always read
+    assert unknown.overlaps([(7, 0, 0)])
+
+
+def test_row_masks_for_chunks_and_resume():
+    t = pa.table(
+        {
+            "partition": pa.array([0, 0, 1, 1, 2, 5], pa.int32()),
+            "offset": pa.array([1, 9, 3, 20, 4, 4], pa.int64()),
+        }
+    )
+    chunk = in_ranges([(0, 0, 5), (1, 3, 20)])  # partitions without a range (2, 5) keep nothing
+    assert pc.indices_nonzero(chunk(t)).to_pylist() == [0, 2, 3]
+    resume = not_done(1, 3, [20])  # partition 1 delivered up to 3, and 20 out of order
+    assert pc.indices_nonzero(resume(t)).to_pylist() == [0, 1, 4, 5]
+    assert pc.indices_nonzero(not_done(0, None, [9])(t)).to_pylist() == [0, 2, 3, 4, 5]
