@@ -84,6 +84,7 @@ def commit_operation(
     attempt = 0
     while True:
         attempt += 1
+        read_version: int | None = None
         try:
             dt.update_incremental()
             read_version = dt.version()
@@ -100,17 +101,36 @@ def commit_operation(
                 partition_by=PARTITION_COLUMNS,
                 commit_properties=CommitProperties(custom_metadata=meta, max_commit_retries=10),
             )
-            version = find_committed_version(lake, dt, read_version, digest)
-            if checkpoint:
-                _checkpoint(lake, dt, version)
-            seal(lake, dt, head=version)
-            return version
         except (CommitFailedError, OSError) as exc:
+            # An error may come after the commit landed (a post-commit hook, a lost response): retrying
+            # then would commit the operation twice, so look for it in the log first.
+            version = _landed(lake, read_version, digest)
+            if version is not None:
+                break
             if attempt >= max_attempts:
                 kind = CommitConflictError if isinstance(exc, CommitFailedError) else StorageError
                 detail = first_line(exc)
                 raise kind(f"{operation} commit to {lake.uri} failed after {attempt} attempts: {detail}") from None
             sleep(min(0.5 * 2 ** (attempt - 1), 4.0))
+            continue
+        version = find_committed_version(lake, read_version, digest)
+        break
+    # The commit stands from here on: a failure below is reported, never retried as a second commit
+    # (an unsealed version is sealed by the next commit, or by `kbak validate --repair`).
+    if checkpoint:
+        _checkpoint(lake, dt, version)
+    seal(lake, dt, head=version)
+    return version
+
+
+def _landed(lake: Lake, read_version: int | None, digest: str) -> int | None:
+    """The version our commit got, if it landed despite the error; None if it did not (or cannot tell)."""
+    if read_version is None:
+        return None  # failed before committing
+    try:
+        return find_committed_version(lake, read_version, digest)
+    except (KbakError, OSError):
+        return None
 
 
 def _checkpoint(lake: Lake, dt: DeltaTable, version: int) -> None:
@@ -145,7 +165,7 @@ def _check_still_live(dt: DeltaTable, remove: Sequence[RemoveAction], operation:
         )
 
 
-def find_committed_version(lake: Lake, dt: DeltaTable, read_version: int, digest: str) -> int:
+def find_committed_version(lake: Lake, read_version: int, digest: str) -> int:
     """The version our commit got (others may have committed around it): found by its manifest digest.
 
     The log entries after ``read_version`` are read directly, one by one, until ours: the cost is the

@@ -161,7 +161,7 @@ def commit_records(
                 )
             _fault("after-commit")
             with profile.stage("seal"):
-                version = find_committed_version(lake, dt, read_version, digest)
+                version = find_committed_version(lake, read_version, digest)
                 custody.seal(lake, dt, head=version)
             committed = {(r["topic"], r["partition"]): r["last_offset"] for r in ranges}
             size = sum(f.size for f in files)

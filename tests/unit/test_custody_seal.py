@@ -58,3 +58,28 @@ def test_edited_checkpoint_is_caught(tmp_path):
 
 def checkpoints(lake: Lake) -> list[int]:
     return [int(p.split("/")[-1][:20]) for p in lake.list_files("_delta_log") if p.endswith(".checkpoint.parquet")]
+
+
+def test_an_operation_whose_sealing_fails_after_its_commit_is_never_committed_twice(tmp_path, monkeypatch):
+    """A storage error after the commit landed (sealing, a post-commit hook) must not re-run the commit."""
+    from deltalake import DeltaTable
+
+    from pipeline.custody import operation
+
+    lake = Lake.at(tmp_path / "lake")
+    dt = ensure_table(lake)
+    before = dt.version()
+
+    def failing_seal(*args, **kwargs):
+        raise OSError("connection reset while sealing")
+
+    monkeypatch.setattr(operation, "seal", failing_seal)
+    try:
+        operation.commit_operation(lake, dt, "case-hold", {"case": "C-1"}, sleep=lambda s: None)
+    except OSError as exc:
+        assert "sealing" in str(exc)
+    else:
+        raise AssertionError("the sealing error must reach the caller")
+    assert DeltaTable(lake.uri).version() == before + 1  # one commit, not one per retry
+    monkeypatch.undo()
+    assert manifest.seal(lake) == [before + 1]  # sealed later, as the next commit or validate --repair does
