@@ -41,6 +41,12 @@ CONSUMER_DEFAULTS: dict = {
 }
 
 
+# ``--once`` ends at each partition's EOF, which a fetch at the end reports only after the broker held it
+# ``fetch.wait.max.ms`` (librdkafka's default 500 ms). Continuous ingest keeps the default: it is caught
+# up most of the time, and shorter waits would only poll the broker more often.
+ONCE_CONSUMER = {"fetch.wait.max.ms": 20}
+
+
 def with_logger(conf: dict) -> dict:
     """Client settings with librdkafka's log routed to Python logging."""
     return {**conf, "logger": KAFKA_LOG}

@@ -22,6 +22,7 @@ from pipeline.core import profile
 from pipeline.core.errors import KbakError, UsageError
 from pipeline.core.hotpath import fewer_gc_passes
 from pipeline.core.kafka import (
+    ONCE_CONSUMER,
     client_config,
     cluster_metadata,
     compile_patterns,
@@ -80,7 +81,7 @@ class _Run:
         # Made first: librdkafka checks its settings as a whole here, before the lake is touched.
         # -X settings override the consumer defaults, as decoded by client_config (@file secrets read).
         overrides = {k: self.conf[k] for k in opts.kafka_settings if k in self.conf}
-        self.consumer = consumer_for(self.conf, self.group_id, overrides)
+        self.consumer = consumer_for(self.conf, self.group_id, {**(ONCE_CONSUMER if opts.once else {}), **overrides})
         try:
             self._prepare()
         except BaseException:

@@ -48,6 +48,9 @@ def _probe(
             "auto.offset.reset": "earliest",
             "fetch.max.bytes": 1 << 20,
             "max.partition.fetch.bytes": 64 << 10,
+            # At a partition's end the broker holds a fetch this long before answering "nothing new"
+            # (librdkafka's default: 500 ms); the probe is there to see that answer.
+            "fetch.wait.max.ms": 10,
         }
     )
     out: dict[TP, tuple[str, int]] = {}
@@ -55,7 +58,7 @@ def _probe(
         consumer.assign([TopicPartition(t, p, max(o, 0)) for (t, p), o in starts.items()])
         deadline = time.monotonic() + timeout
         while len(out) < len(starts) and time.monotonic() < deadline and not (stop and stop.is_set()):
-            for m in consumer.consume(num_messages=1000, timeout=0.2):
+            for m in consumer.consume(num_messages=1000, timeout=0.05):
                 tp = (m.topic(), m.partition())
                 if tp in out or tp not in starts:
                     continue
