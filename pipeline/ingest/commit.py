@@ -105,10 +105,15 @@ def commit_records(
     target_file_size: int = defaults.TARGET_FILE_SIZE,
     max_attempts: int = 5,
     sleep: Callable[[float], None] = time.sleep,
+    files: list[DataFile] | None = None,
 ) -> CommitResult:
-    """Commit ``table``'s rows for the partitions whose fence holds; report the ones that moved."""
+    """Commit ``table``'s rows for the partitions whose fence holds; report the ones that moved.
+
+    ``files``: ``table`` already written (``prepare_files``, ahead of the commit); used only if every
+    fence holds, otherwise the remaining rows are written again (the early files become orphans).
+    """
     rejected: dict[TP, int | None] = {}
-    files: list[DataFile] = []
+    files = list(files or [])
     digest: str | None = None
     attempt = 0
     while True:
@@ -125,8 +130,7 @@ def commit_records(
             if table.num_rows == 0:
                 return CommitResult(None, [], 0, 0, {}, rejected)
             if not files:
-                files = write_files(lake, table, compression_level, target_file_size)
-                _fault("after-write")
+                files = prepare_files(lake, table, compression_level, target_file_size)
             with profile.stage("manifest"):
                 ranges = partition_ranges(table)
                 body = ingest_body(files, ranges, gaps or [], source_cluster, backup_id, created_by())
@@ -179,6 +183,13 @@ def commit_records(
                 detail = " ".join(str(exc).split())[:300]  # the whole message, on one line
                 raise KbakError(f"storage error committing to {lake.uri} after {attempt} attempts: {detail}") from None
             sleep(min(0.5 * 2 ** (attempt - 1), 4.0))
+
+
+def prepare_files(lake: Lake, table: pa.Table, compression_level: int, target_file_size: int) -> list[DataFile]:
+    """Write a flush's data files, not yet committed (no reader sees them until a commit names them)."""
+    files = write_files(lake, table, compression_level, target_file_size)
+    _fault("after-write")
+    return files
 
 
 def _unstage(lake: Lake, digest: str | None) -> None:
