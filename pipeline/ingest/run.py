@@ -1,8 +1,8 @@
 """``kbak ingest``: consume Kafka topics into the archive, exactly once, as a snapshot or continuously.
 
-Threads: the main thread consumes and builds Arrow columns (Python-bound); the committer thread
-(``committer.py``) encodes Parquet, uploads and commits, so the two overlap. Progress is read
-from, and only from, the Delta log (see ``commit.py``).
+Threads: the main thread consumes and builds Arrow columns (Python-bound); the committer
+(``committer.py``) encodes and uploads a flush on one thread while it commits the one before on
+another, so the three overlap. Progress is read from, and only from, the Delta log (see ``commit.py``).
 """
 
 from __future__ import annotations
