@@ -1,4 +1,4 @@
-"""Data files in storage that no commit ever named: what a crash between writing and committing leaves.
+"""Data files in storage that nothing names: what a crash between writing and committing leaves.
 
 An ingest (or a compaction) writes its Parquet files first and commits them after; a process killed
 in between, or a commit that lost its fence and rewrote its rows, leaves files no version of the table
@@ -23,11 +23,21 @@ from pipeline.custody.chain import VersionRecord
 RESERVED_DIRS = ("_delta_log/", "_kbak/")
 
 
-def orphan_files(chain: list[VersionRecord], files: dict[str, pafs.FileInfo], now: datetime) -> list[str]:
-    """The data files of ``files`` (a storage listing) that no version adds, oldest first."""
+def orphan_files(
+    chain: list[VersionRecord],
+    files: dict[str, pafs.FileInfo],
+    now: datetime,
+    readset: list[dict] | None = None,
+) -> list[str]:
+    """The data files of ``files`` (a storage listing) that nothing names, oldest first.
+
+    Named: added by a log entry, or named by a custody manifest or the erasure readset index
+    (``readset``: its entries). Erasure's replacements for files only older versions reference are
+    never in the log: they live in the manifests and the index, and time travel reads them.
+    """
     if unreadable_log(chain):
         return []
-    named = set(_added_paths(chain))
+    named = set(_added_paths(chain)) | set(_recorded_paths(chain)) | set(_index_paths(readset or []))
     cutoff = min(now, datetime.now(UTC)).timestamp() - defaults.ORPHAN_AGE_S
     out = []
     for rel, info in files.items():
@@ -54,6 +64,28 @@ def _added_paths(chain: Iterable[VersionRecord]) -> Iterable[str]:
             add = action.get("add")
             if add and add.get("path"):
                 yield unquote(add["path"])  # the log stores paths URL-encoded
+
+
+def _recorded_paths(chain: Iterable[VersionRecord]) -> Iterable[str]:
+    """Every file a manifest body names (added, removed, scrubbed original or replacement, deleted)."""
+    for rec in chain:
+        for value in (rec.body or {}).values():
+            if isinstance(value, list):
+                for item in value:
+                    if isinstance(item, dict):
+                        yield from (item[k] for k in _PATH_KEYS if isinstance(item.get(k), str))
+
+
+_PATH_KEYS = ("path", "original", "replacement")
+
+
+def _index_paths(entries: list[dict]) -> Iterable[str]:
+    """Both sides of every replacement in the readset index, pending (uncommitted) erasures included."""
+    for entry in entries:
+        for original, replacement in (entry.get("replacements") or {}).items():
+            yield original
+            if replacement:
+                yield replacement
 
 
 def _is_data_file(rel: str) -> bool:

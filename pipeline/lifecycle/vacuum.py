@@ -26,6 +26,7 @@ from datetime import UTC, datetime, timedelta
 import pyarrow as pa
 
 from pipeline.core.errors import KbakError
+from pipeline.core.readset import load_index
 from pipeline.core.storage import Lake
 from pipeline.core.table import TABLE_CONFIGURATION, open_table
 from pipeline.custody.chain import VersionRecord, load_chain
@@ -172,7 +173,7 @@ def vacuum(lake: Lake, dry_run: bool = False, now: datetime | None = None) -> di
 def _orphans(lake: Lake, chain: list[VersionRecord], files: dict, now: datetime) -> list[Candidate]:
     """Orphan data files as candidates, each with the SHA-256 of its bytes as they are deleted."""
     out = []
-    for rel in orphan_files(chain, files, now):
+    for rel in orphan_files(chain, files, now, load_index(lake)):
         info = files[rel]
         written = info.mtime.astimezone(UTC).isoformat() if info.mtime else None
         out.append(Candidate(rel, sha256_hex(lake.read_bytes(rel)), info.size, None, ORPHAN, written))

@@ -54,3 +54,16 @@ def test_no_orphans_when_a_log_entry_that_might_add_the_file_is_unreadable():
     assert unreadable_log(broken) and orphan_files(broken, files, NOW) == []
     expired = [_rec(5)]  # entries 0..4 gone
     assert unreadable_log(expired) and orphan_files(expired, files, NOW) == []
+
+
+def test_files_a_manifest_or_the_erasure_index_names_are_never_orphans():
+    """Erasure's replacements of files only older versions reference are not in the log: still not orphans."""
+    replacement = "topic=a/date=2024-11-01/part-r.parquet"
+    pending = "topic=a/date=2024-11-01/part-p.parquet"  # an erasure writing right now (index entry, no commit)
+    erase = VersionRecord(2, log_bytes=b"{}", actions=[])
+    erase.manifest = {"body": {"operation": "erase", "files_scrubbed": [
+        {"original": "topic=a/date=2024-11-01/part-1.parquet", "replacement": replacement}]}}  # fmt: skip
+    files = dict([_file(replacement, OLD), _file(pending, OLD), _file("topic=a/date=2024-11-01/part-x.parquet", OLD)])
+    index = [{"request_id": "R", "version": None, "replacements": {"topic=a/date=2024-11-01/part-2.parquet": pending}}]
+    chain = [_rec(0), _rec(1, "topic=a/date=2024-11-01/part-1.parquet"), erase]
+    assert orphan_files(chain, files, NOW, index) == ["topic=a/date=2024-11-01/part-x.parquet"]
