@@ -104,7 +104,7 @@ def commit_operation(
         except (CommitFailedError, OSError) as exc:
             # An error may come after the commit landed (a post-commit hook, a lost response): retrying
             # then would commit the operation twice, so look for it in the log first.
-            version = _landed(lake, read_version, digest)
+            version = landed_version(lake, read_version, digest)
             if version is not None:
                 break
             if attempt >= max_attempts:
@@ -123,9 +123,9 @@ def commit_operation(
     return version
 
 
-def _landed(lake: Lake, read_version: int | None, digest: str) -> int | None:
-    """The version our commit got, if it landed despite the error; None if it did not (or cannot tell)."""
-    if read_version is None:
+def landed_version(lake: Lake, read_version: int | None, digest: str | None) -> int | None:
+    """The version our commit got, if it landed despite an error; None if it did not (or cannot tell)."""
+    if read_version is None or digest is None:
         return None  # failed before committing
     try:
         return find_committed_version(lake, read_version, digest)

@@ -31,7 +31,7 @@ from pipeline.core.schema import PARTITION_COLUMNS, RECORD_SCHEMA, TP
 from pipeline.core.storage import Lake
 from pipeline.core.table import FREQUENT_COMMIT_HOOKS, TABLE_CONFIGURATION, app_id, open_table
 from pipeline.custody.manifest import InfoKey, Operation, ingest_body
-from pipeline.custody.operation import created_by, find_committed_version
+from pipeline.custody.operation import created_by, find_committed_version, landed_version
 from pipeline.ingest.batch import without_partitions
 from pipeline.ingest.writer import DataFile, write_files
 
@@ -119,6 +119,7 @@ def commit_records(
     while True:
         attempt += 1
         digest = None
+        read_version: int | None = None
         try:
             with profile.stage("fence"):
                 dt.update_incremental()
@@ -167,9 +168,7 @@ def commit_records(
             with profile.stage("seal"):
                 version = find_committed_version(lake, read_version, digest)
                 custody.seal(lake, dt, head=version)
-            committed = {(r["topic"], r["partition"]): r["last_offset"] for r in ranges}
-            size = sum(f.size for f in files)
-            return CommitResult(version, files, table.num_rows, size, committed, rejected, digest)
+            return _committed(version, files, table, ranges, rejected, digest)
         except CommitFailedError as exc:
             # A concurrent commit set one of our partitions' transactions: nothing was committed, so
             # the body staged for it names nothing; remove it, then loop to re-fence.
@@ -179,10 +178,23 @@ def commit_records(
         except KbakError:
             raise
         except OSError as exc:
+            # The commit may have landed before the error (sealing, a post-commit hook, a lost response):
+            # a retry would then find this worker's own transactions moved and report its rows rejected.
+            version = landed_version(lake, read_version, digest)
+            if version is not None:
+                custody.seal(lake, dt, head=version)  # raises if storage still fails: the commit stands
+                return _committed(version, files, table, ranges, rejected, digest)
             if attempt >= max_attempts:
                 detail = " ".join(str(exc).split())[:300]  # the whole message, on one line
                 raise KbakError(f"storage error committing to {lake.uri} after {attempt} attempts: {detail}") from None
             sleep(min(0.5 * 2 ** (attempt - 1), 4.0))
+
+
+def _committed(
+    version: int, files: list[DataFile], table: pa.Table, ranges: list[dict], rejected: dict, digest: str
+) -> CommitResult:
+    committed = {(r["topic"], r["partition"]): r["last_offset"] for r in ranges}
+    return CommitResult(version, files, table.num_rows, sum(f.size for f in files), committed, rejected, digest)
 
 
 def prepare_files(lake: Lake, table: pa.Table, compression_level: int, target_file_size: int) -> list[DataFile]:

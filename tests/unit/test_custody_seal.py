@@ -83,3 +83,26 @@ def test_an_operation_whose_sealing_fails_after_its_commit_is_never_committed_tw
     assert DeltaTable(lake.uri).version() == before + 1  # one commit, not one per retry
     monkeypatch.undo()
     assert manifest.seal(lake) == [before + 1]  # sealed later, as the next commit or validate --repair does
+
+
+def test_an_ingest_commit_whose_sealing_fails_once_reports_its_records_committed(tmp_path, monkeypatch):
+    """Retrying after a storage error that came once the commit had landed must not call the rows rejected."""
+    from deltalake import DeltaTable
+
+    from pipeline.ingest import commit as ingest_commit
+
+    lake = Lake.at(tmp_path / "lake")
+    dt = ensure_table(lake)
+    real_seal, calls = manifest.seal, []
+
+    def flaky_seal(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise OSError("connection reset while sealing")
+        return real_seal(*args, **kwargs)
+
+    monkeypatch.setattr(ingest_commit.custody, "seal", flaky_seal)
+    res = commit_records(lake, dt, rows("t", 0, 0, 5), {("t", 0): None}, source_cluster="c", backup_id="r",
+                         sleep=lambda s: None)  # fmt: skip
+    assert (res.version, res.records, res.committed, res.rejected) == (1, 5, {("t", 0): 4}, {})
+    assert DeltaTable(lake.uri).version() == 1 and manifest.sealed_versions(lake) == [0, 1]
