@@ -5,8 +5,8 @@ in between, or a commit that lost its fence and rewrote its rows, leaves files n
 references. No reader ever sees them, but they hold copies of records (personal data included, which
 ``kbak erase`` only scrubs in files the table references), so ``kbak vacuum`` deletes them on the
 record. A file is an orphan only when every log entry could be read (an unreadable or expired entry
-might be the one that adds it) and it is older than ``defaults.ORPHAN_AGE_S`` on the real clock: a
-running ingest may be about to commit a younger one, whatever ``--now`` pretends.
+might be the one that adds it) and it is older than ``defaults.ORPHAN_FILE_AGE_S`` (a day) on the real clock:
+a running ingest or compaction may be about to commit a younger one, whatever ``--now`` pretends.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ def orphan_files(
     if unreadable_log(chain):
         return []
     named = set(_added_paths(chain)) | set(_recorded_paths(chain)) | set(_index_paths(readset or []))
-    cutoff = min(now, datetime.now(UTC)).timestamp() - defaults.ORPHAN_AGE_S
+    cutoff = min(now, datetime.now(UTC)).timestamp() - defaults.ORPHAN_FILE_AGE_S
     out = []
     for rel, info in files.items():
         if rel in named or not _is_data_file(rel):

@@ -7,8 +7,8 @@ What may go, from the custody chain (never from a guess about storage):
 - erased originals (every ``original`` of an erase manifest's ``files_scrubbed``), at once;
 - files removed by any other operation (compaction) once the removal is older than the table's
   ``delta.deletedFileRetentionDuration`` (time travel keeps working inside that window);
-- orphans: data files no version ever added (a crash between writing and committing), once an hour
-  old (see ``orphans.py``).
+- orphans: data files nothing names (no log entry, manifest or readset entry: a crash between writing
+  and committing), once a day old (see ``orphans.py``).
 
 Never deleted: a file the current version references, a scrubbed replacement, a file under S3
 Object Lock (reported with its retain-until date; a later vacuum deletes it after expiry). The

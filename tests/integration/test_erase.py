@@ -123,11 +123,11 @@ def test_erase_subject_at_every_version(scenario, kafka, tmp_path, topic_name):
     assert "no erasure of that key" in erase(lake, "--status", "--key", "user-1", code=1).stderr
 
     # kbak vacuum deletes the originals at once: then nothing of the subject is left anywhere. Every file
-    # is made two hours old first, so the replacements outside the log (which older versions read) face
+    # is made a day old first, so the replacements outside the log (which older versions read) face
     # vacuum's orphan rule too: they are named by the erase manifest, and stay.
-    two_hours_ago = time.time() - 7200
+    a_day_ago = time.time() - 25 * 3600
     for data_file in Path(lake).rglob("*.parquet"):
-        os.utime(data_file, (two_hours_ago, two_hours_ago))
+        os.utime(data_file, (a_day_ago, a_day_ago))
     vac = run_json("vacuum", "--lake", lake)
     assert {f["path"] for f in vac["files_deleted"] if f["reason"] == "erased"} == originals
     replacements = {s["replacement"] for s in manifest["files_scrubbed"] if s["replacement"]}

@@ -62,14 +62,14 @@ def test_kill_at_commit_points_then_rerun(kafka, tmp_path, topic_name, point):
 
 
 def _vacuum_orphans(lake, orphans: set[str], live: set[str]) -> None:
-    """Orphans are invisible to readers; ``kbak vacuum`` deletes them, on the record, once an hour old."""
+    """Orphans are invisible to readers; ``kbak vacuum`` deletes them, on the record, once a day old."""
     # Younger ones may be an ingest about to commit: kept, whatever --now pretends.
     young = run_json("vacuum", "--lake", str(lake), "--now", "2099-01-01T00:00:00Z")
     assert young["files_deleted"] == [] and _data_files(lake) == live | orphans
-    two_hours_ago = time.time() - 7200
+    a_day_ago = time.time() - 25 * 3600
     digests = {}
     for rel in orphans:
-        os.utime(lake / rel, (two_hours_ago, two_hours_ago))
+        os.utime(lake / rel, (a_day_ago, a_day_ago))
         digests[rel] = hashlib.sha256((lake / rel).read_bytes()).hexdigest()
     dry = run_json("vacuum", "--lake", str(lake), "--dry-run")
     assert {f["path"] for f in dry["files_deleted"]} == orphans and _data_files(lake) == live | orphans

@@ -20,7 +20,7 @@ def _file(rel: str, age: timedelta) -> tuple[str, pafs.FileInfo]:
     return rel, pafs.FileInfo(rel, type=pafs.FileType.File, size=10, mtime=NOW - age)
 
 
-OLD, YOUNG = timedelta(hours=2), timedelta(minutes=5)
+OLD, YOUNG = timedelta(hours=25), timedelta(hours=23)
 
 
 def test_old_unnamed_data_files_are_orphans_oldest_first():
