@@ -17,7 +17,8 @@ import polars as pl
 import pyarrow as pa
 from confluent_kafka import Consumer, TopicPartition
 from deltalake import DeltaTable
-from support.kbak_testing import Rec, consume_all, produce, run_json
+from support.custody_lakes import ingest
+from support.kbak_testing import Rec, consume_all, produce
 
 from pipeline.core.storage import Lake, S3Settings
 from pipeline.core.table import committed_offsets
@@ -123,7 +124,7 @@ def test_table_properties_bi_tools_rely_on(kafka, tmp_path, topic_name):
     create_topics(kafka.bootstrap, {topic: 3})
     produce(kafka.bootstrap, _records(topic)[:20])
     lake = str(tmp_path / "lake")
-    run_json("ingest", "-b", kafka.bootstrap, "--topics", topic, "--lake", lake, "--once")
+    ingest(kafka, topic, lake)
     dt = DeltaTable(lake)
 
     protocol = dt.protocol()
@@ -144,19 +145,7 @@ def test_polars_and_duckdb_read_an_s3_lake(kafka, s3, bucket, topic_name):
     create_topics(kafka.bootstrap, {topic: 3})
     produce(kafka.bootstrap, _records(topic)[:30])
     uri = f"s3://{bucket}/lake"
-    run_json(
-        "ingest",
-        "-b",
-        kafka.bootstrap,
-        "--topics",
-        topic,
-        "--lake",
-        uri,
-        "--once",
-        "--s3-endpoint",
-        s3.endpoint,
-        env=s3.env(),
-    )
+    ingest(kafka, topic, uri, "--s3-endpoint", s3.endpoint, env=s3.env())
     source = consume_all(kafka.bootstrap, topic, 3)
 
     options = Lake.at(

@@ -10,7 +10,8 @@ from __future__ import annotations
 import json
 
 import yaml
-from support.kbak_testing import one_line_error, produce, run_json, run_kbak
+from support.custody_lakes import ingest
+from support.kbak_testing import one_line_error, produce, run_kbak
 
 from pipeline.dev.sample import create_topics
 
@@ -30,23 +31,10 @@ def _ingest_many_commits(kafka, s3, topic: str, lake: str, *extra: str) -> dict:
     create_topics(kafka.bootstrap, {topic: 2})
     produce(kafka.bootstrap, [{"topic": topic, "partition": i % 2, "value": b"sse-%d" % i} for i in range(60)])
     # --flush-records 5: twelve commits, so Delta writes a checkpoint (interval 10) and _last_checkpoint.
-    return run_json(
-        "ingest",
-        "-b",
-        kafka.bootstrap,
-        "--topics",
-        topic,
-        "--lake",
-        lake,
-        "--once",
-        "--flush-records",
-        "5",
-        "--snapshot-groups",
-        "--s3-endpoint",
-        s3.endpoint,
-        *extra,
+    return ingest(
+        kafka, topic, lake, "--flush-records", "5", "--snapshot-groups", "--s3-endpoint", s3.endpoint, *extra,
         env=s3.env(),
-    )
+    )  # fmt: skip
 
 
 def test_sse_kms_on_every_object(kafka, s3, bucket, topic_name):
