@@ -22,12 +22,21 @@ class CorruptLogError(KbakError):
 
 SEVEN_YEARS = "interval 2557 days"
 
+# How long ``kbak vacuum`` keeps the files compaction (or any rewrite) removed, so time travel to older
+# versions keeps working. A kbak property, not Delta's ``delta.deletedFileRetentionDuration``: that one is
+# also the tombstone window, and every checkpoint carries a remove action for each file removed within it.
+# Seven years of tombstones (a continuous ingest's thousands of small files a day, each compacted away)
+# would make every checkpoint, written every ten versions and read by every reader, grow without end.
+REMOVED_FILE_RETENTION = "kbak.removedFileRetentionDuration"
+
 # Explicit at creation so every reader (Spark, Trino, Power BI, DuckDB, polars) sees the same
-# guarantees: seven years of log and of removed files (audit time travel), frequent checkpoints,
-# statistics on the columns audits filter by.
+# guarantees: seven years of log (audit time travel), removed files kept seven years by kbak, Delta's
+# default week of tombstones in checkpoints, frequent checkpoints, statistics on the columns audits
+# filter by.
 TABLE_CONFIGURATION: dict[str, str] = {
     "delta.logRetentionDuration": SEVEN_YEARS,
-    "delta.deletedFileRetentionDuration": SEVEN_YEARS,
+    "delta.deletedFileRetentionDuration": "interval 7 days",
+    REMOVED_FILE_RETENTION: SEVEN_YEARS,
     "delta.checkpointInterval": "10",
     "delta.dataSkippingStatsColumns": "partition,offset,timestamp,timestamp_type,source_cluster,ingested_at",
 }

@@ -246,9 +246,7 @@ def describe(lake: Lake, version: int | None = None, backup_id: str | None = Non
     if version is None:
         version = chain[-1].version
     if version not in by_version:
-        raise UsageError(
-            f"{lake.uri} has no version {version} (versions {chain[0].version}..{chain[-1].version})"
-        )
+        raise UsageError(f"{lake.uri} has no version {version} (versions {chain[0].version}..{chain[-1].version})")
     return {"lake": lake.uri, **describe_version(by_version[version])}
 
 

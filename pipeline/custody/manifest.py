@@ -411,8 +411,6 @@ def _parquet_rows(data: bytes) -> int | None:
         return None
 
 
-
-
 def _unquote(path: str) -> str:
     from urllib.parse import unquote
 

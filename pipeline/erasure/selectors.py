@@ -54,4 +54,3 @@ def parse_selectors(keys: list[str], json_fields: list[str], headers: list[str])
 def _redacted(text: str) -> str:
     """Errors never echo a subject's identifier in full (terminals and CI logs are kept too)."""
     return repr(text[:2] + "…") if len(text) > 2 else repr(text)
-

@@ -79,6 +79,7 @@ def _create(lake: Lake) -> DeltaTable:
             name="kbak_archive",
             description="Kafka records archived byte for byte by kbak",
             configuration=TABLE_CONFIGURATION,
+            raise_if_key_not_exists=False,  # kbak.removedFileRetentionDuration is kbak's, not Delta's
             storage_options=lake.storage_options or None,
             commit_properties=props,
         )

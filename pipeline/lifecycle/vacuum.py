@@ -6,7 +6,7 @@ What may go, from the custody chain (never from a guess about storage):
   removed file of the same (topic, date) partitions (older copies of the same expired records);
 - erased originals (every ``original`` of an erase manifest's ``files_scrubbed``), at once;
 - files removed by any other operation (compaction) once the removal is older than the table's
-  ``delta.deletedFileRetentionDuration`` (time travel keeps working inside that window);
+  ``kbak.removedFileRetentionDuration`` (time travel keeps working inside that window);
 - orphans: data files nothing names (no log entry, manifest or readset entry: a crash between writing
   and committing), once a day old (see ``orphans.py``).
 
@@ -28,7 +28,7 @@ import pyarrow as pa
 from pipeline.core.errors import KbakError
 from pipeline.core.readset import load_index
 from pipeline.core.storage import Lake
-from pipeline.core.table import TABLE_CONFIGURATION, open_table
+from pipeline.core.table import REMOVED_FILE_RETENTION, SEVEN_YEARS, open_table
 from pipeline.custody.chain import VersionRecord, load_chain
 from pipeline.custody.manifest import sha256_hex
 from pipeline.custody.operation import commit_operation
@@ -52,14 +52,17 @@ class Candidate:
     removed_at: str | None
 
 
-def deleted_file_retention(dt) -> timedelta:
-    """The table's ``delta.deletedFileRetentionDuration`` (``interval N days|hours|...``)."""
-    text = (dt.metadata().configuration or {}).get("delta.deletedFileRetentionDuration") or TABLE_CONFIGURATION[
-        "delta.deletedFileRetentionDuration"
-    ]
+def removed_file_retention(dt) -> timedelta:
+    """How long removed files stay for time travel: the table's ``kbak.removedFileRetentionDuration``.
+
+    Archives created before kbak had that property keep their removed files for their
+    ``delta.deletedFileRetentionDuration`` (seven years, as kbak then created them).
+    """
+    config = dt.metadata().configuration or {}
+    text = config.get(REMOVED_FILE_RETENTION) or config.get("delta.deletedFileRetentionDuration") or SEVEN_YEARS
     m = re.fullmatch(r"\s*interval\s+(\d+)\s+(week|day|hour|minute|second)s?\s*", text.lower())
     if not m:
-        raise KbakError(f"cannot read the table's delta.deletedFileRetentionDuration {text!r}")
+        raise KbakError(f"cannot read the table's removed-file retention {text!r}")
     return timedelta(**{f"{m.group(2)}s": int(m.group(1))})
 
 
@@ -116,7 +119,7 @@ def vacuum(lake: Lake, dry_run: bool = False, now: datetime | None = None) -> di
     """Delete what the chain allows; one ``vacuum`` manifest per run that deletes or retains anything."""
     now = now or datetime.now(UTC)
     dt = open_table(lake)
-    keep_for = deleted_file_retention(dt)
+    keep_for = removed_file_retention(dt)
     chain = load_chain(lake)
     live = set(pa.table(dt.get_add_actions(flatten=True)).column("path").to_pylist())
     files = storage_files(lake)
@@ -143,7 +146,7 @@ def vacuum(lake: Lake, dry_run: bool = False, now: datetime | None = None) -> di
         "lake": lake.uri,
         "dry_run": dry_run,
         "now": now.isoformat(),
-        "deleted_file_retention_days": keep_for.days,
+        "removed_file_retention_days": keep_for.days,
         "version": None,
         "files_deleted": files_deleted,
         "files_retained": retained,

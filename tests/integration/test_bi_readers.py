@@ -131,7 +131,8 @@ def test_table_properties_bi_tools_rely_on(kafka, tmp_path, topic_name):
     assert protocol.min_reader_version == 1 and not protocol.reader_features  # every Delta reader
     config = dt.metadata().configuration
     assert config["delta.logRetentionDuration"] == "interval 2557 days"  # seven years of time travel
-    assert config["delta.deletedFileRetentionDuration"] == "interval 2557 days"
+    assert config["kbak.removedFileRetentionDuration"] == "interval 2557 days"  # kbak vacuum keeps them seven years
+    assert config["delta.deletedFileRetentionDuration"] == "interval 7 days"  # a week of tombstones per checkpoint
     assert config["delta.checkpointInterval"] == "10"
 
     adds = pl.from_arrow(pa.table(dt.get_add_actions(flatten=True)))

@@ -15,7 +15,7 @@ from pipeline.custody.digest import RecordDigest, combine, record_digest
 from pipeline.ingest.commit import commit_records, ensure_table
 from pipeline.lifecycle.compact import compact_group, plan
 from pipeline.lifecycle.retention import removed_offsets
-from pipeline.lifecycle.vacuum import deleted_file_retention
+from pipeline.lifecycle.vacuum import removed_file_retention
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
 
@@ -82,7 +82,29 @@ def test_removed_offsets_are_contiguous_runs_per_partition():
     ]
 
 
-def test_deleted_file_retention_is_read_from_the_table(tmp_path):
+def test_removed_file_retention_is_read_from_the_table(tmp_path):
     dt = DeltaTable(_lake(tmp_path, 1).uri)
-    assert deleted_file_retention(dt) == timedelta(days=2557)
-    assert date(2024, 1, 1) + deleted_file_retention(dt) > date(2030, 12, 31)
+    assert removed_file_retention(dt) == timedelta(days=2557)
+    assert date(2024, 1, 1) + removed_file_retention(dt) > date(2030, 12, 31)
+
+
+@pytest.mark.parametrize(
+    ("configuration", "days"),
+    [
+        # An archive kbak created before it had its own property: Delta's window was seven years too.
+        ({"delta.deletedFileRetentionDuration": "interval 2557 days"}, 2557),
+        # Delta's window only bounds the tombstones in checkpoints: kbak's property decides.
+        (
+            {
+                "delta.deletedFileRetentionDuration": "interval 7 days",
+                "kbak.removedFileRetentionDuration": "interval 30 days",
+            },
+            30,
+        ),
+    ],
+)
+def test_removed_file_retention_of_older_and_configured_archives(tmp_path, configuration, days):
+    DeltaTable.create(
+        str(tmp_path / "t"), schema=RECORD_SCHEMA, configuration=configuration, raise_if_key_not_exists=False
+    )
+    assert removed_file_retention(DeltaTable(str(tmp_path / "t"))) == timedelta(days=days)
