@@ -192,12 +192,18 @@ def vacuum_cmd(
     for f in out["files_retained"]:
         until = f"until {f['retain_until']}" if f["retain_until"] else "by a legal hold"
         typer.echo(f"retained {f['path']}: under Object Lock {until}")
+    if out["checkpoints_deleted"]:
+        versions = [c["version"] for c in out["checkpoints_deleted"]]
+        typer.echo(f"{verb} {len(versions)} superseded Delta checkpoints (versions {versions[0]}..{versions[-1]})")
     if out["orphans_not_checked"]:
         typer.echo(f"orphan data files not looked for: {out['orphans_not_checked']}", err=True)
-    if not out["files_deleted"] and not out["files_retained"]:
+    if not out["files_deleted"] and not out["files_retained"] and not out["checkpoints_deleted"]:
         typer.echo("nothing to delete")
     elif out["version"] is not None:
-        typer.echo(f"vacuum recorded as version {out['version']}: {len(out['files_deleted'])} files deleted")
+        typer.echo(
+            f"vacuum recorded as version {out['version']}: {len(out['files_deleted'])} files and "
+            f"{len(out['checkpoints_deleted'])} checkpoints deleted"
+        )
 
 
 @app.command("lifecycle")

@@ -59,7 +59,8 @@ class Check(StrEnum):
     )
     CHECKPOINT_DIGEST = (
         "checkpoint-digest",
-        "each checkpoint a manifest recorded still hashes to that digest",
+        "each checkpoint a manifest recorded still hashes to that digest (or a vacuum recorded deleting it: "
+        "superseded checkpoints go, the log entries stay)",
     )
     CHAIN_LINK = (
         "chain-link",

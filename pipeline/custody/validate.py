@@ -191,6 +191,7 @@ def _check_encryption(lake: Lake, add) -> None:
 
 def _check_chain(lake: Lake, chain: list[VersionRecord], add) -> None:
     checkpoints = {int(p.rsplit("/", 1)[-1][:20]) for p in lake.list_files("_delta_log") if ".checkpoint." in p}
+    vacuumed = {c.get("path") for rec in chain for c in (rec.body or {}).get("checkpoints_deleted") or []}
     prev: VersionRecord | None = None
     for rec in chain:
         v = rec.version
@@ -210,7 +211,7 @@ def _check_chain(lake: Lake, chain: list[VersionRecord], add) -> None:
             engine = rec.info.get("engineInfo") or rec.info.get("clientVersion") or "an unknown writer"
             add(Finding(Check.FOREIGN_COMMIT, log_path(v), f"version {v} was written by {engine}, not kbak", "warning"))
         if rec.manifest_bytes is not None:
-            _check_manifest(lake, rec, prev, add)
+            _check_manifest(lake, rec, prev, add, vacuumed)
         elif rec.log_error is not None:
             pass  # a corrupt entry names no staged body: delta-log-parseable says what is wrong
         elif rec.status == "missing":
@@ -228,7 +229,8 @@ def _check_chain(lake: Lake, chain: list[VersionRecord], add) -> None:
         prev = rec
 
 
-def _check_manifest(lake: Lake, rec: VersionRecord, prev: VersionRecord | None, add) -> None:
+def _check_manifest(lake: Lake, rec: VersionRecord, prev: VersionRecord | None, add, vacuumed: set[str]) -> None:
+    """One sealed manifest against its log entry, its checkpoint (unless a vacuum deleted it) and its predecessor."""
     v, mpath, m = rec.version, manifest_path(rec.version), rec.manifest
     if m is None:
         add(Finding(Check.MANIFEST_FORMAT, mpath, f"manifest is {rec.manifest_error or 'unreadable'}"))
@@ -261,7 +263,7 @@ def _check_manifest(lake: Lake, rec: VersionRecord, prev: VersionRecord | None, 
         try:
             ok = sha256_hex(lake.read_bytes(cp)) == m["checkpoint_sha256"]
         except FileNotFoundError:
-            ok = False
+            ok = cp in vacuumed  # a superseded checkpoint kbak vacuum deleted, on the record
         if not ok:
             add(Finding(Check.CHECKPOINT_DIGEST, cp, "checkpoint is missing or changed since it was sealed"))
     want_prev = m.get("previous_manifest_sha256")

@@ -8,7 +8,8 @@ What may go, from the custody chain (never from a guess about storage):
 - files removed by any other operation (compaction) once the removal is older than the table's
   ``kbak.removedFileRetentionDuration`` (time travel keeps working inside that window);
 - orphans: data files nothing names (no log entry, manifest or readset entry: a crash between writing
-  and committing), once a day old (see ``orphans.py``).
+  and committing), once a day old (see ``orphans.py``);
+- superseded Delta checkpoints, a day old, but one per thousand versions (see ``checkpoints.py``).
 
 Never deleted: a file the current version references, a scrubbed replacement, a file under S3
 Object Lock (reported with its retain-until date; a later vacuum deletes it after expiry). The
@@ -33,6 +34,7 @@ from pipeline.custody.chain import VersionRecord, load_chain
 from pipeline.custody.manifest import sha256_hex
 from pipeline.custody.operation import commit_operation
 from pipeline.custody.scan import storage_files
+from pipeline.lifecycle import checkpoints
 from pipeline.lifecycle.deletion import Deleter
 from pipeline.lifecycle.orphans import orphan_files, unreadable_log
 
@@ -137,6 +139,14 @@ def vacuum(lake: Lake, dry_run: bool = False, now: datetime | None = None) -> di
                              "reason": "object-lock", "removed_by_version": c.removed_by_version})  # fmt: skip
             continue
         deletable.append(c)
+    superseded = []
+    for cp in checkpoints.superseded(lake, chain, now):
+        lock = deleter.lock(cp.path, datetime.now(UTC))
+        if lock is None:
+            superseded.append(cp)
+    checkpoints_deleted = [
+        {"path": c.path, "version": c.version, "sha256": c.sha256, "size": c.size} for c in superseded
+    ]
     files_deleted = [
         {"path": c.path, "sha256": c.sha256, "size": c.size if c.size is not None else present[c.path],
          "removed_by_version": c.removed_by_version, "reason": c.reason}
@@ -150,25 +160,27 @@ def vacuum(lake: Lake, dry_run: bool = False, now: datetime | None = None) -> di
         "version": None,
         "files_deleted": files_deleted,
         "files_retained": retained,
-        "bytes_deleted": sum(f["size"] or 0 for f in files_deleted),
+        "checkpoints_deleted": checkpoints_deleted,
+        "bytes_deleted": sum(f["size"] or 0 for f in files_deleted) + sum(c["size"] or 0 for c in checkpoints_deleted),
         "orphans_not_checked": unreadable_log(chain),
     }
-    if dry_run or (not files_deleted and not retained):
+    if dry_run or (not files_deleted and not retained and not checkpoints_deleted):
         return result
-    if not files_deleted and {f["path"] for f in retained} <= _last_retained(chain):
+    if not files_deleted and not checkpoints_deleted and {f["path"] for f in retained} <= _last_retained(chain):
         return result  # only what the last vacuum already recorded as retained: no new commit
-    body = {"files_deleted": files_deleted, "files_retained": retained, "files_added": [], "files_removed": []}
+    body = {"files_deleted": files_deleted, "files_retained": retained, "files_added": [], "files_removed": [],
+            "checkpoints_deleted": checkpoints_deleted}  # fmt: skip
     result["version"] = commit_operation(lake, dt, OPERATION, body)
     failed = []
-    for c in deletable:
+    for c in [*deletable, *superseded]:
         try:
             deleter.delete(c.path)
         except KbakError as exc:
             failed.append(str(exc))
     if failed:
         raise KbakError(
-            f"vacuum version {result['version']} recorded {len(deletable)} deletions but {len(failed)} failed "
-            f"(the next vacuum retries them): {failed[0]}"
+            f"vacuum version {result['version']} recorded {len(deletable) + len(superseded)} deletions but "
+            f"{len(failed)} failed (the next vacuum retries them): {failed[0]}"
         )
     return result
 

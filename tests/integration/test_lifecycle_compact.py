@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from deltalake import DeltaTable
-from support.custody_lakes import NOV_1_2024_MS, ingest, records
+from support.custody_lakes import NOV_1_2024_MS, count_records, ingest, records
 from support.kbak_testing import KBAK, archive_rows, consume_all, produce, run_json, run_kbak, table_rows, wait_until
 
 from pipeline.custody.manifest import checkpoint_path, manifest_path
@@ -38,13 +38,6 @@ def _body(lake: Path, version: int) -> dict:
 def _validate(lake: Path) -> dict:
     proc = run_kbak("validate", "--lake", str(lake), "--deep", "--format", "json")
     return json.loads(proc.stdout) | {"exit": proc.returncode}
-
-
-def _count(lake: Path, as_of: int | None = None) -> int:
-    args = ("--as-of", str(as_of)) if as_of is not None else ()
-    proc = run_kbak("query", "--lake", str(lake), "--sql", "select count(*) as n from records", "-f", "json", *args)
-    assert proc.returncode == 0, proc.stderr
-    return json.loads(proc.stdout)[0]["n"]
 
 
 def test_compaction_keeps_records_transactions_and_custody_then_vacuum(kafka, tmp_path, topic_name):
@@ -92,7 +85,7 @@ def test_compaction_keeps_records_transactions_and_custody_then_vacuum(kafka, tm
     assert report["exit"] == 0 and report["valid"], report["errors"]
 
     # Time travel before compaction still reads the same records (the removed files are kept).
-    assert _count(lake, as_of=version_before) == len(source) == _count(lake)
+    assert count_records(lake, as_of=version_before) == len(source) == count_records(lake)
 
     # Vacuum now: the compacted originals are inside the 7-year removed-file retention, nothing goes.
     now = run_json("vacuum", *L)
@@ -107,7 +100,7 @@ def test_compaction_keeps_records_transactions_and_custody_then_vacuum(kafka, tm
     assert {f["reason"] for f in vac["files_deleted"]} == {"compact"}
     assert not any((lake / p).exists() for p in removed)
     assert archive_rows(str(lake), topic=topic) == source
-    assert _count(lake, as_of=vac["version"] - 1) == len(source)
+    assert count_records(lake, as_of=vac["version"] - 1) == len(source)
     report = _validate(lake)
     assert report["exit"] == 0 and report["valid"], report["errors"]
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, date, datetime
 
 import pyarrow as pa
 
 from pipeline.core.schema import RECORD_SCHEMA
 from pipeline.dev.sample import create_topics
-from support.kbak_testing import produce, run_json
+from support.kbak_testing import produce, run_json, run_kbak
 
 NOV_1_2024_MS = 1_730_419_200_000
 DAY_MS = 86_400_000
@@ -24,6 +25,14 @@ def records(topic: str, n: int, start_ms: int, step_ms: int, partitions: int = 3
 
 def ingest(kafka, topic: str, lake: str, *extra: str, env: dict | None = None) -> dict:
     return run_json("ingest", "-b", kafka.bootstrap, "--topics", topic, "--lake", lake, "--once", *extra, env=env)
+
+
+def count_records(lake, as_of: int | None = None) -> int:
+    """``select count(*) from records`` through ``kbak query`` (as of a version, for time travel)."""
+    args = ("--as-of", str(as_of)) if as_of is not None else ()
+    proc = run_kbak("query", "--lake", str(lake), "--sql", "select count(*) as n from records", "-f", "json", *args)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)[0]["n"]
 
 
 def two_runs(kafka, topic: str, lake: str, *extra: str, env: dict | None = None) -> tuple[dict, dict]:
