@@ -12,8 +12,8 @@ Vacuum keeps:
 - the newest checkpoint (every reader of the current version starts there);
 - every checkpoint of a version committed within ``RECENT`` of ``now`` (recent time travel, and a
   reader that chose one a moment ago, are unaffected);
-- the checkpoint of every ``KEEP_EVERY``-th version (older time travel replays at most that many
-  entries).
+- the first checkpoint of every ``KEEP_EVERY`` versions (0-999, 1,000-1,999, ...): older time travel
+  replays at most about that many entries.
 """
 
 from __future__ import annotations
@@ -48,12 +48,14 @@ def superseded(lake: Lake, chain: list[VersionRecord], now: datetime) -> list[Ch
             found.setdefault(int(m.group(1)), []).append(path)
     if not found:
         return []
-    newest = max(found)
+    keep = {max(found)} | {
+        min(v for v in found if v // KEEP_EVERY == block) for block in {v // KEEP_EVERY for v in found}
+    }
     by_version = {rec.version: rec for rec in chain}
     out = []
     for version in sorted(found):
         rec = by_version.get(version)
-        if version == newest or version % KEEP_EVERY == 0 or rec is None or not _older(rec, now):
+        if version in keep or rec is None or not _older(rec, now):
             continue
         sealed = (rec.manifest or {}).get("checkpoint_sha256") if len(found[version]) == 1 else None
         for path in found[version]:
