@@ -206,6 +206,32 @@ def vacuum_cmd(
         )
 
 
+@app.command("upgrade")
+@friendly
+def upgrade_cmd(
+    lake: LakeOpt = "",
+    dry_run: DryRunOpt = False,
+    as_json: JsonOpt = False,
+    s3_endpoint: S3EndpointOpt = None,
+    s3_region: S3RegionOpt = None,
+    sse: SseOpt = None,
+    sse_kms_key_id: SseKeyOpt = None,
+) -> None:
+    """Give an archive created by an earlier kbak the table configuration kbak creates now (recorded)."""
+    from pipeline.lifecycle.upgrade import upgrade
+
+    out = upgrade(lake_from(lake, s3_endpoint, s3_region, sse, sse_kms_key_id), dry_run)
+    if as_json:
+        emit_json(out)
+        return
+    if not out["changes"]:
+        typer.echo("the archive has the current table configuration: nothing to do")
+    for c in out["changes"]:
+        typer.echo(f"{'would set' if dry_run else 'set'} {c['property']}: {c['from'] or '(unset)'} -> {c['to']}")
+    if out["version"] is not None:
+        typer.echo(f"upgrade recorded as version {out['version']}")
+
+
 @app.command("lifecycle")
 @friendly
 def lifecycle_cmd(

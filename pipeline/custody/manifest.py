@@ -75,6 +75,7 @@ class Operation(StrEnum):
     RETENTION_POLICY = "retention-policy"
     VACUUM = "vacuum"
     ERASE = "erase"
+    UPGRADE = "upgrade"
 
 
 class _FileLike(Protocol):

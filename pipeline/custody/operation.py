@@ -55,6 +55,7 @@ def commit_operation(
     add: Sequence[AddAction] = (),
     remove: Sequence[RemoveAction] = (),
     metadata: dict | None = None,
+    properties: dict[str, str] | None = None,
     checkpoint: bool = False,
     max_attempts: int = 5,
     sleep: Callable[[float], None] = time.sleep,
@@ -66,11 +67,15 @@ def commit_operation(
     A conflicting concurrent commit (ingest appending meanwhile) is retried by delta-rs; a storage
     error is retried here with backoff, then raised as one line.
 
+    ``properties``: table properties to set in the same commit (a metadata-only commit: no files).
+
     ``checkpoint``: also write a Delta checkpoint at the committed version (unless its post-commit hook
     just did), before sealing so the manifest records its digest. After a commit that removes many
     files (compaction), every reader would otherwise replay the log entries since the last checkpoint:
     the thousands of small files' adds in that checkpoint, then their removes.
     """
+    if properties and (add or remove):
+        raise ValueError("a commit sets table properties or changes files, not both")
     body = {"operation": operation, "created_at": now_iso(), "created_by": created_by(), **body}
     digest = stage(lake, body)
     meta = {
@@ -94,13 +99,17 @@ def commit_operation(
                 with contextlib.suppress(OSError):
                     lake.delete(staged_path(digest))  # never committed: no orphan body either
                 raise
-            dt.create_write_transaction(
-                [*add, *remove],
-                mode="append",
-                schema=RECORD_SCHEMA,
-                partition_by=PARTITION_COLUMNS,
-                commit_properties=CommitProperties(custom_metadata=meta, max_commit_retries=10),
-            )
+            commit = CommitProperties(custom_metadata=meta, max_commit_retries=10)
+            if properties:
+                dt.alter.set_table_properties(properties, raise_if_not_exists=False, commit_properties=commit)
+            else:
+                dt.create_write_transaction(
+                    [*add, *remove],
+                    mode="append",
+                    schema=RECORD_SCHEMA,
+                    partition_by=PARTITION_COLUMNS,
+                    commit_properties=commit,
+                )
         except (CommitFailedError, OSError) as exc:
             # An error may come after the commit landed (a post-commit hook, a lost response): retrying
             # then would commit the operation twice, so look for it in the log first.

@@ -1,4 +1,5 @@
-"""``kbak vacuum`` deletes superseded Delta checkpoints on the record; time travel and custody still hold."""
+"""Checkpoints stay small as the archive ages: ``kbak vacuum`` deletes superseded ones, ``kbak upgrade`` moves
+an older archive to a week of tombstones; time travel and custody still hold."""
 
 from __future__ import annotations
 
@@ -7,10 +8,12 @@ from datetime import UTC, datetime, timedelta
 
 from deltalake import DeltaTable
 from support.custody_lakes import NOV_1_2024_MS, count_records, ingest, records
-from support.kbak_testing import produce, run_json, run_kbak
+from support.kbak_testing import one_line_error, produce, run_json, run_kbak
 
+from pipeline.core.storage import Lake
 from pipeline.custody.manifest import manifest_path
 from pipeline.dev.sample import create_topics
+from pipeline.ingest import commit
 
 
 def test_vacuum_deletes_superseded_checkpoints_and_time_travel_still_reads(kafka, tmp_path, topic_name):
@@ -60,3 +63,47 @@ def test_vacuum_deletes_superseded_checkpoints_and_time_travel_still_reads(kafka
     proc = run_kbak("validate", *L, "--full", "--format", "json")
     assert proc.returncode != 0
     assert "checkpoint-digest" in {e["check"] for e in json.loads(proc.stdout)["errors"]}
+
+
+OLD_CONFIGURATION = {  # as kbak created archives before it had kbak.removedFileRetentionDuration
+    "delta.logRetentionDuration": "interval 2557 days",
+    "delta.deletedFileRetentionDuration": "interval 2557 days",
+    "delta.checkpointInterval": "10",
+    "delta.dataSkippingStatsColumns": "partition,offset,timestamp,timestamp_type,source_cluster,ingested_at",
+}
+
+
+def test_upgrade_moves_an_older_archive_to_a_week_of_tombstones_on_the_record(kafka, tmp_path, topic_name, monkeypatch):
+    lake = tmp_path / "lake"
+    monkeypatch.setattr(commit, "TABLE_CONFIGURATION", OLD_CONFIGURATION)
+    commit.ensure_table(Lake.at(lake))  # version 0, as an earlier kbak made it
+    topic = topic_name("upgrade")
+    create_topics(kafka.bootstrap, {topic: 3})
+    produce(kafka.bootstrap, records(topic, 30, NOV_1_2024_MS, 60_000))
+    ingest(kafka, topic, str(lake))
+    L = ("--lake", str(lake))
+    assert run_json("vacuum", *L)["removed_file_retention_days"] == 2557  # read from Delta's window
+
+    dry = run_json("upgrade", *L, "--dry-run")
+    assert dry["version"] is None and [c["property"] for c in dry["changes"]] == [
+        "kbak.removedFileRetentionDuration",
+        "delta.deletedFileRetentionDuration",
+    ]
+    assert "kbak.removedFileRetentionDuration" not in DeltaTable(str(lake)).metadata().configuration
+    out = run_json("upgrade", *L)
+    config = DeltaTable(str(lake)).metadata().configuration
+    assert config["kbak.removedFileRetentionDuration"] == "interval 2557 days"  # the same promise
+    assert config["delta.deletedFileRetentionDuration"] == "interval 7 days"
+    body = json.loads((lake / manifest_path(out["version"])).read_text())["body"]
+    assert body["operation"] == "upgrade" and body["properties"] == dry["changes"]
+    assert run_json("vacuum", *L)["removed_file_retention_days"] == 2557
+    assert count_records(lake) == 30
+    proc = run_kbak("validate", *L, "--full", "--deep", "--format", "json")
+    assert proc.returncode == 0 and json.loads(proc.stdout)["valid"], proc.stdout
+
+    again = run_kbak("upgrade", *L)
+    assert again.returncode == 0 and "nothing to do" in again.stdout
+    assert DeltaTable(str(lake)).version() == out["version"]
+
+    missing = run_kbak("upgrade", "--lake", str(tmp_path / "nowhere"))
+    assert missing.returncode != 0 and "no kbak archive" in one_line_error(missing)

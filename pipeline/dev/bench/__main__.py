@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-BENCHES = ["ingest", "replay", "query", "custody", "aging", "erase"]
+BENCHES = ["ingest", "replay", "query", "custody", "aging", "checkpoints", "erase"]
 
 
 def main(argv: list[str]) -> int:
