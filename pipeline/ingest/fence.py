@@ -23,8 +23,9 @@ class KnownTxns:
     """Application-transaction values a worker knows the Delta log holds at ``version``, per partition.
 
     A committed Delta version never changes, so a value read or committed at version ``v`` is what any
-    reader of ``v`` finds: taking it from here instead of the log is the same fence. One object per
-    lake and source cluster (a worker's committer keeps one); facts about another version are unused.
+    reader of ``v`` finds (no transaction expires: kbak's tables set no ``delta.setTransactionRetentionDuration``):
+    taking it from here instead of the log is the same fence. One object per lake and source cluster
+    (a worker's committer keeps one); facts about another version are unused.
     """
 
     version: int | None = None
