@@ -2,10 +2,13 @@
 
 Exactly-once rests on one rule: rows of a partition are committed only if the Delta log's
 application transaction for that partition still says what this worker read before the rows
-(``expected``). delta-rs fails a commit whose application transactions a concurrent commit also
-set, and kbak re-checks the fence against the new table state before each retry, so two workers
-that both believe they own a partition (during a rebalance, after a restart) can never both
-commit it.
+(``expected``). The fence reads it at the newest version (``update_incremental`` first; a worker's
+own table object is always one version behind after its commit: delta-rs does not advance it). A
+value this worker read or committed at exactly that version is taken from ``KnownTxns`` instead of
+the log: a committed version never changes, so that is the same check. delta-rs fails a commit whose
+application transactions a concurrent commit also set, and kbak re-checks the fence against the new
+table state before each retry (the newer version is then read from the log), so two workers that
+both believe they own a partition (during a rebalance, after a restart) can never both commit it.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from pipeline.core.table import FREQUENT_COMMIT_HOOKS, TABLE_CONFIGURATION, app_
 from pipeline.custody.manifest import InfoKey, Operation, ingest_body
 from pipeline.custody.operation import created_by, find_committed_version, landed_version
 from pipeline.ingest.batch import without_partitions
+from pipeline.ingest.fence import KnownTxns, fence
 from pipeline.ingest.writer import DataFile, write_files
 
 
@@ -107,11 +111,14 @@ def commit_records(
     max_attempts: int = 5,
     sleep: Callable[[float], None] = time.sleep,
     files: list[DataFile] | None = None,
+    known: KnownTxns | None = None,
 ) -> CommitResult:
     """Commit ``table``'s rows for the partitions whose fence holds; report the ones that moved.
 
     ``files``: ``table`` already written (``prepare_files``, ahead of the commit); used only if every
     fence holds, otherwise the remaining rows are written again (the early files become orphans).
+    ``known``: the caller's ``KnownTxns`` for this lake, kept across its commits (read and updated
+    here): while no other writer commits, the fence then reads nothing from the log.
     """
     rejected: dict[TP, int | None] = {}
     files = list(files or [])
@@ -124,7 +131,7 @@ def commit_records(
         try:
             with profile.stage("fence"):
                 dt.update_incremental()
-                moved = _fence(dt, expected, source_cluster)
+                moved = fence(dt, expected, source_cluster, known)
             rejected.update(moved)
             if moved:
                 table = without_partitions(table, moved)
@@ -169,7 +176,10 @@ def commit_records(
             with profile.stage("seal"):
                 version = find_committed_version(lake, read_version, digest)
                 custody.seal(lake, dt, head=version)
-            return _committed(version, files, table, ranges, rejected, digest)
+            result = _committed(version, files, table, ranges, rejected, digest)
+            if known is not None:
+                known.committed(read_version, version, result.committed)
+            return result
         except CommitFailedError as exc:
             # A concurrent commit set one of our partitions' transactions: nothing was committed, so
             # the body staged for it names nothing; remove it, then loop to re-fence.
@@ -217,15 +227,6 @@ def _fault(point: str) -> None:
     """Crash-test hook: ``KBAK_FAULT=<point>`` SIGKILLs the process there (the kill-and-rerun tests)."""
     if os.environ.get("KBAK_FAULT") == point:
         os.kill(os.getpid(), signal.SIGKILL)
-
-
-def _fence(dt: DeltaTable, expected: dict[TP, int | None], cluster: str) -> dict:
-    moved = {}
-    for (topic, partition), want in expected.items():
-        have = dt.transaction_version(app_id(cluster, topic, partition))
-        if have != want:
-            moved[(topic, partition)] = have
-    return moved
 
 
 def add_action(f: DataFile) -> AddAction:

@@ -20,6 +20,7 @@ from pipeline.core.schema import TP
 from pipeline.core.storage import Lake
 from pipeline.core.table import open_table
 from pipeline.ingest.commit import CommitResult, commit_records, prepare_files
+from pipeline.ingest.fence import KnownTxns
 from pipeline.ingest.writer import DataFile
 
 
@@ -55,6 +56,7 @@ class Committer(threading.Thread):
         self.compression_level = compression_level
         self.target_file_size = target_file_size
         self.object_lock_days = object_lock_days
+        self.known = KnownTxns()  # the fence values this worker read or committed (commit_records keeps it)
         self.jobs: queue.Queue[Flush | None] = queue.Queue(maxsize=1)  # task_done once committed
         self.results: queue.Queue[tuple[Flush, CommitResult | BaseException]] = queue.Queue()
         self._written: queue.Queue[tuple[Flush | None, list[DataFile] | BaseException]] = queue.Queue(maxsize=1)
@@ -111,6 +113,7 @@ class Committer(threading.Thread):
             compression_level=self.compression_level,
             target_file_size=self.target_file_size,
             files=files,
+            known=self.known,
         )
         if self.object_lock_days and res.version is not None:
             from pipeline.custody.hold import lock_commit
