@@ -195,6 +195,28 @@ def measure(lake: Lake, state: dict, label: str) -> dict:
     return out
 
 
+def _mb(files) -> float:
+    return sum(f.stat().st_size for f in files) / 1e6
+
+
+def log_storage(path: Path, label: str, old_version: int) -> None:
+    """Checkpoints, JSON log entries and data on disk; opening an old version (time travel), median of 3."""
+    log = path / "_delta_log"
+    checkpoints = list(log.glob("*.checkpoint.parquet"))
+    data = [f for f in path.rglob("*.parquet") if "_delta_log" not in f.parts and "_kbak" not in f.parts]
+    opens = []
+    for _ in range(3):
+        t0 = time.perf_counter()
+        DeltaTable(str(path), version=old_version)
+        opens.append(time.perf_counter() - t0)
+    print(
+        f"  {label}: {len(checkpoints):,} checkpoints, {_mb(checkpoints):,.1f} MB; JSON log "
+        f"{_mb(log.glob('*.json')):,.1f} MB; data {_mb(data):,.1f} MB; "
+        f"open as of version {old_version:,}: {1000 * statistics.median(opens):.0f} ms",
+        flush=True,
+    )
+
+
 def main() -> None:
     versions = int(os.environ.get("KBAK_BENCH_AGING_VERSIONS", "20000"))
     root = Path(os.environ.get("KBAK_BENCH_DIR", tempfile.gettempdir()))
@@ -213,6 +235,14 @@ def main() -> None:
     dt = DeltaTable(lake.uri)
     wall, cpu = _mean_ms(_commit_many(lake, dt, dt.version(), 100, state))
     print(f"  per-commit time after compaction: {wall:.1f} ms (CPU {cpu:.1f} ms)", flush=True)
+    old = versions // 2 + 5  # between two checkpoints
+    log_storage(path, "before vacuum", old)
+    t0 = time.perf_counter()
+    _cli("vacuum", "--lake", lake.uri, "--now", (datetime.now(UTC) + timedelta(days=2)).isoformat())
+    print(f"  kbak vacuum (two days on: superseded checkpoints go): {time.perf_counter() - t0:.1f} s", flush=True)
+    log_storage(path, "after vacuum", old)
+    wall, cpu = _mean_ms(_commit_many(lake, dt, dt.version(), 100, state))
+    print(f"  per-commit time after vacuum: {wall:.1f} ms (CPU {cpu:.1f} ms)", flush=True)
     print(f"  selective query speed-up from compaction: {before['query_s'] / after['query_s']:.1f}x", flush=True)
     if os.environ.get("KBAK_BENCH_KEEP") == "1":
         print(f"  kept the lake at {path}", flush=True)
