@@ -11,8 +11,10 @@ from deltalake import DeltaTable
 from pipeline.core.errors import KbakError
 from pipeline.core.schema import FILE_SCHEMA, RECORD_SCHEMA
 from pipeline.core.storage import Lake
+from pipeline.custody.chain import VersionRecord
 from pipeline.custody.digest import RecordDigest, combine, record_digest
 from pipeline.ingest.commit import commit_records, ensure_table
+from pipeline.lifecycle import checkpoints
 from pipeline.lifecycle.compact import compact_group, plan
 from pipeline.lifecycle.retention import removed_offsets
 from pipeline.lifecycle.vacuum import removed_file_retention
@@ -108,3 +110,19 @@ def test_removed_file_retention_of_older_and_configured_archives(tmp_path, confi
         str(tmp_path / "t"), schema=RECORD_SCHEMA, configuration=configuration, raise_if_key_not_exists=False
     )
     assert removed_file_retention(DeltaTable(str(tmp_path / "t"))) == timedelta(days=days)
+
+
+def test_vacuum_keeps_the_newest_checkpoint_the_first_of_each_thousand_and_the_last_day(tmp_path):
+    lake = Lake.at(tmp_path / "lake")
+    now = datetime(2026, 6, 1, tzinfo=UTC)
+    old, recent = now - timedelta(days=3), now - timedelta(hours=2)
+    chain = []
+    for v in range(9, 3000, 10):  # where delta-rs puts them: every 10 versions, from version 9
+        lake.write_bytes(f"_delta_log/{v:020d}.checkpoint.parquet", b"checkpoint %d" % v)
+        stamp = recent if v >= 2950 else old
+        info = {"commitInfo": {"timestamp": int(stamp.timestamp() * 1000)}}
+        chain.append(VersionRecord(v, actions=[info], manifest={"checkpoint_sha256": f"sealed-{v}"}))
+    gone = checkpoints.superseded(lake, chain, now)
+    kept = set(range(9, 3000, 10)) - {c.version for c in gone}
+    assert kept == {9, 1009, 2009} | set(range(2959, 3000, 10))  # first of each thousand; the last day
+    assert all(c.sha256 == f"sealed-{c.version}" and c.size == len(b"checkpoint %d" % c.version) for c in gone)
