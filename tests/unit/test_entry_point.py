@@ -20,9 +20,20 @@ KBAK = str(Path(sys.executable).parent / "kbak")
 KBAK_CODE = re.compile(r'File "[^"]*/pipeline/(?!__init__\.py|__main__\.py)')
 
 
+def _default_sigint() -> None:
+    """Ctrl-C as in a terminal: a suite run as a background job inherits SIGINT ignored, and so would kbak."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.parametrize("delay_ms", range(0, 100, 10))
 def test_sigint_during_start_up_never_shows_a_traceback_from_kbak(delay_ms):
-    proc = subprocess.Popen([KBAK, "list", "--help"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [KBAK, "list", "--help"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=_default_sigint,  # safe here: the test starts no threads
+    )
     try:
         proc.wait(delay_ms / 1000)
     except subprocess.TimeoutExpired:
