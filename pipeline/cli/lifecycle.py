@@ -177,6 +177,7 @@ def vacuum_cmd(
     sse_kms_key_id: SseKeyOpt = None,
 ) -> None:
     """Delete from storage the files no read needs (retention, erasure, expired compaction, orphans)."""
+    from pipeline.core.progress import plural
     from pipeline.lifecycle.vacuum import vacuum
 
     out = vacuum(lake_from(lake, s3_endpoint, s3_region, sse, sse_kms_key_id), dry_run, _now(now))
@@ -193,16 +194,17 @@ def vacuum_cmd(
         until = f"until {f['retain_until']}" if f["retain_until"] else "by a legal hold"
         typer.echo(f"retained {f['path']}: under Object Lock {until}")
     if out["checkpoints_deleted"]:
-        versions = [c["version"] for c in out["checkpoints_deleted"]]
-        typer.echo(f"{verb} {len(versions)} superseded Delta checkpoints (versions {versions[0]}..{versions[-1]})")
+        v = [c["version"] for c in out["checkpoints_deleted"]]
+        which = f"version {v[0]}" if len(v) == 1 else f"versions {v[0]}..{v[-1]}"
+        typer.echo(f"{verb} {plural(len(v), 'superseded Delta checkpoint')} ({which})")
     if out["orphans_not_checked"]:
         typer.echo(f"orphan data files not looked for: {out['orphans_not_checked']}", err=True)
     if not out["files_deleted"] and not out["files_retained"] and not out["checkpoints_deleted"]:
         typer.echo("nothing to delete")
     elif out["version"] is not None:
         typer.echo(
-            f"vacuum recorded as version {out['version']}: {len(out['files_deleted'])} files and "
-            f"{len(out['checkpoints_deleted'])} checkpoints deleted"
+            f"vacuum recorded as version {out['version']}: {plural(len(out['files_deleted']), 'file')} and "
+            f"{plural(len(out['checkpoints_deleted']), 'checkpoint')} deleted"
         )
 
 
