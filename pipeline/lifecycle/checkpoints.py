@@ -19,6 +19,7 @@ Vacuum keeps:
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -39,18 +40,22 @@ class Checkpoint:
     size: int
 
 
-def superseded(lake: Lake, chain: list[VersionRecord], now: datetime) -> list[Checkpoint]:
-    """The checkpoints vacuum may delete now, oldest first."""
+def superseded(lake: Lake, chain: list[VersionRecord], present: Mapping[str, int], now: datetime) -> list[Checkpoint]:
+    """The checkpoints vacuum may delete now, oldest first.
+
+    ``present``: the size of every file in the lake, by relative path (the listing vacuum already made).
+    """
     found: dict[int, list[str]] = {}
-    for path in lake.list_files("_delta_log"):
+    for path in sorted(present):
         m = _NAME.fullmatch(path)
         if m:
             found.setdefault(int(m.group(1)), []).append(path)
     if not found:
         return []
-    keep = {max(found)} | {
-        min(v for v in found if v // KEEP_EVERY == block) for block in {v // KEEP_EVERY for v in found}
-    }
+    first_of_block: dict[int, int] = {}
+    for version in sorted(found):
+        first_of_block.setdefault(version // KEEP_EVERY, version)
+    keep = {max(found), *first_of_block.values()}
     by_version = {rec.version: rec for rec in chain}
     out = []
     for version in sorted(found):
@@ -59,9 +64,8 @@ def superseded(lake: Lake, chain: list[VersionRecord], now: datetime) -> list[Ch
             continue
         sealed = (rec.manifest or {}).get("checkpoint_sha256") if len(found[version]) == 1 else None
         for path in found[version]:
-            data = None if sealed else lake.read_bytes(path)
-            size = lake.size(path) if data is None else len(data)
-            out.append(Checkpoint(path, version, sealed or sha256_hex(data), size))
+            digest = sealed or sha256_hex(lake.read_bytes(path))
+            out.append(Checkpoint(path, version, digest, present[path]))
     return out
 
 

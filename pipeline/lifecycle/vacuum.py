@@ -140,7 +140,7 @@ def vacuum(lake: Lake, dry_run: bool = False, now: datetime | None = None) -> di
             continue
         deletable.append(c)
     superseded = []
-    for cp in checkpoints.superseded(lake, chain, now):
+    for cp in checkpoints.superseded(lake, chain, present, now):
         lock = deleter.lock(cp.path, datetime.now(UTC))
         if lock is None:
             superseded.append(cp)
