@@ -28,6 +28,7 @@ SEVEN_YEARS = "interval 2557 days"
 # Seven years of tombstones (a continuous ingest's thousands of small files a day, each compacted away)
 # would make every checkpoint, written every ten versions and read by every reader, grow without end.
 REMOVED_FILE_RETENTION = "kbak.removedFileRetentionDuration"
+DELTA_TOMBSTONE_WINDOW = "delta.deletedFileRetentionDuration"
 
 # Explicit at creation so every reader (Spark, Trino, Power BI, DuckDB, polars) sees the same
 # guarantees: seven years of log (audit time travel), removed files kept seven years by kbak, Delta's
@@ -35,7 +36,7 @@ REMOVED_FILE_RETENTION = "kbak.removedFileRetentionDuration"
 # filter by.
 TABLE_CONFIGURATION: dict[str, str] = {
     "delta.logRetentionDuration": SEVEN_YEARS,
-    "delta.deletedFileRetentionDuration": "interval 7 days",
+    DELTA_TOMBSTONE_WINDOW: "interval 7 days",
     REMOVED_FILE_RETENTION: SEVEN_YEARS,
     "delta.checkpointInterval": "10",
     "delta.dataSkippingStatsColumns": "partition,offset,timestamp,timestamp_type,source_cluster,ingested_at",

@@ -11,23 +11,25 @@ manifest naming each property's old and new value; running it again does nothing
 from __future__ import annotations
 
 from pipeline.core.storage import Lake
-from pipeline.core.table import REMOVED_FILE_RETENTION, SEVEN_YEARS, TABLE_CONFIGURATION, open_table
+from pipeline.core.table import (
+    DELTA_TOMBSTONE_WINDOW,
+    REMOVED_FILE_RETENTION,
+    SEVEN_YEARS,
+    TABLE_CONFIGURATION,
+    open_table,
+)
 from pipeline.custody.manifest import Operation
 from pipeline.custody.operation import commit_operation
-
-DELTA_WINDOW = "delta.deletedFileRetentionDuration"
 
 
 def changes(configuration: dict[str, str | None]) -> list[dict]:
     """The properties to set, each with its current (``from``) and new (``to``) value."""
     if REMOVED_FILE_RETENTION in configuration:
         return []  # created with, or upgraded to, kbak's own property: the windows are already apart
-    keep = configuration.get(DELTA_WINDOW) or SEVEN_YEARS
-    out = [{"property": REMOVED_FILE_RETENTION, "from": None, "to": keep}]
-    if configuration.get(DELTA_WINDOW) != TABLE_CONFIGURATION[DELTA_WINDOW]:
-        out.append(
-            {"property": DELTA_WINDOW, "from": configuration.get(DELTA_WINDOW), "to": TABLE_CONFIGURATION[DELTA_WINDOW]}
-        )
+    window, week = configuration.get(DELTA_TOMBSTONE_WINDOW), TABLE_CONFIGURATION[DELTA_TOMBSTONE_WINDOW]
+    out = [{"property": REMOVED_FILE_RETENTION, "from": None, "to": window or SEVEN_YEARS}]
+    if window != week:
+        out.append({"property": DELTA_TOMBSTONE_WINDOW, "from": window, "to": week})
     return out
 
 

@@ -29,7 +29,7 @@ import pyarrow as pa
 from pipeline.core.errors import KbakError
 from pipeline.core.readset import load_index
 from pipeline.core.storage import Lake
-from pipeline.core.table import REMOVED_FILE_RETENTION, SEVEN_YEARS, open_table
+from pipeline.core.table import DELTA_TOMBSTONE_WINDOW, REMOVED_FILE_RETENTION, SEVEN_YEARS, open_table
 from pipeline.custody.chain import VersionRecord, load_chain
 from pipeline.custody.manifest import sha256_hex
 from pipeline.custody.operation import commit_operation
@@ -61,7 +61,7 @@ def removed_file_retention(dt) -> timedelta:
     ``delta.deletedFileRetentionDuration`` (seven years, as kbak then created them).
     """
     config = dt.metadata().configuration or {}
-    text = config.get(REMOVED_FILE_RETENTION) or config.get("delta.deletedFileRetentionDuration") or SEVEN_YEARS
+    text = config.get(REMOVED_FILE_RETENTION) or config.get(DELTA_TOMBSTONE_WINDOW) or SEVEN_YEARS
     m = re.fullmatch(r"\s*interval\s+(\d+)\s+(week|day|hour|minute|second)s?\s*", text.lower())
     if not m:
         raise KbakError(f"cannot read the table's removed-file retention {text!r}")
