@@ -199,20 +199,29 @@ def _mb(files) -> float:
     return sum(f.stat().st_size for f in files) / 1e6
 
 
+def checkpoint_files(path: Path) -> list[Path]:
+    """The Delta checkpoints of the lake at ``path``."""
+    return sorted((path / "_delta_log").glob("*.checkpoint.parquet"))
+
+
+def open_ms(path: Path, version: int | None, runs: int = 3) -> float:
+    """Median time to open the table (as of ``version``: time travel), in ms."""
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        DeltaTable(str(path), version=version)
+        times.append(time.perf_counter() - t0)
+    return 1000 * statistics.median(times)
+
+
 def log_storage(path: Path, label: str, old_version: int) -> None:
     """Checkpoints, JSON log entries and data on disk; opening an old version (time travel), median of 3."""
-    log = path / "_delta_log"
-    checkpoints = list(log.glob("*.checkpoint.parquet"))
+    checkpoints = checkpoint_files(path)
     data = [f for f in path.rglob("*.parquet") if "_delta_log" not in f.parts and "_kbak" not in f.parts]
-    opens = []
-    for _ in range(3):
-        t0 = time.perf_counter()
-        DeltaTable(str(path), version=old_version)
-        opens.append(time.perf_counter() - t0)
     print(
         f"  {label}: {len(checkpoints):,} checkpoints, {_mb(checkpoints):,.1f} MB; JSON log "
-        f"{_mb(log.glob('*.json')):,.1f} MB; data {_mb(data):,.1f} MB; "
-        f"open as of version {old_version:,}: {1000 * statistics.median(opens):.0f} ms",
+        f"{_mb((path / '_delta_log').glob('*.json')):,.1f} MB; data {_mb(data):,.1f} MB; "
+        f"open as of version {old_version:,}: {open_ms(path, old_version):.0f} ms",
         flush=True,
     )
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import copy
 import os
 import shutil
-import statistics
 import tempfile
 import time
 from datetime import UTC, datetime, timedelta
@@ -21,22 +20,9 @@ from pathlib import Path
 from deltalake import DeltaTable
 
 from pipeline.core.storage import Lake
-from pipeline.dev.bench.aging import _commit_many, _mean_ms, build
+from pipeline.dev.bench.aging import _commit_many, _mb, _mean_ms, build, checkpoint_files, open_ms
 from pipeline.lifecycle.compact import compact
 from pipeline.lifecycle.vacuum import vacuum
-
-
-def _checkpoints(path: Path) -> list[Path]:
-    return sorted((path / "_delta_log").glob("*.checkpoint.parquet"))
-
-
-def _open_ms(path: Path, version: int | None, runs: int = 5) -> float:
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        DeltaTable(str(path), version=version)
-        times.append(time.perf_counter() - t0)
-    return 1000 * statistics.median(times)
 
 
 def tombstones(base: Path, state: dict, work: Path) -> None:
@@ -46,10 +32,10 @@ def tombstones(base: Path, state: dict, work: Path) -> None:
         if window:
             DeltaTable(str(work)).alter.set_table_properties({"delta.deletedFileRetentionDuration": window})
             time.sleep(2)
-        before = set(_checkpoints(work))
+        before = set(checkpoint_files(work))
         dt = DeltaTable(str(work))
         times = _commit_many(Lake.at(work), dt, dt.version(), 100, copy.deepcopy(state))
-        sizes = [p.stat().st_size for p in _checkpoints(work) if p not in before]
+        sizes = [p.stat().st_size for p in checkpoint_files(work) if p not in before]
         wall, cpu = _mean_ms(times)
         print(
             f"  tombstones {label}: 100 commits {wall:.1f} ms each (CPU {cpu:.1f} ms), "
@@ -65,10 +51,10 @@ def pruning(base: Path, work: Path) -> None:
     probes = [v for v in (998, newest // 2, newest - 2) if 0 < v < newest]
 
     def line(label: str) -> None:
-        cps = _checkpoints(work)
-        opens = ", ".join(f"as of {v:,} {_open_ms(work, v):.0f} ms" for v in probes)
-        size = sum(p.stat().st_size for p in cps) / 1e6
-        print(f"  {label}: {len(cps)} checkpoints, {size:.1f} MB; open latest {_open_ms(work, None):.0f} ms, {opens}")
+        cps = checkpoint_files(work)
+        opens = ", ".join(f"as of {v:,} {open_ms(work, v, runs=5):.0f} ms" for v in probes)
+        latest = open_ms(work, None, runs=5)
+        print(f"  {label}: {len(cps)} checkpoints, {_mb(cps):.1f} MB; open latest {latest:.0f} ms, {opens}")
 
     line("before vacuum")
     t0 = time.perf_counter()
