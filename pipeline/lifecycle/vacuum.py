@@ -21,7 +21,7 @@ manifest already names, and the next vacuum deletes them.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 
 import pyarrow as pa
@@ -139,14 +139,10 @@ def vacuum(lake: Lake, dry_run: bool = False, now: datetime | None = None) -> di
                              "reason": "object-lock", "removed_by_version": c.removed_by_version})  # fmt: skip
             continue
         deletable.append(c)
-    superseded = []
-    for cp in checkpoints.superseded(lake, chain, present, now):
-        lock = deleter.lock(cp.path, datetime.now(UTC))
-        if lock is None:
-            superseded.append(cp)
-    checkpoints_deleted = [
-        {"path": c.path, "version": c.version, "sha256": c.sha256, "size": c.size} for c in superseded
+    superseded = [  # one under Object Lock waits for a later vacuum
+        c for c in checkpoints.superseded(lake, chain, present, now) if deleter.lock(c.path, datetime.now(UTC)) is None
     ]
+    checkpoints_deleted = [asdict(c) for c in superseded]
     files_deleted = [
         {"path": c.path, "sha256": c.sha256, "size": c.size if c.size is not None else present[c.path],
          "removed_by_version": c.removed_by_version, "reason": c.reason}
