@@ -345,15 +345,22 @@ class Lake:
     def write_new(self, relative: str, data: bytes) -> bool:
         """Write a file only if it does not exist yet; False (nothing written) when it does.
 
-        Local lakes: atomic (a hard link of the written temporary file fails if the name exists). S3:
-        checked just before the PUT, so two writers racing within one request's time can still both
-        write; callers use it where both would write the same bytes but for details that appear late.
+        Atomic, as a Delta log entry must be written: locally a hard link of the written temporary file
+        fails if the name exists; on S3 a conditional PUT (``If-None-Match: *``) does, as delta-rs's own.
         """
         full = self.path(relative)
         if self.is_s3:
-            if self.exists(relative):
-                return False
-            self.write_bytes(relative, data)
+            import botocore.exceptions
+
+            try:
+                self._put_client.put_object(
+                    Bucket=self.bucket, Key=self.key(relative), Body=data, IfNoneMatch="*", **self.s3.put_object_args()
+                )
+            except botocore.exceptions.ClientError as exc:
+                # 409: another conditional write of that name is in flight; it will have written it
+                if aws_code(exc) in ("PreconditionFailed", "ConditionalRequestConflict"):
+                    return False
+                raise
             return True
         tmp = _synced_tmp(full, data)
         try:

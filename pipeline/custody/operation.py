@@ -127,7 +127,7 @@ def commit_operation(
     # The commit stands from here on: a failure below is reported, never retried as a second commit
     # (an unsealed version is sealed by the next commit, or by `kbak validate --repair`).
     if checkpoint:
-        _checkpoint(lake, dt, version)
+        write_checkpoint(lake, dt, version)
     seal(lake, dt, head=version)
     return version
 
@@ -142,11 +142,18 @@ def landed_version(lake: Lake, read_version: int | None, digest: str | None) -> 
         return None
 
 
-def _checkpoint(lake: Lake, dt: DeltaTable, version: int) -> None:
-    """A checkpoint at ``version``, best effort: the commit has landed, so a failure here must not retry it."""
+def write_checkpoint(lake: Lake, dt: DeltaTable, version: int) -> None:
+    """A checkpoint at ``version``, best effort: the commit has landed, so a failure here must not retry it.
+
+    ``dt`` is brought to ``version`` forward from where it is when it can be (replaying the entries since),
+    else loaded from the checkpoint before ``version``.
+    """
     try:
         if not lake.exists(checkpoint_path(version)):
-            dt.load_as_version(version)
+            if dt.version() < version:
+                dt.update_incremental()
+            if dt.version() != version:
+                dt.load_as_version(version)
             dt.create_checkpoint()
     except Exception as exc:  # deltalake raises OSError and its own errors; readers just replay more log
         log.warning("no checkpoint at version %d of %s: %s", version, lake.uri, first_line(exc))

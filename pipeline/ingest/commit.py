@@ -2,13 +2,13 @@
 
 Exactly-once rests on one rule: rows of a partition are committed only if the Delta log's
 application transaction for that partition still says what this worker read before the rows
-(``expected``). The fence reads it at the newest version (``update_incremental`` first; a worker's
-own table object is always one version behind after its commit: delta-rs does not advance it). A
-value this worker read or committed at exactly that version is taken from ``KnownTxns`` instead of
-the log: a committed version never changes, so that is the same check. delta-rs fails a commit whose
-application transactions a concurrent commit also set, and kbak re-checks the fence against the new
-table state before each retry (the newer version is then read from the log), so two workers that
-both believe they own a partition (during a rebalance, after a restart) can never both commit it.
+(``expected``). The commit is written straight to the log by ``LogAppender`` (see ingest/appender.py),
+which reads every entry other writers committed since its last one before it fences, and creates the
+next version's entry only if no other writer did: a writer that loses that race reads the winner's
+entry and fences again. So two workers that both believe they own a partition (during a rebalance,
+after a restart) can never both commit it. A table whose protocol asks for more than kbak writes is
+committed through delta-rs instead, which fails a commit whose application transactions a concurrent
+commit also set; the fence is then re-checked against the new table state before each retry.
 """
 
 from __future__ import annotations
@@ -35,9 +35,13 @@ from pipeline.core.storage import Lake
 from pipeline.core.table import FREQUENT_COMMIT_HOOKS, TABLE_CONFIGURATION, app_id, open_table
 from pipeline.custody.manifest import InfoKey, Operation, ingest_body
 from pipeline.custody.operation import created_by, find_committed_version, landed_version
+from pipeline.ingest.appender import LogAppender, Unsupported
 from pipeline.ingest.batch import without_partitions
-from pipeline.ingest.fence import KnownTxns, fence
 from pipeline.ingest.writer import DataFile, write_files
+
+# How many times in a row one commit may find its version taken by another writer before giving up
+# (each loss costs reading the winner's entry; it takes many workers committing at once to lose often).
+MAX_RACES = 100
 
 
 @dataclass
@@ -111,27 +115,29 @@ def commit_records(
     max_attempts: int = 5,
     sleep: Callable[[float], None] = time.sleep,
     files: list[DataFile] | None = None,
-    known: KnownTxns | None = None,
+    log: LogAppender | None = None,
 ) -> CommitResult:
     """Commit ``table``'s rows for the partitions whose fence holds; report the ones that moved.
 
     ``files``: ``table`` already written (``prepare_files``, ahead of the commit); used only if every
     fence holds, otherwise the remaining rows are written again (the early files become orphans).
-    ``known``: the caller's ``KnownTxns`` for this lake, kept across its commits (read and updated
-    here): while no other writer commits, the fence then reads nothing from the log.
+    ``log``: the caller's ``LogAppender`` for this lake, kept across its commits (a worker's committer
+    keeps one): it then reads only what other writers committed since. Without one, a new one
+    continues from ``dt``.
     """
     rejected: dict[TP, int | None] = {}
     files = list(files or [])
     digest: str | None = None
-    attempt = 0
+    appender = log if log is not None else LogAppender.open(lake, dt)
+    attempt = races = 0
     while True:
         attempt += 1
         digest = None
         read_version: int | None = None
+        direct = appender is not None and appender.usable
         try:
             with profile.stage("fence"):
-                dt.update_incremental()
-                moved = fence(dt, expected, source_cluster, known)
+                moved = appender.fence(dt, expected, source_cluster) if direct else _fence(dt, expected, source_cluster)
             rejected.update(moved)
             if moved:
                 table = without_partitions(table, moved)
@@ -160,26 +166,39 @@ def commit_records(
                 InfoKey.MANIFEST_BODY_SHA256: digest,
             }
             _fault("before-commit")
-            read_version = dt.version()
             with profile.stage("delta commit"):
-                dt.create_write_transaction(
-                    [add_action(f) for f in files],
-                    mode="append",
-                    schema=RECORD_SCHEMA,
-                    partition_by=PARTITION_COLUMNS,
-                    commit_properties=CommitProperties(
-                        custom_metadata=meta, app_transactions=txns, max_commit_retries=10
-                    ),
-                    post_commithook_properties=FREQUENT_COMMIT_HOOKS,
-                )
+                if direct:
+                    read_version = appender.version
+                    version = appender.append(files, {t.app_id: t.version for t in txns}, meta)
+                    if version is None:  # another writer took the version: read its entry, fence again
+                        _unstage(lake, digest)
+                        races, attempt = races + 1, attempt - 1
+                        if races > MAX_RACES:
+                            raise CommitConflictError(f"commit to {lake.uri} lost {races} races to other writers")
+                        continue
+                else:
+                    read_version = dt.version()
+                    dt.create_write_transaction(
+                        [add_action(f) for f in files],
+                        mode="append",
+                        schema=RECORD_SCHEMA,
+                        partition_by=PARTITION_COLUMNS,
+                        commit_properties=CommitProperties(
+                            custom_metadata=meta, app_transactions=txns, max_commit_retries=10
+                        ),
+                        post_commithook_properties=FREQUENT_COMMIT_HOOKS,
+                    )
+                    version = None
             _fault("after-commit")
             with profile.stage("seal"):
-                version = find_committed_version(lake, read_version, digest)
+                if version is None:
+                    version = find_committed_version(lake, read_version, digest)
+                elif appender.checkpoint_due(version):
+                    appender.write_checkpoint(version)  # before the seal, so the manifest records its digest
                 custody.seal(lake, dt, head=version)
-            result = _committed(version, files, table, ranges, rejected, digest)
-            if known is not None:
-                known.committed(read_version, version, result.committed)
-            return result
+            return _committed(version, files, table, ranges, rejected, digest)
+        except Unsupported:
+            continue  # the appender read an entry it cannot write after (nothing staged yet): delta-rs commits
         except CommitFailedError as exc:
             # A concurrent commit set one of our partitions' transactions: nothing was committed, so
             # the body staged for it names nothing; remove it, then loop to re-fence.
@@ -199,6 +218,13 @@ def commit_records(
                 detail = " ".join(str(exc).split())[:300]  # the whole message, on one line
                 raise KbakError(f"storage error committing to {lake.uri} after {attempt} attempts: {detail}") from None
             sleep(min(0.5 * 2 ** (attempt - 1), 4.0))
+
+
+def _fence(dt: DeltaTable, expected: dict[TP, int | None], cluster: str) -> dict[TP, int | None]:
+    """The delta-rs path's fence: the partitions whose transaction at the newest version is not ``expected``."""
+    dt.update_incremental()
+    have = {tp: dt.transaction_version(app_id(cluster, *tp)) for tp in expected}
+    return {tp: v for tp, v in have.items() if v != expected[tp]}
 
 
 def _committed(

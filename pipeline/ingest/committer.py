@@ -19,8 +19,8 @@ import pyarrow as pa
 from pipeline.core.schema import TP
 from pipeline.core.storage import Lake
 from pipeline.core.table import open_table
+from pipeline.ingest.appender import LogAppender
 from pipeline.ingest.commit import CommitResult, commit_records, prepare_files
-from pipeline.ingest.fence import KnownTxns
 from pipeline.ingest.writer import DataFile
 
 
@@ -56,7 +56,7 @@ class Committer(threading.Thread):
         self.compression_level = compression_level
         self.target_file_size = target_file_size
         self.object_lock_days = object_lock_days
-        self.known = KnownTxns()  # the fence values this worker read or committed (commit_records keeps it)
+        self.log: LogAppender | None = None  # this worker's appender to the Delta log, kept across commits
         self.jobs: queue.Queue[Flush | None] = queue.Queue(maxsize=1)  # task_done once committed
         self.results: queue.Queue[tuple[Flush, CommitResult | BaseException]] = queue.Queue()
         self._written: queue.Queue[tuple[Flush | None, list[DataFile] | BaseException]] = queue.Queue(maxsize=1)
@@ -93,6 +93,7 @@ class Committer(threading.Thread):
                     # Opened here, so a failure is reported like any commit failure (the thread
                     # must never die silently: the main thread would then wait on it forever).
                     dt = dt or open_table(self.lake)
+                    self.log = self.log or LogAppender.open(self.lake, dt)
                     res: CommitResult | BaseException = self._commit(dt, job, written)
                 except BaseException as exc:  # reported to the main thread, which stops the run
                     res = exc
@@ -113,7 +114,7 @@ class Committer(threading.Thread):
             compression_level=self.compression_level,
             target_file_size=self.target_file_size,
             files=files,
-            known=self.known,
+            log=self.log,
         )
         if self.object_lock_days and res.version is not None:
             from pipeline.custody.hold import lock_commit

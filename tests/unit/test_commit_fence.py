@@ -1,10 +1,12 @@
 """The fence of ``pipeline.ingest.commit``, checked against delta-rs itself (local lakes, real commits).
 
-Two workers hold DeltaTable objects on one lake. delta-rs fails a commit whose application
-transactions a commit landed after its read version also set; kbak then re-fences and reports the
-rows rejected. Without that conflict check, a commit landing between a worker's fence and its own
-commit would archive a partition's offsets twice. ``KnownTxns`` (the values a worker read or
-committed at one version) must spare the log reads without ever letting such a commit through.
+Two workers hold DeltaTable objects on one lake. Each commits through its own ``LogAppender``, which
+creates the next version's log entry only if no other writer did: a worker that loses the version
+reads the winner's entry, re-fences and reports the rows rejected. Without that, a commit landing
+between a worker's fence and its own commit would archive a partition's offsets twice. The values the
+appender keeps must spare the log reads without ever letting such a commit through. A table whose
+protocol asks for more than kbak writes is committed through delta-rs, whose own conflict check
+(failing a commit whose application transactions a later version set) then does the same.
 """
 
 from __future__ import annotations
@@ -19,8 +21,8 @@ from pipeline.core.storage import Lake
 from pipeline.core.table import app_id
 from pipeline.custody import manifest
 from pipeline.ingest import commit
+from pipeline.ingest.appender import LogAppender
 from pipeline.ingest.commit import commit_records, ensure_table
-from pipeline.ingest.fence import KnownTxns
 
 
 def _two_workers(tmp_path) -> tuple[Lake, DeltaTable, DeltaTable]:
@@ -32,10 +34,10 @@ def _two_workers(tmp_path) -> tuple[Lake, DeltaTable, DeltaTable]:
     return lake, a, b
 
 
-def _commit(lake: Lake, dt: DeltaTable, partition: int, first: int, n: int, expected, known=None, who="b"):
+def _commit(lake: Lake, dt: DeltaTable, partition: int, first: int, n: int, expected, log=None, who="b"):
     return commit_records(
         lake, dt, rows("t", partition, first, n), {("t", partition): expected},
-        source_cluster="c", backup_id=who, known=known,
+        source_cluster="c", backup_id=who, log=log,
     )  # fmt: skip
 
 
@@ -84,21 +86,12 @@ def test_delta_rs_fails_a_commit_whose_app_transaction_a_later_version_set(tmp_p
     assert [DeltaTable(lake.uri).transaction_version(app_id("c", "t", p)) for p in (0, 1)] == [9, 4]
 
 
-def test_own_table_object_stays_one_version_behind_its_commit(tmp_path):
-    """Why the fence still calls update_incremental: delta-rs does not advance the committing DeltaTable."""
-    lake, a, _ = _two_workers(tmp_path)
-    _commit(lake, a, 0, 5, 5, 4)
-    assert a.version() == 1 and DeltaTable(lake.uri).version() == 2
-
-
-@pytest.mark.parametrize("with_known", [False, True])
-def test_commit_landing_between_fence_and_commit_is_rejected_not_duplicated(tmp_path, monkeypatch, with_known):
+@pytest.mark.parametrize("kept", [False, True])
+def test_commit_landing_between_fence_and_commit_is_rejected_not_duplicated(tmp_path, monkeypatch, kept):
     lake, a, b = _two_workers(tmp_path)
-    known = KnownTxns() if with_known else None
-    if known is not None:
-        known.read(1, {("t", 0): 4})  # b read the log at version 1 itself
+    log = LogAppender.open(lake, b) if kept else None
     raced = _race_before_commit(monkeypatch, lambda: _commit(lake, a, 0, 5, 5, 4, who="a"))
-    res = _commit(lake, b, 0, 5, 5, 4, known)
+    res = _commit(lake, b, 0, 5, 5, 4, log)
     assert raced[0].version == 2
     assert res.version is None and res.records == 0 and res.rejected == {("t", 0): 9}
 
@@ -106,53 +99,84 @@ def test_commit_landing_between_fence_and_commit_is_rejected_not_duplicated(tmp_
     assert dt.version() == 2 and dt.transaction_version(app_id("c", "t", 0)) == 9
     assert _offsets(lake, 0) == list(range(10))  # each offset once: b's rows were not committed
     assert not lake.list_files(manifest.STAGED_DIR)  # b's staged body was removed with its lost commit
-    if known is not None:
-        assert known.at(2) == {("t", 0): 9}  # re-read from the log at the new version
+    if log is not None:
+        assert log.version == 2 and log.txns[app_id("c", "t", 0)] == 9  # read from a's entry
 
 
 def test_a_worker_committing_alone_reads_no_fence_from_the_log(tmp_path, monkeypatch):
     lake = Lake.at(tmp_path / "lake")
     dt = ensure_table(lake)
-    known = KnownTxns()
+    log = LogAppender.open(lake, dt)
     reads = _count_log_reads(monkeypatch, dt)
     last = {0: None, 1: None}
     for i in range(12):  # crosses a checkpoint (interval 10)
         p = i % 2
-        res = _commit(lake, dt, p, (i // 2) * 5, 5, last[p], known)
+        res = _commit(lake, dt, p, (i // 2) * 5, 5, last[p], log)
         assert res.version == i + 1 and not res.rejected
         last[p] = res.committed[("t", p)]
     assert reads == [app_id("c", "t", 0), app_id("c", "t", 1)]  # each partition once, when first seen
-    assert known.version == 12 and known.values == {("t", 0): 29, ("t", 1): 29}
+    assert log.version == 12 and log.txns == {app_id("c", "t", 0): 29, app_id("c", "t", 1): 29}
     assert _offsets(lake, 0) == _offsets(lake, 1) == list(range(30))
+    assert lake.exists(manifest.checkpoint_path(9))  # where delta-rs's own post-commit hook writes one
 
     # A caller expecting other than what the log holds is refused as by a read of the log.
-    res = _commit(lake, dt, 0, 30, 5, 24, known)
+    res = _commit(lake, dt, 0, 30, 5, 24, log)
     assert res.version is None and res.rejected == {("t", 0): 29} and len(reads) == 2
 
 
-def test_known_values_of_a_version_another_worker_moved_past_are_not_used(tmp_path, monkeypatch):
+def test_values_of_a_partition_another_worker_moved_are_read_from_its_entry(tmp_path):
     lake, a, b = _two_workers(tmp_path)
-    known = KnownTxns()
-    assert _commit(lake, b, 0, 5, 5, 4, known).version == 2 and known.at(2) == {("t", 0): 9}
+    log = LogAppender.open(lake, b)
+    assert _commit(lake, b, 0, 5, 5, 4, log).version == 2 and log.txns[app_id("c", "t", 0)] == 9
     assert _commit(lake, a, 0, 10, 5, 9, who="a").version == 3  # a takes the partition over
-    res = _commit(lake, b, 0, 10, 5, 9, known)
+    res = _commit(lake, b, 0, 10, 5, 9, log)
     assert res.version is None and res.rejected == {("t", 0): 14}
     assert _offsets(lake, 0) == list(range(15))
 
 
-def test_a_commit_made_over_another_forgets_what_the_other_may_have_moved(tmp_path, monkeypatch):
-    """b knows partition 1 at the version it read; a moves partition 1 before b's partition-0 commit lands.
+def test_a_commit_made_over_another_keeps_what_the_other_moved(tmp_path, monkeypatch):
+    """b knows partition 1; a moves partition 1 after b's fence of a partition-0 commit, before its commit.
 
-    delta-rs commits b's partition 0 after a's commit (no conflict): b must not carry its old value
-    of partition 1 to its new version, or its next partition-1 commit would archive a's offsets again.
+    b's entry then lands after a's (no conflict: another partition): b must take a's value of
+    partition 1 from a's entry, or its next partition-1 commit would archive a's offsets again.
     """
     lake, a, b = _two_workers(tmp_path)
-    known = KnownTxns()
-    assert _commit(lake, b, 1, 0, 5, None, known).version == 2
+    log = LogAppender.open(lake, b)
+    assert _commit(lake, b, 1, 0, 5, None, log).version == 2
     a.update_incremental()
     _race_before_commit(monkeypatch, lambda: _commit(lake, a, 1, 5, 5, 4, who="a"))
-    assert _commit(lake, b, 0, 5, 5, 4, known).version == 4  # over a's version 3
-    assert known.at(4) == {("t", 0): 9}
-    res = _commit(lake, b, 1, 5, 5, 4, known)
+    assert _commit(lake, b, 0, 5, 5, 4, log).version == 4  # over a's version 3
+    assert log.txns[app_id("c", "t", 1)] == 9
+    res = _commit(lake, b, 1, 5, 5, 4, log)
     assert res.version is None and res.rejected == {("t", 1): 9}
     assert _offsets(lake, 1) == list(range(10))
+
+
+def test_a_protocol_beyond_what_kbak_writes_is_committed_through_delta_rs(tmp_path):
+    """A check constraint (writer version 3) added mid-stream: the appender stops, delta-rs commits from then on."""
+    lake = Lake.at(tmp_path / "lake")
+    dt = ensure_table(lake)
+    log = LogAppender.open(lake, dt)
+    assert _commit(lake, dt, 0, 0, 5, None, log).version == 1
+    DeltaTable(lake.uri).alter.add_constraint({"small_offsets": '"offset" < 100'})
+    assert _commit(lake, dt, 0, 5, 5, 4, log).version == 3
+    assert not log.usable and LogAppender.open(lake, DeltaTable(lake.uri)) is None
+    assert "delta-rs" in _engine(lake, 3) and "kbak/" in _engine(lake, 1)
+    assert _commit(lake, dt, 0, 10, 5, 9, log).version == 4 and "delta-rs" in _engine(lake, 4)
+    assert _offsets(lake, 0) == list(range(15))
+
+
+def test_table_properties_set_meanwhile_are_taken_up(tmp_path):
+    """A metadata-only commit (``kbak upgrade`` sets properties) does not stop the appender."""
+    lake = Lake.at(tmp_path / "lake")
+    dt = ensure_table(lake)
+    log = LogAppender.open(lake, dt)
+    assert _commit(lake, dt, 0, 0, 5, None, log).version == 1
+    DeltaTable(lake.uri).alter.set_table_properties({"delta.checkpointInterval": "3"})
+    assert _commit(lake, dt, 0, 5, 5, 4, log).version == 3
+    assert log.usable and log.checkpoint_interval == 3 and "kbak/" in _engine(lake, 3)
+    assert lake.exists(manifest.checkpoint_path(5)) is False and log.checkpoint_due(5)
+
+
+def _engine(lake: Lake, version: int) -> str:
+    return manifest.commit_info(manifest.commit_actions(lake.read_bytes(manifest.log_path(version))))["engineInfo"]

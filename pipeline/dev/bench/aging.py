@@ -36,8 +36,8 @@ from deltalake import DeltaTable
 from pipeline.core.schema import RECORD_SCHEMA
 from pipeline.core.storage import Lake
 from pipeline.custody.verified import POINT
+from pipeline.ingest.appender import LogAppender
 from pipeline.ingest.commit import commit_records, ensure_table
-from pipeline.ingest.fence import KnownTxns
 
 TOPIC = "payments"
 PARTITIONS = 3
@@ -79,15 +79,17 @@ def _commit_many(lake: Lake, dt: DeltaTable, first: int, count: int, state: dict
     """``count`` commits continuing the stream; each commit's wall time and process CPU time (s).
 
     The CPU time (every thread: delta-rs works on its own) is what other load on the machine disturbs least.
-    Like an ingest worker's committer, the stream keeps its ``KnownTxns`` across commits (in ``state``).
+    Like an ingest worker's committer, the stream keeps its ``LogAppender`` across commits (in ``state``).
     """
-    known = state.setdefault("known", KnownTxns())
+    if state.get("log") is None:
+        state["log"] = LogAppender.open(lake, dt)
+    log = state["log"]
     times = []
     for c in range(first, first + count):
         table = _batch(c, state["next_offset"])
         t0, c0 = time.perf_counter(), time.process_time()
         expected = dict(state["expected"])
-        r = commit_records(lake, dt, table, expected, source_cluster=CLUSTER, backup_id="aging", known=known)
+        r = commit_records(lake, dt, table, expected, source_cluster=CLUSTER, backup_id="aging", log=log)
         times.append((time.perf_counter() - t0, time.process_time() - c0))
         state["expected"].update(r.committed)
     return times
