@@ -334,9 +334,8 @@ class Lake:
             os.replace(_synced_tmp(full, data), full)
             return
         if self.s3.sse:  # pyarrow cannot ask for SSE-KMS: boto3 sends the encryption headers
-            key = self.key(relative)
             body = data if isinstance(data, bytes) else bytes(data)  # boto3 takes bytes, not a memoryview
-            self._put_client.put_object(Bucket=self.bucket, Key=key, Body=body, **self.s3.put_object_args())
+            self._put(relative, body)
             return
         with self.fs.open_output_stream(full) as out:
             out.write(data)
@@ -350,18 +349,8 @@ class Lake:
         """
         full = self.path(relative)
         if self.is_s3:
-            import botocore.exceptions
-
-            try:
-                self._put_client.put_object(
-                    Bucket=self.bucket, Key=self.key(relative), Body=data, IfNoneMatch="*", **self.s3.put_object_args()
-                )
-            except botocore.exceptions.ClientError as exc:
-                # 409: another conditional write of that name is in flight; it will have written it
-                if aws_code(exc) in ("PreconditionFailed", "ConditionalRequestConflict"):
-                    return False
-                raise
-            return True
+            # 412: the name exists; 409: another conditional write of it is in flight, and will have written it
+            return self._put(relative, data, IfNoneMatch="*") is None
         tmp = _synced_tmp(full, data)
         try:
             os.link(tmp, full)
@@ -370,6 +359,28 @@ class Lake:
         finally:
             os.unlink(tmp)
         return True
+
+    def _put(self, relative: str, body: bytes, **conditions: str) -> str | None:
+        """A boto3 PUT with the lake's encryption; None, or the code of a failed condition.
+
+        Any other S3 error is raised as pyarrow raises them, an OSError (callers retry those), unless it
+        is a refusal (``translate_storage_errors`` names those).
+        """
+        import botocore.exceptions
+
+        try:
+            args = {**self.s3.put_object_args(), **conditions}
+            self._put_client.put_object(Bucket=self.bucket, Key=self.key(relative), Body=body, **args)
+        except botocore.exceptions.ClientError as exc:
+            code = aws_code(exc)
+            if conditions and code in ("PreconditionFailed", "ConditionalRequestConflict"):
+                return code
+            if is_access_denied(exc):
+                raise
+            raise OSError(f"S3 PUT of {relative}: {aws_message(exc)}") from None
+        except botocore.exceptions.BotoCoreError as exc:  # connection failures, timeouts
+            raise OSError(f"S3 PUT of {relative}: {first_line(exc)}") from None
+        return None
 
     @translate_storage_errors
     def read_bytes(self, relative: str) -> bytes:

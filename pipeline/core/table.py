@@ -127,9 +127,31 @@ def _load_as_of(dt: DeltaTable, version: int | str, lake: Lake) -> None:
     if wanted < (commit_ms(dt, lake, 0) or wanted):
         raise KbakError(f"{lake.uri} has no version {text!r}: the table was created after that time")
     try:
-        dt.load_as_version(EPOCH + timedelta(milliseconds=wanted))
+        found = _version_at(dt, lake, wanted)
+        dt.load_as_version(found if found is not None else EPOCH + timedelta(milliseconds=wanted))
     except Exception as exc:
         raise KbakError(f"{lake.uri} has no version {text!r}: {first_line(exc)}") from None
+
+
+def _version_at(dt: DeltaTable, lake: Lake, wanted: int) -> int | None:
+    """The newest version committed at or before ``wanted`` (ms) by its commit's own timestamp.
+
+    The times ``kbak list`` and ``history`` show, which a copy of the lake keeps. delta-rs goes by the log
+    entries' modification times instead, which the storage sets a moment after the commit's timestamp
+    (and a copy resets). A binary search: ~15 log entries read at 20,000 versions. None when an entry
+    it needs is gone (expired behind a checkpoint): delta-rs's way then.
+    """
+    lo, hi = 0, dt.version()  # the caller checked that version 0 is at or before ``wanted``
+    newest = commit_ms(dt, lake, hi)
+    if newest is not None and newest <= wanted:
+        return hi
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        at = commit_ms(dt, lake, mid)
+        if at is None:
+            return None
+        lo, hi = (mid, hi) if at <= wanted else (lo, mid)
+    return lo if newest is not None else None
 
 
 def commit_ms(dt: DeltaTable, lake: Lake, version: int) -> int | None:
