@@ -101,7 +101,7 @@ class Checkpointer:
         txns = pa.Table.from_pylist([{"txn": t} for t in self.txns.values()], schema=self.schema)
         table = pa.concat_tables([self.rest, txns, self.adds])
         data = io.BytesIO()
-        pq.write_table(table, data, compression=CODEC)
+        pq.write_table(table, data, compression=CODEC, use_dictionary=False)  # paths and stats are unique
         if self.lake.write_new(checkpoint_path(version), data.getvalue()):
             last = {"version": version, "size": table.num_rows, "sizeInBytes": data.tell(),
                     "numOfAddFiles": self.adds.num_rows}  # fmt: skip
