@@ -37,6 +37,7 @@ from pipeline.ingest.writer import DataFile
 # kbak's schema has no invariants. Higher versions (check constraints, change data feed, column
 # mapping, table features) need delta-rs.
 MAX_WRITER_VERSION = 2
+INVARIANTS = "delta.invariants"  # a column's invariant, in its metadata: a writer must check it, kbak does not
 MAX_READER_VERSION = 1
 DELTA_RS_CHECKPOINT_INTERVAL = 100  # delta-rs's default, for a table that does not set one
 ENGINE = f"kbak/{__version__}"
@@ -74,9 +75,10 @@ class LogAppender:
         if not _supported(protocol):
             return None
         md = dt.metadata()
-        if list(md.partition_columns) != list(PARTITION_COLUMNS):
+        schema = dt.schema().to_json()
+        if list(md.partition_columns) != list(PARTITION_COLUMNS) or INVARIANTS in schema:
             return None
-        return cls(lake, dt.version(), json.loads(dt.schema().to_json()), dict(md.configuration or {}))
+        return cls(lake, dt.version(), json.loads(schema), dict(md.configuration or {}))
 
     def fence(self, dt: DeltaTable, expected: Mapping[TP, int | None], cluster: str) -> dict[TP, int | None]:
         """The partitions whose transaction at the newest version is not ``expected``, with what it is instead.
