@@ -28,7 +28,7 @@ from pipeline import __version__
 from pipeline.core.errors import KbakError
 from pipeline.core.schema import PARTITION_COLUMNS, TP
 from pipeline.core.storage import Lake
-from pipeline.core.table import app_id
+from pipeline.core.table import CorruptLogError, app_id, log_entry_problem
 from pipeline.custody.manifest import commit_actions, log_path
 from pipeline.ingest.checkpointer import Checkpointer, tombstone_window_ms
 from pipeline.ingest.writer import DataFile
@@ -97,10 +97,14 @@ class LogAppender:
     def catch_up(self) -> None:
         """Read the entries other writers committed after ``version``, until one is missing."""
         while True:
+            path = log_path(self.version + 1)
             try:
-                data = self.lake.read_bytes(log_path(self.version + 1))
+                data = self.lake.read_bytes(path)
             except FileNotFoundError:
                 return
+            problem = log_entry_problem(data)
+            if problem:  # a reader could not open the table either: stop, as delta-rs would
+                raise CorruptLogError(f"corrupt Delta log entry {path}: {problem}")
             self._apply(commit_actions(data))
             self.version += 1
 

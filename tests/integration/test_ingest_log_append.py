@@ -17,6 +17,7 @@ from support.kbak_testing import produce, run_kbak
 from pipeline.core.storage import Lake, S3Settings
 from pipeline.custody.manifest import checkpoint_path, log_path
 from pipeline.dev.sample import create_topics
+from pipeline.ingest.appender import ENGINE
 
 
 def test_many_small_commits_to_s3_are_a_table_every_reader_reads(kafka, s3, bucket, topic_name):
@@ -40,7 +41,7 @@ def test_many_small_commits_to_s3_are_a_table_every_reader_reads(kafka, s3, buck
     )
     assert head >= 20
     engines = {json.loads(get(log_path(v)).splitlines()[0])["commitInfo"]["engineInfo"] for v in range(1, head + 1)}
-    assert engines == {"kbak/0.1.0"}
+    assert engines == {ENGINE}
     assert "parquet-rs" in pq.read_metadata(io.BytesIO(get(checkpoint_path(9)))).created_by  # delta-rs's
     assert "arrow" in pq.read_metadata(io.BytesIO(get(checkpoint_path(19)))).created_by  # kbak's, from 9's
 

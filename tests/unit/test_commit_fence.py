@@ -180,3 +180,17 @@ def test_table_properties_set_meanwhile_are_taken_up(tmp_path):
 
 def _engine(lake: Lake, version: int) -> str:
     return manifest.commit_info(manifest.commit_actions(lake.read_bytes(manifest.log_path(version))))["engineInfo"]
+
+
+def test_a_corrupt_entry_after_the_appenders_version_stops_the_commit(tmp_path):
+    from pipeline.core.table import CorruptLogError
+
+    lake = Lake.at(tmp_path / "lake")
+    dt = ensure_table(lake)
+    log = LogAppender.open(lake, dt)
+    assert _commit(lake, dt, 0, 0, 5, None, log).version == 1
+    lake.write_bytes(manifest.log_path(2), b'{"commitInfo": {"timest')  # truncated by a broken writer
+    with pytest.raises(CorruptLogError, match="00000000000000000002.json"):
+        _commit(lake, dt, 0, 5, 5, 4, log)
+    assert lake.read_bytes(manifest.log_path(2)) == b'{"commitInfo": {"timest' and not lake.exists(manifest.log_path(3))
+    assert not lake.list_files(manifest.STAGED_DIR)
