@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from datetime import timedelta
 
 import pyarrow as pa
@@ -49,6 +50,12 @@ TABLE_CONFIGURATION: dict[str, str] = {
 # retention, vacuum: daily at most) keep the table's default, so expired entries still go.
 # Checkpoints stay on (every ``delta.checkpointInterval`` versions): they keep each reader's log replay short.
 FREQUENT_COMMIT_HOOKS = PostCommitHookProperties(create_checkpoint=True, cleanup_expired_logs=False)
+
+
+def delta_interval(text: str) -> timedelta | None:
+    """A Delta table property's interval (``interval 7 days``, ``interval 1 week``); None when not one."""
+    m = re.fullmatch(r"\s*interval\s+(\d+)\s+(week|day|hour|minute|second)s?\s*", text.lower())
+    return timedelta(**{f"{m.group(2)}s": int(m.group(1))}) if m else None
 
 
 def app_id(source_cluster: str, topic: str, partition: int) -> str:

@@ -20,7 +20,6 @@ manifest already names, and the next vacuum deletes them.
 
 from __future__ import annotations
 
-import re
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -29,7 +28,13 @@ import pyarrow as pa
 from pipeline.core.errors import KbakError
 from pipeline.core.readset import load_index
 from pipeline.core.storage import Lake
-from pipeline.core.table import DELTA_TOMBSTONE_WINDOW, REMOVED_FILE_RETENTION, SEVEN_YEARS, open_table
+from pipeline.core.table import (
+    DELTA_TOMBSTONE_WINDOW,
+    REMOVED_FILE_RETENTION,
+    SEVEN_YEARS,
+    delta_interval,
+    open_table,
+)
 from pipeline.custody.chain import VersionRecord, load_chain
 from pipeline.custody.manifest import sha256_hex
 from pipeline.custody.operation import commit_operation
@@ -62,10 +67,10 @@ def removed_file_retention(dt) -> timedelta:
     """
     config = dt.metadata().configuration or {}
     text = config.get(REMOVED_FILE_RETENTION) or config.get(DELTA_TOMBSTONE_WINDOW) or SEVEN_YEARS
-    m = re.fullmatch(r"\s*interval\s+(\d+)\s+(week|day|hour|minute|second)s?\s*", text.lower())
-    if not m:
+    keep_for = delta_interval(text)
+    if keep_for is None:
         raise KbakError(f"cannot read the table's removed-file retention {text!r}")
-    return timedelta(**{f"{m.group(2)}s": int(m.group(1))})
+    return keep_for
 
 
 def candidates(chain: list[VersionRecord], now: datetime, keep_for: timedelta) -> list[Candidate]:
