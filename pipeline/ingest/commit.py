@@ -123,11 +123,13 @@ def commit_records(
     fence holds, otherwise the remaining rows are written again (the early files become orphans).
     ``log``: the caller's ``LogAppender`` for this lake, kept across its commits (a worker's committer
     keeps one): it then reads only what other writers committed since. Without one, a new one
-    continues from ``dt``.
+    starts from ``dt`` brought to the newest version.
     """
     rejected: dict[TP, int | None] = {}
     files = list(files or [])
     digest: str | None = None
+    if log is None:
+        dt.update_incremental()  # a one-off appender starts at the newest version, not where ``dt`` was left
     appender = log if log is not None else LogAppender.open(lake, dt)
     attempt = races = 0
     while True:
