@@ -11,6 +11,8 @@ protocol asks for more than kbak writes is committed through delta-rs, whose own
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 from deltalake import CommitProperties, DeltaTable, Transaction
 from deltalake.exceptions import CommitFailedError
@@ -194,3 +196,47 @@ def test_a_corrupt_entry_after_the_appenders_version_stops_the_commit(tmp_path):
         _commit(lake, dt, 0, 5, 5, 4, log)
     assert lake.read_bytes(manifest.log_path(2)) == b'{"commitInfo": {"timest' and not lake.exists(manifest.log_path(3))
     assert not lake.list_files(manifest.STAGED_DIR)
+
+
+def test_workers_racing_for_versions_all_land_once(tmp_path):
+    """Three workers (threads, each its own table object and appender) commit their own partitions at once.
+
+    Every lost version is retried after the winner's entry: all 45 commits land, on consecutive
+    versions, each offset once, and the checkpoints in between hold every transaction.
+    """
+    import threading
+
+    lake = Lake.at(tmp_path / "lake")
+    ensure_table(lake)
+    landed: dict[int, list[int]] = {}
+
+    def worker(partition: int) -> None:
+        dt = DeltaTable(lake.uri)
+        log = LogAppender.open(lake, dt)
+        last = None
+        for i in range(15):
+            res = _commit(lake, dt, partition, i * 3, 3, last, log, who=f"w{partition}")
+            assert not res.rejected
+            last = res.committed[("t", partition)]
+            landed.setdefault(partition, []).append(res.version)
+
+    threads = [threading.Thread(target=worker, args=(p,)) for p in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    versions = sorted(v for vs in landed.values() for v in vs)
+    assert versions == list(range(1, 46))
+    dt = DeltaTable(lake.uri)
+    assert dt.version() == 45 and [dt.transaction_version(app_id("c", "t", p)) for p in range(3)] == [44] * 3
+    assert all(_offsets(lake, p) == list(range(45)) for p in range(3))
+    assert [v for v in range(45) if lake.exists(manifest.checkpoint_path(v))] == [9, 19, 29, 39]
+    replayed = tmp_path / "replayed"  # the same log without checkpoints: what the JSON entries alone say
+    shutil.copytree(lake.root, replayed)
+    for cp in (replayed / "_delta_log").glob("*checkpoint*"):
+        cp.unlink()
+    for v in (19, 39):
+        ours, theirs = DeltaTable(lake.uri, version=v), DeltaTable(str(replayed), version=v)
+        assert sorted(ours.file_uris()) == [u.replace(str(replayed), lake.root) for u in sorted(theirs.file_uris())]
+        apps = [app_id("c", "t", p) for p in range(3)]
+        assert [ours.transaction_version(a) for a in apps] == [theirs.transaction_version(a) for a in apps]
