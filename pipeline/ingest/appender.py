@@ -61,10 +61,10 @@ class LogAppender:
     configuration: dict[str, str]
     txns: dict[str, int | None] = field(default_factory=dict)
     usable: bool = True  # False once an entry asked for more than kbak writes: delta-rs commits from then on
-    checkpointer: Checkpointer | None = None
+    checkpointer: Checkpointer = field(init=False)
 
     def __post_init__(self) -> None:
-        self.checkpointer = self.checkpointer or Checkpointer(self.lake)
+        self.checkpointer = Checkpointer(self.lake)
 
     @classmethod
     def open(cls, lake: Lake, dt: DeltaTable) -> LogAppender | None:

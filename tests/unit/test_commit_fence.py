@@ -36,6 +36,13 @@ def _two_workers(tmp_path) -> tuple[Lake, DeltaTable, DeltaTable]:
     return lake, a, b
 
 
+def _one_worker(tmp_path) -> tuple[Lake, DeltaTable, LogAppender]:
+    """A new lake, and one worker's table object and appender on it."""
+    lake = Lake.at(tmp_path / "lake")
+    dt = ensure_table(lake)
+    return lake, dt, LogAppender.open(lake, dt)
+
+
 def _commit(lake: Lake, dt: DeltaTable, partition: int, first: int, n: int, expected, log=None, who="b"):
     return commit_records(
         lake, dt, rows("t", partition, first, n), {("t", partition): expected},
@@ -106,9 +113,7 @@ def test_commit_landing_between_fence_and_commit_is_rejected_not_duplicated(tmp_
 
 
 def test_a_worker_committing_alone_reads_no_fence_from_the_log(tmp_path, monkeypatch):
-    lake = Lake.at(tmp_path / "lake")
-    dt = ensure_table(lake)
-    log = LogAppender.open(lake, dt)
+    lake, dt, log = _one_worker(tmp_path)
     reads = _count_log_reads(monkeypatch, dt)
     last = {0: None, 1: None}
     for i in range(12):  # crosses a checkpoint (interval 10)
@@ -156,9 +161,7 @@ def test_a_commit_made_over_another_keeps_what_the_other_moved(tmp_path, monkeyp
 
 def test_a_protocol_beyond_what_kbak_writes_is_committed_through_delta_rs(tmp_path):
     """A check constraint (writer version 3) added mid-stream: the appender stops, delta-rs commits from then on."""
-    lake = Lake.at(tmp_path / "lake")
-    dt = ensure_table(lake)
-    log = LogAppender.open(lake, dt)
+    lake, dt, log = _one_worker(tmp_path)
     assert _commit(lake, dt, 0, 0, 5, None, log).version == 1
     DeltaTable(lake.uri).alter.add_constraint({"small_offsets": '"offset" < 100'})
     assert _commit(lake, dt, 0, 5, 5, 4, log).version == 3
@@ -170,9 +173,7 @@ def test_a_protocol_beyond_what_kbak_writes_is_committed_through_delta_rs(tmp_pa
 
 def test_table_properties_set_meanwhile_are_taken_up(tmp_path):
     """A metadata-only commit (``kbak upgrade`` sets properties) does not stop the appender."""
-    lake = Lake.at(tmp_path / "lake")
-    dt = ensure_table(lake)
-    log = LogAppender.open(lake, dt)
+    lake, dt, log = _one_worker(tmp_path)
     assert _commit(lake, dt, 0, 0, 5, None, log).version == 1
     DeltaTable(lake.uri).alter.set_table_properties({"delta.checkpointInterval": "3"})
     assert _commit(lake, dt, 0, 5, 5, 4, log).version == 3
@@ -187,9 +188,7 @@ def _engine(lake: Lake, version: int) -> str:
 def test_a_corrupt_entry_after_the_appenders_version_stops_the_commit(tmp_path):
     from pipeline.core.table import CorruptLogError
 
-    lake = Lake.at(tmp_path / "lake")
-    dt = ensure_table(lake)
-    log = LogAppender.open(lake, dt)
+    lake, dt, log = _one_worker(tmp_path)
     assert _commit(lake, dt, 0, 0, 5, None, log).version == 1
     lake.write_bytes(manifest.log_path(2), b'{"commitInfo": {"timest')  # truncated by a broken writer
     with pytest.raises(CorruptLogError, match="00000000000000000002.json"):

@@ -181,27 +181,22 @@ def _in_process(lake: Lake, sql: str, runs: int) -> float:
     return statistics.median(times)
 
 
-def measure(lake: Lake, state: dict, label: str) -> dict:
-    """Query, list and validate with no verified point; then, 100 commits later, from the point."""
-    sql, want = selective_query(state)
-    Path(lake.uri, POINT).unlink(missing_ok=True)
-    out = {
-        "label": label,
-        "files": len(DeltaTable(lake.uri).file_uris()),
-        "query_rows": _rows("query", "--lake", lake.uri, "--sql", sql, "-f", "json"),
-        "query_s": _cli("query", "--lake", lake.uri, "--sql", sql, "-f", "json", runs=3),
-        "query_api_s": _in_process(lake, sql, runs=3),
-        "list_full_s": _cli("list", "--lake", lake.uri, "--format", "json", runs=3),
-        "validate_full_s": _cli("validate", "--lake", lake.uri, "--full", "--format", "json", runs=3),
-    }
-    if out["query_rows"] != want:
-        raise RuntimeError(f"the selective query found {out['query_rows']} rows, not {want}: {sql}")
-    sql, want = customer_query(state)
+def _time_query(lake: Lake, name: str, sql: str, want: int) -> tuple[float, float]:
+    """A query's CLI and API times (median of 3), once checked to find its ``want`` rows."""
     found = _rows("query", "--lake", lake.uri, "--sql", sql, "-f", "json")
     if found != want:
-        raise RuntimeError(f"the customer query found {found} rows, not {want}: {sql}")
-    out["customer_s"] = _cli("query", "--lake", lake.uri, "--sql", sql, "-f", "json", runs=3)
-    out["customer_api_s"] = _in_process(lake, sql, runs=3)
+        raise RuntimeError(f"the {name} query found {found} rows, not {want}: {sql}")
+    return _cli("query", "--lake", lake.uri, "--sql", sql, "-f", "json", runs=3), _in_process(lake, sql, runs=3)
+
+
+def measure(lake: Lake, state: dict, label: str) -> dict:
+    """Query, list and validate with no verified point; then, 100 commits later, from the point."""
+    Path(lake.uri, POINT).unlink(missing_ok=True)
+    out = {"label": label, "files": len(DeltaTable(lake.uri).file_uris())}
+    out["query_s"], out["query_api_s"] = _time_query(lake, "selective", *selective_query(state))
+    out["customer_s"], out["customer_api_s"] = _time_query(lake, "customer", *customer_query(state))
+    out["list_full_s"] = _cli("list", "--lake", lake.uri, "--format", "json", runs=3)
+    out["validate_full_s"] = _cli("validate", "--lake", lake.uri, "--full", "--format", "json", runs=3)
     dt = DeltaTable(lake.uri)
     _commit_many(lake, dt, dt.version(), 100, state)  # what continuous ingest adds meanwhile
     out["validate_s"] = _cli("validate", "--lake", lake.uri, "--format", "json")  # from the point on
