@@ -251,8 +251,8 @@ def main() -> None:
     lake, state, per_commit = build(path, versions)
     for mark, (wall, cpu) in sorted(per_commit.items()):
         print(f"  per-commit time at {mark:,} versions: {wall:.1f} ms (CPU {cpu:.1f} ms)", flush=True)
-    first, last = min(per_commit), max(per_commit)
-    if last > first:
+    first, last = min(per_commit, default=0), max(per_commit, default=0)
+    if last > first:  # two marks reached (a run of under 2,000 versions has no ratio to show)
         wall, cpu = (per_commit[last][i] / per_commit[first][i] for i in (0, 1))
         print(f"  per-commit time at {last:,} versions against {first:,}: {cpu:.2f}x in CPU ({wall:.2f}x wall)")
     before = measure(lake, state, "before compaction")
