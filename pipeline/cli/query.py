@@ -38,7 +38,9 @@ def query_cmd(
     json_out: JsonOpt = False,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write to this file (streamed).")] = None,
     max_rows: Annotated[int, typer.Option("--max-rows", min=1, help="Rows shown by --format table.")] = 100,
-    reader: Annotated[str | None, typer.Option("--reader", help="Force the table reader: delta_scan or arrow.")] = None,
+    reader: Annotated[
+        str | None, typer.Option("--reader", help="Force the table reader: delta_scan, parquet or arrow.")
+    ] = None,
     queries: Annotated[Path | None, typer.Option("--queries", help="Directory of named queries.")] = None,
     print_setup: Annotated[
         bool, typer.Option("--setup-sql", help="Print SQL giving any DuckDB client the same views and macros.")

@@ -1,15 +1,22 @@
 """The SQL engine over the archive: a DuckDB connection with a ``records`` view and audit macros.
 
 Shared by ``kbak query``, ``kbak replay --where`` and the notebooks, so one predicate means the
-same thing everywhere. Two readers can back ``records``:
+same thing everywhere. Three readers can back ``records``:
 
-- ``delta_scan`` (default, measured faster: see the README's query benchmark): DuckDB's own delta
-  extension, loaded from the ``duckdb-extension-delta`` wheel (and ``-httpfs`` for S3) that match
-  the pinned duckdb release, so it works with no internet access. Never installed from the network.
+- ``delta_scan`` (default for tables of many files): DuckDB's own delta extension, loaded from the
+  ``duckdb-extension-delta`` wheel (and ``-httpfs`` for S3) that match the pinned duckdb release, so it
+  works with no internet access. Never installed from the network. It skips files by the statistics
+  in the log, which pays off when there are thousands of them.
+- ``parquet`` (default for tables of at most ``PARQUET_READER_MAX_FILES`` files, such as a compacted
+  archive, and for older versions that erasure or vacuum touched): DuckDB's built-in Parquet reader over
+  the version's file list, as deltalake reads it from the log. No extension to load: DuckDB checks the
+  signature of the 82 MB delta extension on every ``LOAD`` (~0.1 s), more than reading a few footers.
+  Only for tables a plain Parquet reader reads right (reader protocol 1: no deletion vectors, no
+  column mapping); ``delta_scan`` otherwise.
 - ``arrow``: deltalake's pyarrow dataset registered in DuckDB; the fallback when the extension
   cannot load (another duckdb build, a platform without the wheel), or on request.
 
-Both see the table at one pinned version: the one ``as_of`` names, or the latest when opening.
+All see the table at one pinned version: the one ``as_of`` names, or the latest when opening.
 The session time zone is UTC, so timestamps in parameters and output mean the same everywhere.
 """
 
@@ -19,6 +26,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
 import duckdb
@@ -30,11 +38,16 @@ from pipeline.core.storage import Lake
 from pipeline.core.table import open_table
 from pipeline.query import decoding
 
+if TYPE_CHECKING:
+    from deltalake import DeltaTable
+
 log = logging.getLogger("kbak.engine")
 
-READERS = ("delta_scan", "arrow")
-DEFAULT_READER = "delta_scan"
+READERS = ("delta_scan", "parquet", "arrow")
 READER_ENV = "KBAK_SQL_READER"
+# Up to this many files, reading the footers costs less than loading the delta extension (measured in
+# docs/benchmarks.md, "Aging"); beyond it, delta_scan's statistics skip files without opening them.
+PARQUET_READER_MAX_FILES = 64
 
 # The audit macros, created in every connection (and printed by ``kbak query --setup-sql`` for any
 # DuckDB client). Kafka keys, values and header values are bytes: these turn them into text.
@@ -99,26 +112,31 @@ def connect(
     it lists every custody manifest (a cost that grows with every version), so a caller that knows its
     SQL does not name it (``uses_recorded_gaps``) skips it.
     """
-    chosen = reader or os.environ.get(READER_ENV) or DEFAULT_READER
-    if chosen not in READERS:
-        raise KbakError(f"unknown SQL reader {chosen!r}: use one of {', '.join(READERS)}")
+    asked = reader or os.environ.get(READER_ENV)
+    if asked is not None and asked not in READERS:
+        raise KbakError(f"unknown SQL reader {asked!r}: use one of {', '.join(READERS)}")
     dt = open_table(lake, as_of)
     version = dt.version()
     # An older version after erasure or vacuum: read its files as kbak's readset says (core/readset.py).
     files = version_files(lake, dt) if as_of is not None else None
+    uris = [file_uri(lake, f) for f in files.files] if files is not None else None
+    chosen = asked or default_reader(dt, uris)
     con = duckdb.connect(config={"autoinstall_known_extensions": False, "autoload_known_extensions": False})
     con.execute("SET TimeZone = 'UTC'")
-    if chosen == "delta_scan":
+    if chosen != "arrow":
         try:
-            stmts = _delta_scan_statements(lake, version, secrets=True)
-            if files is not None:
-                stmts[-1] = files_view_statement(lake, files.files)
+            if chosen == "parquet":
+                stmts = _parquet_statements(lake, dt.file_uris() if uris is None else uris)
+            else:
+                stmts = _delta_scan_statements(lake, version, secrets=True)
+                if uris is not None:  # the readset's files, not the log's
+                    stmts[-1] = parquet_view_statement(uris)
             for stmt in stmts:
                 con.execute(stmt)
         except (duckdb.Error, KbakError) as exc:
-            if reader:  # asked for explicitly: say why it cannot be used
-                raise KbakError(f"the delta_scan reader is unavailable: {first_line(exc)}") from None
-            log.warning("delta_scan unavailable (%s); using deltalake's Arrow dataset", first_line(exc))
+            if asked:  # asked for explicitly: say why it cannot be used
+                raise KbakError(f"the {chosen} reader is unavailable: {first_line(exc)}") from None
+            log.warning("%s reader unavailable (%s); using deltalake's Arrow dataset", chosen, first_line(exc))
             con.close()
             return connect(lake, as_of, reader="arrow", audit=audit, decode=decode, gaps=gaps)
     else:
@@ -142,6 +160,17 @@ def connect(
     return con
 
 
+def default_reader(dt: DeltaTable, uris: list[str] | None = None) -> str:
+    """``parquet`` for a table of few files (or the readset's ``uris`` of an older version) that a plain
+    Parquet reader reads right, else ``delta_scan``."""
+    protocol = dt.protocol()
+    if protocol.min_reader_version > 1 or protocol.reader_features:
+        return "delta_scan"  # deletion vectors, column mapping...: only a Delta reader reads those right
+    if uris is not None or len(dt.file_uris()) <= PARQUET_READER_MAX_FILES:
+        return "parquet"
+    return "delta_scan"
+
+
 def connect_files(lake: Lake, files: list[str], filename: bool = False) -> duckdb.DuckDBPyConnection:
     """A DuckDB connection whose ``records`` view is exactly these data files (lake-relative), with the macros.
 
@@ -149,10 +178,8 @@ def connect_files(lake: Lake, files: list[str], filename: bool = False) -> duckd
     """
     con = duckdb.connect(config={"autoinstall_known_extensions": False, "autoload_known_extensions": False})
     con.execute("SET TimeZone = 'UTC'")
-    if lake.is_s3:
-        con.execute(f"LOAD {sql_literal(str(extension_path('httpfs')))}")
-        con.execute(_s3_secret(lake, True))
-    con.execute(files_view_statement(lake, files, filename=filename))
+    for stmt in _parquet_statements(lake, [file_uri(lake, f) for f in files], filename=filename):
+        con.execute(stmt)
     for stmt in macro_statements():
         con.execute(stmt)
     decoding.register(con, lake)
@@ -187,7 +214,7 @@ def uses_recorded_gaps(sql: str) -> bool:
 
 def _create_recorded_gaps(con: duckdb.DuckDBPyConnection, lake: Lake, version: int, reader: str) -> None:
     try:
-        if lake.is_s3 and reader != "delta_scan":  # the arrow reader has not loaded httpfs
+        if lake.is_s3 and reader == "arrow":  # the other readers have loaded httpfs
             con.execute(f"LOAD {sql_literal(str(extension_path('httpfs')))}")
             con.execute(_s3_secret(lake, True))
         con.execute(recorded_gaps_view(lake, version))
@@ -245,19 +272,32 @@ def _delta_scan_statements(lake: Lake, version: int | None, secrets: bool) -> li
     return stmts
 
 
-def files_view_statement(lake: Lake, files: list[str], view: str = "records", filename: bool = False) -> str:
-    """``records`` over an explicit file list (kbak's readset of an older version), in the table's columns.
+def _parquet_statements(lake: Lake, uris: list[str], filename: bool = False) -> list[str]:
+    stmts = []
+    if lake.is_s3:
+        stmts = [f"LOAD {sql_literal(str(extension_path('httpfs')))}", _s3_secret(lake, True)]
+    return [*stmts, parquet_view_statement(uris, filename=filename)]
 
-    ``filename``: add a ``filename`` column (the file's URI, as ``file_uri`` gives it).
+
+def files_view_statement(lake: Lake, files: list[str], view: str = "records", filename: bool = False) -> str:
+    """``records`` over an explicit file list (lake-relative), in the table's columns."""
+    return parquet_view_statement([file_uri(lake, f) for f in files], view, filename)
+
+
+def parquet_view_statement(uris: list[str], view: str = "records", filename: bool = False) -> str:
+    """``records`` over an explicit list of data files (as ``file_uri`` gives them), in the table's columns.
+
+    The ``topic`` and ``date`` partition values come from the hive-style paths kbak writes (a Kafka topic
+    name is ``[a-zA-Z0-9._-]``: nothing in it is escaped). ``filename``: add a ``filename`` column.
     """
     types = _DUCKDB_TYPES + ([("filename", "VARCHAR")] if filename else [])
-    if not files:
+    if not uris:
         empty = ", ".join(f"NULL::{t} AS {_ident(n)}" for n, t in types)
         return f"CREATE OR REPLACE VIEW {view} AS SELECT {empty} WHERE false"
-    uris = "[" + ", ".join(sql_literal(file_uri(lake, f)) for f in files) + "]"
+    listed = "[" + ", ".join(sql_literal(u) for u in uris) + "]"
     cols = ", ".join(_ident(n) for n, _t in types)
     return (
-        f"CREATE OR REPLACE VIEW {view} AS SELECT {cols} FROM read_parquet({uris}, hive_partitioning = true, "
+        f"CREATE OR REPLACE VIEW {view} AS SELECT {cols} FROM read_parquet({listed}, hive_partitioning = true, "
         f"hive_types = {{'topic': VARCHAR, 'date': DATE}}, filename = {str(filename).lower()})"
     )
 

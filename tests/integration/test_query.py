@@ -19,6 +19,7 @@ from support import query_lake
 from support.kbak_testing import run_kbak
 
 from pipeline.core.storage import Lake
+from pipeline.query import engine
 from pipeline.query.engine import connect
 from pipeline.query.named import check_sql_params, load_queries, run_query
 
@@ -242,15 +243,25 @@ def test_python_api_runs_the_same_queries(audit):
     assert [(r["partition"], r["offset"]) for r in table.to_pylist()] == [(0, 0), (0, 3), (1, 0), (0, 5), (1, 1)]
 
 
-def test_both_readers_return_the_same_rows(audit):
+def test_every_reader_returns_the_same_rows(audit):
     lake = Lake.at(audit.uri)
-    results = []
-    for reader in ("delta_scan", "arrow"):
+    results, columns = [], []
+    for reader in ("delta_scan", "parquet", "arrow"):
         con = connect(lake, reader=reader)
+        assert engine.table_state(con).reader == reader
         params = {"start": "2024-01-01", "end": "2025-01-01"}
         results.append(run_query(con, "legal_hold_export", params).to_arrow_table())
+        columns.append(con.execute("DESCRIBE records").fetchall())
     assert results[0].num_rows == len(audit.records) + 1
-    assert results[0].to_pylist() == results[1].to_pylist()
+    assert results[0].to_pylist() == results[1].to_pylist() == results[2].to_pylist()
+    assert columns[0] == columns[1] == columns[2]
+
+
+def test_the_default_reader_is_parquet_for_few_files_and_delta_scan_for_many(audit, monkeypatch):
+    lake = Lake.at(audit.uri)
+    assert engine.table_state(connect(lake)).reader == "parquet"  # no delta extension to load
+    monkeypatch.setattr(engine, "PARQUET_READER_MAX_FILES", 0)  # as on a table of thousands of files
+    assert engine.table_state(connect(lake)).reader == "delta_scan"  # its statistics skip files unopened
 
 
 def test_every_named_query_declares_exactly_the_parameters_it_uses():
@@ -260,12 +271,11 @@ def test_every_named_query_declares_exactly_the_parameters_it_uses():
 
 
 def test_falls_back_to_the_arrow_reader_when_the_extension_cannot_load(audit, monkeypatch):
-    import pipeline.query.engine as engine
-
     def missing(name):
         raise engine.KbakError(f"the duckdb-extension-{name} wheel is not installed")
 
     monkeypatch.setattr(engine, "extension_path", missing)
+    monkeypatch.setattr(engine, "PARQUET_READER_MAX_FILES", 0)  # so the default is delta_scan
     con = connect(Lake.at(audit.uri))
     assert engine.table_state(con).reader == "arrow"
     assert con.execute("SELECT count(*) FROM records").fetchone()[0] == len(audit.records) + 1
@@ -276,4 +286,4 @@ def test_falls_back_to_the_arrow_reader_when_the_extension_cannot_load(audit, mo
 def test_unknown_reader_is_an_error(audit):
     proc = run_kbak("query", "topic_inventory", "--lake", audit.uri, "--reader", "spark")
     assert proc.returncode == 1
-    assert proc.stderr.strip() == "kbak: error: unknown SQL reader 'spark': use one of delta_scan, arrow"
+    assert proc.stderr.strip() == "kbak: error: unknown SQL reader 'spark': use one of delta_scan, parquet, arrow"

@@ -2,10 +2,41 @@
 
 from __future__ import annotations
 
-from pipeline.query.engine import uses_recorded_gaps
+from types import SimpleNamespace
+
+from pipeline.query.engine import PARQUET_READER_MAX_FILES, default_reader, uses_recorded_gaps
 
 
 def test_recorded_gaps_view_is_made_only_for_sql_that_names_it():
     assert uses_recorded_gaps("SELECT * FROM records r LEFT JOIN kbak_recorded_gaps g USING (topic)")
     assert uses_recorded_gaps('select * from "KBAK_RECORDED_GAPS"')  # identifiers are case-insensitive
     assert not uses_recorded_gaps('SELECT "offset" FROM records WHERE "partition" = 1')
+
+
+class _Table:
+    """The two things ``default_reader`` asks of a DeltaTable: its protocol and its live files."""
+
+    def __init__(self, files: int, reader_version: int = 1, features: list[str] | None = None) -> None:
+        self._files = files
+        self._protocol = SimpleNamespace(min_reader_version=reader_version, reader_features=features)
+
+    def protocol(self):
+        return self._protocol
+
+    def file_uris(self) -> list[str]:
+        return [f"/lake/topic=t/date=2024-01-01/part-{i}.parquet" for i in range(self._files)]
+
+
+def test_default_reader_reads_few_files_with_parquet_and_many_with_delta_scan():
+    assert default_reader(_Table(0)) == "parquet"
+    assert default_reader(_Table(PARQUET_READER_MAX_FILES)) == "parquet"
+    assert default_reader(_Table(PARQUET_READER_MAX_FILES + 1)) == "delta_scan"
+    # An older version's readset (after erasure or vacuum) is an explicit list already.
+    assert default_reader(_Table(PARQUET_READER_MAX_FILES + 1), uris=["/lake/x.parquet"]) == "parquet"
+
+
+def test_default_reader_leaves_tables_a_parquet_reader_would_misread_to_delta_scan():
+    # Deletion vectors hide rows a plain Parquet reader would show; column mapping renames columns.
+    assert default_reader(_Table(1, reader_version=3, features=["deletionVectors"])) == "delta_scan"
+    assert default_reader(_Table(1, reader_version=2)) == "delta_scan"
+    assert default_reader(_Table(1, reader_version=3, features=["deletionVectors"]), uris=[]) == "delta_scan"
