@@ -56,7 +56,7 @@ def query_cmd(
     """Answer audit questions with SQL straight over the archive: no restore cluster needed."""
     # Imported here, not at module level, so that every other kbak command starts without DuckDB.
     from pipeline.core.access_log import log_access
-    from pipeline.query.engine import connect, setup_sql, table_state, uses_recorded_gaps
+    from pipeline.query.engine import connect, setup_sql, table_state
     from pipeline.query.export import write_result
     from pipeline.query.named import bind, check_sql_params, get_query, parse_assignments
 
@@ -76,11 +76,11 @@ def query_cmd(
     values = parse_assignments(param or [])
     if name is not None:
         query = get_query(name, queries)  # before opening the lake: a typo fails fast
-        con = connect(target, as_of, reader, audit=False, decode=decode, gaps=uses_recorded_gaps(query.sql))
+        con = connect(target, as_of, reader, audit=False, decode=decode, only_for=query.sql)
         text, bound = query.sql, bind(con, query, values)
     else:
         check_sql_params(sql, values)
-        con = connect(target, as_of, reader, audit=False, decode=decode, gaps=uses_recorded_gaps(sql))
+        con = connect(target, as_of, reader, audit=False, decode=decode, only_for=sql)
         text, bound = sql, values
     rows = write_result(con, text, bound, fmt.lower(), output, max_rows)
     version = table_state(con).version

@@ -23,8 +23,6 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-import pyarrow as pa
-
 from pipeline.core.storage import Lake
 
 INDEX = "_kbak/erasure/readset.json"
@@ -74,6 +72,8 @@ def resolve(path: str, mapping: dict[str, str | None]) -> str | None:
 
 def version_files(lake: Lake, dt) -> VersionFiles | None:
     """The files to read for ``dt``'s loaded version, or None when Delta's own list is right as it is."""
+    import pyarrow as pa  # only for time travel: the latest version's query never loads it
+
     paths = pa.table(dt.get_add_actions(flatten=True)).column("path").to_pylist()
     resolved, present = _resolved(lake, paths)
     files = [r for r in resolved if r is not None and r in present]

@@ -16,11 +16,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
-import pyarrow.fs as pafs
-
 from pipeline.core.errors import KbakError, StorageError, UsageError, aws_code, aws_message, first_line
+
+if TYPE_CHECKING:
+    import pyarrow.fs as pafs
 
 SSE_ALGORITHMS = ("aws:kms", "AES256")
 
@@ -76,9 +78,11 @@ def storage_error(
         return StorageAccessError(f"access denied to {lake.uri}: check AWS credentials ({_reason(exc)})")
     if generic and probe:
         try:
-            if lake.fs.get_file_info(lake.bucket).type == pafs.FileType.NotFound:
+            if lake.bucket_missing():
                 return StorageAccessError(f"bucket {lake.bucket} of lake {lake.uri} does not exist")
-            lake.fs.get_file_info(pafs.FileSelector(lake.path("_delta_log"), allow_not_found=True))
+            lake.list_files("_delta_log")
+        except StorageAccessError as again:  # named already, by list_files
+            return again
         except Exception as again:
             return storage_error(lake, again, probe=False, unreachable=unreachable)
     return None
@@ -250,6 +254,8 @@ class Lake:
 
     @cached_property
     def fs(self) -> pafs.FileSystem:
+        import pyarrow.fs as pafs  # here, not at import: a local query never needs it (pyarrow loads in ~55 ms)
+
         if not self.is_s3:
             return pafs.LocalFileSystem()
         s3 = self.s3
@@ -382,17 +388,39 @@ class Lake:
             raise OSError(f"S3 PUT of {relative}: {first_line(exc)}") from None
         return None
 
+    # Reads of a local lake go straight to the OS, as its writes do: same results as through ``fs``,
+    # without loading pyarrow for a command that only reads a few small files (``kbak query``).
+
     @translate_storage_errors
     def read_bytes(self, relative: str) -> bytes:
+        if not self.is_s3:
+            return Path(self.path(relative)).read_bytes()
         with self.fs.open_input_stream(self.path(relative)) as src:
             return src.read()
 
+    def bucket_missing(self) -> bool:
+        """Whether an S3 lake's bucket does not exist (never, for a local lake)."""
+        if not self.is_s3:
+            return False
+        import pyarrow.fs as pafs
+
+        return self.fs.get_file_info(self.bucket).type == pafs.FileType.NotFound
+
     @translate_storage_errors
     def exists(self, relative: str) -> bool:
+        if not self.is_s3:
+            return os.path.exists(self.path(relative))
+        import pyarrow.fs as pafs
+
         return self.fs.get_file_info(self.path(relative)).type != pafs.FileType.NotFound
 
     @translate_storage_errors
     def size(self, relative: str) -> int | None:
+        if not self.is_s3:
+            full = self.path(relative)
+            return os.path.getsize(full) if os.path.isfile(full) else None
+        import pyarrow.fs as pafs
+
         info = self.fs.get_file_info(self.path(relative))
         return None if info.type == pafs.FileType.NotFound else info.size
 
@@ -400,11 +428,16 @@ class Lake:
     def list_files(self, relative: str = "") -> list[str]:
         """Files below ``relative``, as paths relative to the lake root."""
         base = self.path(relative) if relative else self.root
+        cut = len(self.root) + 1
+        if not self.is_s3:
+            found = (os.path.join(d, f) for d, _dirs, files in os.walk(base) for f in files)
+            return sorted(path[cut:].replace(os.sep, "/") for path in found)
+        import pyarrow.fs as pafs
+
         try:
             infos = self.fs.get_file_info(pafs.FileSelector(base, recursive=True, allow_not_found=True))
         except FileNotFoundError:
             return []
-        cut = len(self.root) + 1
         return sorted(i.path[cut:] for i in infos if i.type == pafs.FileType.File)
 
     @translate_storage_errors

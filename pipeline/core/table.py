@@ -6,13 +6,11 @@ import json
 import re
 from datetime import timedelta
 
-import pyarrow as pa
 from deltalake import DeltaTable, PostCommitHookProperties
 from deltalake.exceptions import TableNotFoundError
 
 from pipeline.core.errors import KbakError, NotAnArchiveError, first_line
 from pipeline.core.parsing import parse_time
-from pipeline.core.schema import check_table_schema
 from pipeline.core.storage import Lake, storage_error
 from pipeline.core.timefmt import EPOCH, iso_ms
 
@@ -71,10 +69,58 @@ def open_table(lake: Lake, version: int | str | None = None) -> DeltaTable:
         raise NotAnArchiveError(f"no kbak archive at {lake.uri} (no Delta table there)") from None
     except Exception as exc:  # deltalake raises OSError and DeltaError for storage and log problems
         raise open_error(lake, exc) from None
-    check_table_schema(pa.schema(dt.schema().to_arrow()), dt.metadata().partition_columns, lake.uri)
+    _check_archive(dt, lake.uri)
     if version is not None:
         _load_as_of(dt, version, lake)
     return dt
+
+
+def _column(name: str, kind: str | dict, nullable: bool = False) -> dict:
+    return {"name": name, "type": kind, "nullable": nullable, "metadata": {}}
+
+
+# A kbak archive's schema as its Delta log states it (``RECORD_SCHEMA`` through deltalake; a unit test
+# keeps the two equal). Opening a table compares the log's schema with it first: an archive kbak created
+# needs no pyarrow to check, so a plain ``kbak query`` never loads it (~55 ms). Any other schema gets
+# ``check_table_schema``, which names the difference.
+ARCHIVE_DELTA_SCHEMA = {
+    "type": "struct",
+    "fields": [
+        _column("topic", "string"),
+        _column("partition", "integer"),
+        _column("offset", "long"),
+        _column("timestamp", "timestamp"),
+        _column("timestamp_type", "string"),
+        _column("key", "binary", nullable=True),
+        _column("value", "binary", nullable=True),
+        _column(
+            "headers",
+            {
+                "type": "array",
+                "elementType": {
+                    "type": "struct",
+                    "fields": [_column("key", "string"), _column("value", "binary", nullable=True)],
+                },
+                "containsNull": False,
+            },
+        ),
+        _column("date", "date"),
+        _column("source_cluster", "string"),
+        _column("ingested_at", "timestamp"),
+    ],
+}
+ARCHIVE_PARTITIONS = ["topic", "date"]  # = schema.PARTITION_COLUMNS (the same unit test)
+
+
+def _check_archive(dt: DeltaTable, where: str) -> None:
+    partitions = dt.metadata().partition_columns
+    if partitions == ARCHIVE_PARTITIONS and json.loads(dt.schema().to_json()) == ARCHIVE_DELTA_SCHEMA:
+        return
+    import pyarrow as pa
+
+    from pipeline.core.schema import check_table_schema
+
+    check_table_schema(pa.schema(dt.schema().to_arrow()), partitions, where)
 
 
 def open_error(lake: Lake, exc: BaseException) -> KbakError:

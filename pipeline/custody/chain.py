@@ -12,8 +12,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import cached_property
 
-from pyarrow.fs import FileType
-
 from pipeline.core.errors import NotAnArchiveError
 from pipeline.core.storage import Lake, storage_error
 from pipeline.core.table import log_entry_problem
@@ -108,7 +106,7 @@ def load_chain(lake: Lake, versions: list[int] | None = None) -> list[VersionRec
     except OSError as exc:  # the first request every custody command makes: name an unreachable endpoint
         raise storage_error(lake, exc) or exc from None
     if not logs and not lake.list_files(MANIFEST_DIR):
-        if lake.is_s3 and lake.fs.get_file_info(lake.bucket).type == FileType.NotFound:
+        if lake.bucket_missing():
             raise NotAnArchiveError(f"bucket {lake.bucket} of lake {lake.uri} does not exist")
         raise NotAnArchiveError(f"no kbak archive at {lake.uri} (no Delta log there)")
     sealed = set(sealed_versions(lake))

@@ -123,7 +123,8 @@ def commit_records(
     fence holds, otherwise the remaining rows are written again (the early files become orphans).
     ``log``: the caller's ``LogAppender`` for this lake, kept across its commits (a worker's committer
     keeps one): it then reads only what other writers committed since. Without one, a new one
-    starts from ``dt`` brought to the newest version.
+    starts from ``dt`` brought to the newest version, and ``dt`` is brought to the commit on return
+    (as delta-rs's own commit leaves it), so a caller's next ``expected`` read from it is current.
     """
     rejected: dict[TP, int | None] = {}
     files = list(files or [])
@@ -198,6 +199,8 @@ def commit_records(
                 elif appender.checkpoint_due(version):
                     appender.write_checkpoint(version)  # before the seal, so the manifest records its digest
                 custody.seal(lake, dt, head=version)
+            if direct and log is None:
+                dt.update_incremental()  # a worker's committer (``log``) skips this: its appender knows
             return _committed(version, files, table, ranges, rejected, digest)
         except Unsupported:
             continue  # the appender read an entry it cannot write after (nothing staged yet): delta-rs commits
@@ -215,6 +218,8 @@ def commit_records(
             version = landed_version(lake, read_version, digest)
             if version is not None:
                 custody.seal(lake, dt, head=version)  # raises if storage still fails: the commit stands
+                if direct and log is None:
+                    dt.update_incremental()
                 return _committed(version, files, table, ranges, rejected, digest)
             if attempt >= max_attempts:
                 detail = " ".join(str(exc).split())[:300]  # the whole message, on one line

@@ -21,13 +21,16 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import duckdb
-import pyarrow as pa
 
 from pipeline.core.storage import Lake
 from pipeline.schemas.decode import Decoder
 from pipeline.schemas.store import SchemaStore
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 # (signature, body, doc): like engine.MACROS, but needing this connection's Python functions.
 DECODING_MACROS: list[tuple[str, str, str]] = [
@@ -90,18 +93,43 @@ def setup_statements() -> list[str]:
     return [f"CREATE OR REPLACE MACRO {sig} AS {body}" for sig, body in macros]
 
 
-def register(con: duckdb.DuckDBPyConnection, lake: Lake, decode: bool = False) -> Decoder:
-    """Create the decoding functions, macros and the ``kbak_schemas`` table on ``con``."""
+def uses_decoding(sql: str) -> bool:
+    """Whether SQL can reach the Python decoder: it names a macro that calls it, or the functions themselves.
+
+    Conservative (``json_field`` counts, as it contains ``field``): a false match costs only the time
+    ``functions=False`` saves in ``register``.
+    """
+    lowered = sql.lower()
+    return any(name in lowered for name in _DECODER_CALLERS)
+
+
+_DECODER_CALLERS = (
+    "kbak_decode",
+    *(sig.split("(")[0] for sig, body, _doc in (*DECODING_MACROS, _SHOWN_DECODED) if "kbak_decode" in body),
+)
+
+
+def register(
+    con: duckdb.DuckDBPyConnection, lake: Lake, decode: bool = False, functions: bool = True
+) -> Decoder | None:
+    """Create the decoding functions, macros and the ``kbak_schemas`` table on ``con``.
+
+    ``functions=False`` (for SQL that ``uses_decoding`` says cannot call them) leaves out the Python
+    functions and the macros that call them: DuckDB's ``create_function`` imports numpy, ~40 ms of a
+    small query's start.
+    """
     store = SchemaStore(lake)
     schemas = store.load_all()
-    decoder = Decoder(schemas)
-    blob, text = duckdb.sqltype("BLOB"), duckdb.sqltype("VARCHAR")
-    for name, fn in (("kbak_decode", decoder.decode_array), ("kbak_decode_error", decoder.reason_array)):
-        con.create_function(
-            name, _kept_alive(fn), [blob], text, type="arrow", null_handling="special", side_effects=False
-        )
+    decoder = Decoder(schemas) if functions else None
+    if decoder is not None:
+        blob, text = duckdb.sqltype("BLOB"), duckdb.sqltype("VARCHAR")
+        for name, fn in (("kbak_decode", decoder.decode_array), ("kbak_decode_error", decoder.reason_array)):
+            con.create_function(
+                name, _kept_alive(fn), [blob], text, type="arrow", null_handling="special", side_effects=False
+            )
     for sig, body, _doc in [*DECODING_MACROS, _SHOWN_DECODED if decode else _SHOWN_RAW]:
-        con.execute(f"CREATE OR REPLACE MACRO {sig} AS {body}")
+        if functions or "kbak_decode" not in body:
+            con.execute(f"CREATE OR REPLACE MACRO {sig} AS {body}")
     # A table filled with parameters, not a registered Arrow table: that loads pyarrow.dataset (~25 ms a query).
     con.execute(
         "CREATE OR REPLACE TABLE kbak_schemas "
@@ -123,7 +151,7 @@ KEEP_ALIVE_BATCHES = 128
 def _kept_alive(fn: Callable[[pa.ChunkedArray], pa.Array]) -> Callable[[pa.ChunkedArray], pa.Array]:
     recent: deque[pa.Array] = deque(maxlen=KEEP_ALIVE_BATCHES)
 
-    def call(column: pa.ChunkedArray) -> pa.Array:
+    def call(column):  # unannotated: DuckDB evaluates a UDF's annotations, and pyarrow is not loaded yet
         result = fn(column)
         recent.append(result)
         return result

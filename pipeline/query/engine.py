@@ -7,12 +7,12 @@ same thing everywhere. Three readers can back ``records``:
   ``duckdb-extension-delta`` wheel (and ``-httpfs`` for S3) that match the pinned duckdb release, so it
   works with no internet access. Never installed from the network. It skips files by the statistics
   in the log, which pays off when there are thousands of them.
-- ``parquet`` (default for tables of at most ``PARQUET_READER_MAX_FILES`` files, such as a compacted
-  archive, and for older versions that erasure or vacuum touched): DuckDB's built-in Parquet reader over
-  the version's file list, as deltalake reads it from the log. No extension to load: DuckDB checks the
-  signature of the 82 MB delta extension on every ``LOAD`` (~0.1 s), more than reading a few footers.
-  Only for tables a plain Parquet reader reads right (reader protocol 1: no deletion vectors, no
-  column mapping); ``delta_scan`` otherwise.
+- ``parquet`` (default for tables of at most ``PARQUET_READER_MAX_FILES`` live files, such as a small
+  or compacted archive, and for older versions that erasure or vacuum touched): DuckDB's built-in
+  Parquet reader over the version's file list, as deltalake reads it from the log. No extension to
+  load: DuckDB checks the signature of the 82 MB delta extension on every ``LOAD`` (~0.1 s), more than
+  reading a few hundred footers. Only for tables a plain Parquet reader reads right (reader protocol 1:
+  no deletion vectors, no column mapping); ``delta_scan`` otherwise.
 - ``arrow``: deltalake's pyarrow dataset registered in DuckDB; the fallback when the extension
   cannot load (another duckdb build, a platform without the wheel), or on request.
 
@@ -45,9 +45,12 @@ log = logging.getLogger("kbak.engine")
 
 READERS = ("delta_scan", "parquet", "arrow")
 READER_ENV = "KBAK_SQL_READER"
-# Up to this many files, reading the footers costs less than loading the delta extension (measured in
-# docs/benchmarks.md, "Aging"); beyond it, delta_scan's statistics skip files without opening them.
-PARQUET_READER_MAX_FILES = 64
+# Up to this many live files, the parquet reader is the default (docs/query.md, "Engine"): loading the delta
+# extension costs more than opening the footers of the files a partition filter does not prune, even when
+# the log's statistics would have skipped them all (measured: 135 files, 0.40 s against 0.52 s). On S3 each
+# such file costs requests, so fewer.
+PARQUET_READER_MAX_FILES = 256
+PARQUET_READER_MAX_FILES_S3 = 16
 
 # The audit macros, created in every connection (and printed by ``kbak query --setup-sql`` for any
 # DuckDB client). Kafka keys, values and header values are bytes: these turn them into text.
@@ -100,18 +103,23 @@ def connect(
     *,
     audit: bool = True,
     decode: bool = False,
-    gaps: bool = True,
+    only_for: str | None = None,
 ) -> duckdb.DuckDBPyConnection:
     """A DuckDB connection whose ``records`` view is the archive (as of a version or time).
 
     The connection also has the audit macros (``MACROS``), a one-row ``kbak_table`` view saying
-    which lake, version and reader it uses, and the decoding functions over the kept schemas
-    (``decoding.py``; ``decode`` makes the named queries print decoded payloads). With an access log
-    configured (``KBAK_ACCESS_LOG``), the connection is recorded there; ``audit=False`` is for
-    callers that record a richer entry. ``gaps=False`` leaves out the ``kbak_recorded_gaps`` view: making
-    it lists every custody manifest (a cost that grows with every version), so a caller that knows its
-    SQL does not name it (``uses_recorded_gaps``) skips it.
+    which lake, version and reader it uses, the ``kbak_recorded_gaps`` view, and the decoding functions
+    over the kept schemas (``decoding.py``; ``decode`` makes the named queries print decoded payloads).
+    With an access log configured (``KBAK_ACCESS_LOG``), the connection is recorded there;
+    ``audit=False`` is for callers that record a richer entry.
+
+    ``only_for``: the SQL the connection is for, when the caller knows it (``kbak query``). What that
+    SQL cannot use is left out: ``kbak_recorded_gaps`` unless it names it (``uses_recorded_gaps``: making
+    the view lists every custody manifest, a cost that grows with every version), the Python decoding
+    functions unless it can call them (``decoding.uses_decoding``: ~40 ms of start-up).
     """
+    gaps = only_for is None or uses_recorded_gaps(only_for)
+    functions = only_for is None or decoding.uses_decoding(only_for)
     asked = reader or os.environ.get(READER_ENV)
     if asked is not None and asked not in READERS:
         raise KbakError(f"unknown SQL reader {asked!r}: use one of {', '.join(READERS)}")
@@ -120,7 +128,7 @@ def connect(
     # An older version after erasure or vacuum: read its files as kbak's readset says (core/readset.py).
     files = version_files(lake, dt) if as_of is not None else None
     uris = [file_uri(lake, f) for f in files.files] if files is not None else None
-    chosen = asked or default_reader(dt, uris)
+    chosen = asked or default_reader(dt, uris, PARQUET_READER_MAX_FILES_S3 if lake.is_s3 else PARQUET_READER_MAX_FILES)
     con = duckdb.connect(config={"autoinstall_known_extensions": False, "autoload_known_extensions": False})
     con.execute("SET TimeZone = 'UTC'")
     if chosen != "arrow":
@@ -138,7 +146,7 @@ def connect(
                 raise KbakError(f"the {chosen} reader is unavailable: {first_line(exc)}") from None
             log.warning("%s reader unavailable (%s); using deltalake's Arrow dataset", chosen, first_line(exc))
             con.close()
-            return connect(lake, as_of, reader="arrow", audit=audit, decode=decode, gaps=gaps)
+            return connect(lake, as_of, reader="arrow", audit=audit, decode=decode, only_for=only_for)
     else:
         dataset = dt.to_pyarrow_dataset() if files is None else files_dataset(lake, files.files)
         con.register("_kbak_records_dataset", dataset)
@@ -148,7 +156,7 @@ def connect(
         con.execute(stmt)
     if gaps:
         _create_recorded_gaps(con, lake, version, chosen)
-    decoding.register(con, lake, decode)
+    decoding.register(con, lake, decode, functions=functions)
     state = TableState(lake.uri, version, chosen, None if as_of is None else str(as_of))
     con.execute(
         "CREATE VIEW kbak_table AS SELECT * FROM (VALUES ("
@@ -160,13 +168,13 @@ def connect(
     return con
 
 
-def default_reader(dt: DeltaTable, uris: list[str] | None = None) -> str:
-    """``parquet`` for a table of few files (or the readset's ``uris`` of an older version) that a plain
-    Parquet reader reads right, else ``delta_scan``."""
+def default_reader(dt: DeltaTable, uris: list[str] | None = None, max_files: int = PARQUET_READER_MAX_FILES) -> str:
+    """``parquet`` for a table of at most ``max_files`` live files (or the readset's ``uris`` of an older
+    version) that a plain Parquet reader reads right, else ``delta_scan``."""
     protocol = dt.protocol()
     if protocol.min_reader_version > 1 or protocol.reader_features:
         return "delta_scan"  # deletion vectors, column mapping...: only a Delta reader reads those right
-    if uris is not None or len(dt.file_uris()) <= PARQUET_READER_MAX_FILES:
+    if uris is not None or len(dt.file_uris()) <= max_files:
         return "parquet"
     return "delta_scan"
 

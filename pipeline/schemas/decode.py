@@ -18,12 +18,14 @@ import io
 import json
 import uuid
 from collections.abc import Callable
-
-import pyarrow as pa
+from typing import TYPE_CHECKING
 
 from pipeline.schemas.registry import is_serialized_descriptor
 from pipeline.schemas.store import KeptSchema
 from pipeline.schemas.wire import HEADER_SIZE, schema_id
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 Reader = Callable[[bytes], str]
 
@@ -66,10 +68,10 @@ class Decoder:
 
     def decode_array(self, column: pa.Array | pa.ChunkedArray) -> pa.Array:
         """``decode`` over an Arrow binary column (DuckDB's vectorised UDF calls this)."""
-        return pa.array([self.decode(v) for v in column.to_pylist()], pa.string())
+        return _strings([self.decode(v) for v in column.to_pylist()])
 
     def reason_array(self, column: pa.Array | pa.ChunkedArray) -> pa.Array:
-        return pa.array([self.why_not(v) for v in column.to_pylist()], pa.string())
+        return _strings([self.why_not(v) for v in column.to_pylist()])
 
     def _reader(self, sid: int) -> Reader | None:
         if sid not in self._readers:
@@ -262,3 +264,9 @@ def _all_references(kept: KeptSchema, schemas: dict[int, KeptSchema], seen: set[
 def _references_first(kept: KeptSchema, schemas: dict[int, KeptSchema]) -> list[KeptSchema]:
     """The schemas ``kept`` references, transitively, each before the schemas that use it."""
     return [schemas[r.id] for r in _all_references(kept, schemas)]
+
+
+def _strings(values: list[str | None]) -> pa.Array:
+    import pyarrow as pa  # loaded by now (DuckDB hands UDFs Arrow batches); a query decoding nothing never loads it
+
+    return pa.array(values, pa.string())

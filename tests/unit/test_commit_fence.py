@@ -20,7 +20,7 @@ from support.custody_lakes import record_rows as rows
 
 from pipeline.core.schema import PARTITION_COLUMNS, RECORD_SCHEMA
 from pipeline.core.storage import Lake
-from pipeline.core.table import app_id
+from pipeline.core.table import app_id, committed_offsets
 from pipeline.custody import manifest
 from pipeline.ingest import commit
 from pipeline.ingest.appender import LogAppender
@@ -239,3 +239,17 @@ def test_workers_racing_for_versions_all_land_once(tmp_path):
         assert sorted(ours.file_uris()) == [u.replace(str(replayed), lake.root) for u in sorted(theirs.file_uris())]
         apps = [app_id("c", "t", p) for p in range(3)]
         assert [ours.transaction_version(a) for a in apps] == [theirs.transaction_version(a) for a in apps]
+
+
+def test_a_one_off_commit_leaves_the_callers_table_at_its_version(tmp_path):
+    """Without a kept appender, ``dt`` is brought to the commit: the next ``expected`` read from it holds.
+
+    (A stale ``dt`` had every other commit of the query benchmark's build fenced off as a duplicate.)
+    """
+    lake = Lake.at(tmp_path / "lake")
+    dt = ensure_table(lake)
+    for i in range(4):
+        expected = committed_offsets(dt, "c", [("t", 0)]).get(("t", 0))
+        res = _commit(lake, dt, 0, i * 5, 5, expected)
+        assert not res.rejected and res.version == dt.version() == i + 1
+    assert committed_offsets(dt, "c", [("t", 0)]) == {("t", 0): 19}

@@ -169,12 +169,12 @@ def _rows(*args: str) -> int:
 
 def _in_process(lake: Lake, sql: str, runs: int) -> float:
     """The same query through the Python API (``engine.connect`` + the SQL): no process start, no imports."""
-    from pipeline.query.engine import connect, uses_recorded_gaps
+    from pipeline.query.engine import connect
 
     times = []
     for _ in range(runs):
         t0 = time.perf_counter()
-        con = connect(lake, audit=False, gaps=uses_recorded_gaps(sql))  # as kbak query does
+        con = connect(lake, audit=False, only_for=sql)  # as kbak query does
         con.execute(sql).fetchall()
         times.append(time.perf_counter() - t0)
         con.close()
