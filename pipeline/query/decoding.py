@@ -93,20 +93,19 @@ def setup_statements() -> list[str]:
     return [f"CREATE OR REPLACE MACRO {sig} AS {body}" for sig, body in macros]
 
 
-def uses_decoding(sql: str) -> bool:
-    """Whether SQL can reach the Python decoder: it names a macro that calls it, or the functions themselves.
+def uses_decoding(sql: str, decode: bool = False) -> bool:
+    """Whether SQL can reach the Python decoder: it names a macro that calls it, or the functions themselves
+    (``shown`` only with ``decode``: otherwise it prints the bytes as text).
 
     Conservative (``json_field`` counts, as it contains ``field``): a false match costs only the time
     ``functions=False`` saves in ``register``.
     """
     lowered = sql.lower()
-    return any(name in lowered for name in _DECODER_CALLERS)
+    names = (*_DECODER_CALLERS, "shown") if decode else _DECODER_CALLERS
+    return any(name in lowered for name in names)
 
 
-_DECODER_CALLERS = (
-    "kbak_decode",
-    *(sig.split("(")[0] for sig, body, _doc in (*DECODING_MACROS, _SHOWN_DECODED) if "kbak_decode" in body),
-)
+_DECODER_CALLERS = ("kbak_decode", *(sig.split("(")[0] for sig, body, _doc in DECODING_MACROS if "kbak_decode" in body))
 
 
 def register(

@@ -47,9 +47,9 @@ READERS = ("delta_scan", "parquet", "arrow")
 READER_ENV = "KBAK_SQL_READER"
 # Up to this many live files, the parquet reader is the default (docs/query.md, "Engine"): loading the delta
 # extension costs more than opening the footers of the files a partition filter does not prune, even when
-# the log's statistics would have skipped them all (measured: 135 files, 0.40 s against 0.52 s). On S3 each
-# such file costs requests, so fewer.
-PARQUET_READER_MAX_FILES = 256
+# the log's statistics would have skipped them all (measured at 270 files; per-file costs put the break-even
+# near 650). On S3 each such file costs requests, so fewer.
+PARQUET_READER_MAX_FILES = 512
 PARQUET_READER_MAX_FILES_S3 = 16
 
 # The audit macros, created in every connection (and printed by ``kbak query --setup-sql`` for any
@@ -119,7 +119,7 @@ def connect(
     functions unless it can call them (``decoding.uses_decoding``: ~40 ms of start-up).
     """
     gaps = only_for is None or uses_recorded_gaps(only_for)
-    functions = only_for is None or decoding.uses_decoding(only_for)
+    functions = only_for is None or decoding.uses_decoding(only_for, decode)
     asked = reader or os.environ.get(READER_ENV)
     if asked is not None and asked not in READERS:
         raise KbakError(f"unknown SQL reader {asked!r}: use one of {', '.join(READERS)}")
@@ -287,11 +287,6 @@ def _parquet_statements(lake: Lake, uris: list[str], filename: bool = False) -> 
     return [*stmts, parquet_view_statement(uris, filename=filename)]
 
 
-def files_view_statement(lake: Lake, files: list[str], view: str = "records", filename: bool = False) -> str:
-    """``records`` over an explicit file list (lake-relative), in the table's columns."""
-    return parquet_view_statement([file_uri(lake, f) for f in files], view, filename)
-
-
 def parquet_view_statement(uris: list[str], view: str = "records", filename: bool = False) -> str:
     """``records`` over an explicit list of data files (as ``file_uri`` gives them), in the table's columns.
 
@@ -311,7 +306,7 @@ def parquet_view_statement(uris: list[str], view: str = "records", filename: boo
 
 
 def files_dataset(lake: Lake, files: list[str]):
-    """The arrow reader's counterpart of ``files_view_statement``: a pyarrow dataset over those files."""
+    """The arrow reader's counterpart of ``parquet_view_statement``: a pyarrow dataset over those files."""
     import pyarrow as pa
     import pyarrow.dataset as ds
 

@@ -54,7 +54,8 @@ def test_default_reader_leaves_tables_a_parquet_reader_would_misread_to_delta_sc
 def test_decoding_functions_are_registered_for_sql_that_can_call_them():
     assert uses_decoding("SELECT decoded(value) FROM records")
     assert uses_decoding("select FIELD(value, 'customer_id') from records")  # case-insensitive
-    assert uses_decoding("SELECT shown(value) FROM records")  # with --decode, shown() decodes
+    assert uses_decoding("SELECT shown(value) FROM records", decode=True)  # with --decode, shown() decodes
+    assert not uses_decoding("SELECT shown(value) FROM records")  # without, it prints bytes as text
     assert uses_decoding("SELECT undecodable_reason(value), kbak_decode(value) FROM records")
     assert uses_decoding("SELECT json_field(value, 'a') FROM records")  # conservative: costs time, never a result
     assert not uses_decoding("SELECT \"offset\", key FROM records WHERE key = 'customer-00042'::BLOB")
