@@ -199,9 +199,7 @@ def commit_records(
                 elif appender.checkpoint_due(version):
                     appender.write_checkpoint(version)  # before the seal, so the manifest records its digest
                 custody.seal(lake, dt, head=version)
-            if direct and log is None:
-                dt.update_incremental()  # a worker's committer (``log``) skips this: its appender knows
-            return _committed(version, files, table, ranges, rejected, digest)
+            break
         except Unsupported:
             continue  # the appender read an entry it cannot write after (nothing staged yet): delta-rs commits
         except CommitFailedError as exc:
@@ -218,13 +216,14 @@ def commit_records(
             version = landed_version(lake, read_version, digest)
             if version is not None:
                 custody.seal(lake, dt, head=version)  # raises if storage still fails: the commit stands
-                if direct and log is None:
-                    dt.update_incremental()
-                return _committed(version, files, table, ranges, rejected, digest)
+                break
             if attempt >= max_attempts:
                 detail = " ".join(str(exc).split())[:300]  # the whole message, on one line
                 raise KbakError(f"storage error committing to {lake.uri} after {attempt} attempts: {detail}") from None
             sleep(min(0.5 * 2 ** (attempt - 1), 4.0))
+    if direct and log is None:
+        dt.update_incremental()  # a worker's committer (``log``) skips this: its appender knows
+    return _committed(version, files, table, ranges, rejected, digest)
 
 
 def _fence(dt: DeltaTable, expected: dict[TP, int | None], cluster: str) -> dict[TP, int | None]:

@@ -30,9 +30,8 @@ import pyarrow as pa
 
 from pipeline.core.schema import RECORD_SCHEMA
 from pipeline.core.storage import Lake
-from pipeline.core.table import committed_offsets
-from pipeline.dev.bench.query import BUILD, MARKER, cached
-from pipeline.ingest.commit import commit_records, ensure_table
+from pipeline.dev.bench.query import BUILD, MARKER, cached, commit_day
+from pipeline.ingest.commit import ensure_table
 from pipeline.schemas.store import KeptSchema, SchemaStore
 
 DAYS = 30
@@ -126,11 +125,7 @@ def build_lake(path: Path, records: int) -> Lake:
             [_table("payments-json", ts, keys, values, offset), _table("payments-avro", ts, keys, _avro(rows), offset)]
         )
         parts = [(t, 0) for t in TOPICS]
-        have = committed_offsets(dt, CLUSTER, parts)
-        expected = {tp: have.get(tp) for tp in parts}
-        res = commit_records(lake, dt, table, expected, source_cluster=CLUSTER, backup_id="bench")
-        if res.rejected or res.records != table.num_rows:  # a lake short of records would flatter every figure
-            raise RuntimeError(f"the bench lake's commit of day {d} was fenced off: {res.rejected}")
+        commit_day(lake, dt, table, parts, d)
         offset += per_day
     (path / MARKER).write_text(json.dumps({"records": records, "build": BUILD}))
     print(f"built lake {path}: {offset:,} records per topic in {time.monotonic() - started:.1f}s", flush=True)

@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+from deltalake import DeltaTable
 
 from pipeline.core.schema import HEADER_TYPE, RECORD_SCHEMA
 from pipeline.core.storage import Lake
@@ -131,6 +132,16 @@ def cached(path: Path, records: int) -> bool:
     return False
 
 
+def commit_day(lake: Lake, dt: DeltaTable, table: pa.Table, parts: list[tuple[str, int]], day: int) -> None:
+    """Commit one day of a bench lake through kbak's commit path; a commit fenced off stops the build
+    (a lake short of records would skew every figure measured on it)."""
+    have = committed_offsets(dt, CLUSTER, parts)
+    expected = {tp: have.get(tp) for tp in parts}
+    res = commit_records(lake, dt, table, expected, source_cluster=CLUSTER, backup_id="bench")
+    if res.rejected or res.records != table.num_rows:
+        raise RuntimeError(f"the bench lake's commit of day {day} was fenced off: {res.rejected}")
+
+
 def build_lake(path: Path, records: int) -> Lake:
     """The benchmark lake, built once and reused while its size matches."""
     lake = Lake.at(path)
@@ -149,11 +160,7 @@ def build_lake(path: Path, records: int) -> Lake:
         ]
         table = pa.concat_tables(tables)
         parts = [(t, p) for t, (n, _) in TOPICS.items() for p in range(n)]
-        have = committed_offsets(dt, CLUSTER, parts)
-        expected = {tp: have.get(tp) for tp in parts}
-        res = commit_records(lake, dt, table, expected, source_cluster=CLUSTER, backup_id="bench")
-        if res.rejected or res.records != table.num_rows:  # a lake short of records would flatter every figure
-            raise RuntimeError(f"the bench lake's commit of day {d} was fenced off: {res.rejected}")
+        commit_day(lake, dt, table, parts, d)
         if d % 10 == 9:
             print(f"  built {d + 1}/{DAYS} days ({time.monotonic() - started:.0f}s)", flush=True)
     total = sum(int(per_day * share) for _, share in TOPICS.values()) * DAYS
