@@ -139,14 +139,21 @@ def connect(
                 stmts = _delta_scan_statements(lake, version, secrets=True)
                 if uris is not None:  # the readset's files, not the log's
                     stmts[-1] = parquet_view_statement(uris)
-            for stmt in stmts:
+            for stmt in stmts[:-1]:  # the extensions and the S3 secret
                 con.execute(stmt)
+            if chosen == "delta_scan" and uris is None:
+                con.execute(stmts[-1])  # a log delta_scan cannot bind may still open through deltalake
         except (duckdb.Error, KbakError) as exc:
             if asked:  # asked for explicitly: say why it cannot be used
                 raise KbakError(f"the {chosen} reader is unavailable: {first_line(exc)}") from None
             log.warning("%s reader unavailable (%s); using deltalake's Arrow dataset", chosen, first_line(exc))
             con.close()
             return connect(lake, as_of, reader="arrow", audit=audit, decode=decode, only_for=only_for)
+        if chosen == "parquet" or uris is not None:
+            try:
+                con.execute(stmts[-1])
+            except duckdb.Error as exc:  # the files themselves (missing, unreadable): the arrow reader reads the same
+                raise KbakError(f"cannot read the data files of {lake.uri}: {first_line(exc)}") from None
     else:
         dataset = dt.to_pyarrow_dataset() if files is None else files_dataset(lake, files.files)
         con.register("_kbak_records_dataset", dataset)

@@ -7,6 +7,7 @@ import io
 import json
 import os
 import shlex
+import shutil
 import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
@@ -295,3 +296,15 @@ def test_name_and_sql_together_or_neither(lake):
     fails(kbak_query("topic_inventory", "--sql", "SELECT 1", "--lake", lake[0]), "not both")
     fails(kbak_query("--lake", lake[0]), "give a query NAME, --sql or --list")
     fails(kbak_query("topic_inventory"), "--lake is required")
+
+
+def test_a_missing_data_file_is_one_line_naming_it_whatever_the_reader(lake, tmp_path):
+    path, _ = lake
+    copy = tmp_path / "lake"
+    shutil.copytree(path, copy)
+    gone = sorted(copy.glob("topic=*/date=*/*.parquet"))[0]
+    gone.unlink()  # as a hand-run `rm` or a foreign lifecycle rule would leave it
+    for reader in ((), ("--reader", "parquet")):  # the parquet reader's files: no fallback reads them
+        proc = kbak_query("--sql", "SELECT count(*) FROM records", "--lake", str(copy), *reader, "-f", "csv")
+        fails(proc, f"cannot read the data files of {copy}", gone.name)
+    fails(kbak_query("--sql", "SELECT count(*) FROM records", "--lake", str(copy), "--reader", "delta_scan"), gone.name)
